@@ -1,0 +1,30 @@
+"""Test tiers (DESIGN §6): L0 runs everywhere; L1 (`requires_cann`) needs the CANN toolkit;
+L2 (`requires_npu`) needs an Atlas A2 NPU. L1/L2 tests skip here with the reason."""
+import os
+import shutil
+
+import pytest
+
+
+def _have_cann():
+    home = os.environ.get("ASCEND_HOME_PATH") or os.environ.get("ASCEND_TOOLKIT_HOME")
+    return bool(home and os.path.isdir(home)) or shutil.which("bisheng") is not None
+
+
+def _have_npu():
+    try:
+        import torch_npu  # noqa: F401
+        import torch
+        return torch.npu.is_available()
+    except Exception:
+        return False
+
+
+def pytest_collection_modifyitems(config, items):
+    cann = _have_cann()
+    npu = _have_npu() if any("requires_npu" in it.keywords for it in items) else False
+    for it in items:
+        if "requires_cann" in it.keywords and not cann:
+            it.add_marker(pytest.mark.skip(reason="requires the CANN toolkit (bisheng / ASCEND_HOME_PATH), not installed here"))
+        if "requires_npu" in it.keywords and not npu:
+            it.add_marker(pytest.mark.skip(reason="requires an Ascend NPU with torch_npu; none on this machine"))

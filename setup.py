@@ -1,0 +1,83 @@
+"""Build of ms_fa: the Python package plus one shared library, ``ms_fa/_lib/libms_fa_cpu.so``.
+
+The library holds the CPU kernel (C ABI in ``ms_fa/csrc/fa_kernel.h``), the MindSpore AOT entry
+points and the MindSpore op-plugin entry points. It is compiled here, at install time, with the
+system C++ compiler and linked against OpenBLAS from the ``scipy-openblas32`` wheel, so importing
+ms_fa never needs a compiler. ``pip install -e .`` builds it in place.
+"""
+import glob
+import os
+import subprocess
+import sys
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CSRC = os.path.join("ms_fa", "csrc")
+
+
+def _openblas():
+    try:
+        import scipy_openblas32 as sob
+    except ImportError:  # pragma: no cover - build requirement
+        return None
+    return sob.get_include_dir(), sob.get_lib_dir(), sob.get_library()
+
+
+class BuildSharedLib(build_ext):
+    """Compile ms_fa/csrc/*.cc into one plain shared library (not a CPython extension)."""
+
+    def build_extension(self, ext):
+        out = self.get_ext_fullpath(ext.name)
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        cxx = os.environ.get("CXX", "g++")
+        flags = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp", "-Wall", "-Wextra",
+                 "-D_GLIBCXX_USE_CXX11_ABI=0",  # MindSpore's AOT ABI (DESIGN §8)
+                 "-I" + CSRC]
+        flags += os.environ.get("MS_FA_CXXFLAGS", "-march=native").split()
+        ob = _openblas()
+        libs = []
+        if ob is not None:
+            inc, libdir, lib = ob
+            flags += ["-I" + inc, "-DMS_FA_HAVE_OPENBLAS=1"]
+            libs += ["-L" + libdir, "-l" + lib, "-Wl,-rpath," + libdir]
+        try:
+            import mindspore
+            msinc = os.path.join(os.path.dirname(mindspore.__file__), "include")
+            if os.path.isdir(msinc):
+                flags += ["-I" + msinc, "-DMS_FA_HAVE_MINDSPORE_HEADERS=1"]
+        except Exception:  # MindSpore is optional at build time: its entry points need no headers
+            pass
+        srcs = sorted(glob.glob(os.path.join(CSRC, "*.cc")))
+        cmd = [cxx] + flags + srcs + ["-o", out] + libs
+        print(" ".join(cmd))
+        subprocess.check_call(cmd, cwd=HERE)
+
+
+def _read(path):
+    with open(os.path.join(HERE, path), encoding="utf-8") as f:
+        return f.read()
+
+
+setup(
+    name="ms_fa",
+    version="0.1.0",
+    description="Ascend FlashAttentionScore semantics for MindSpore and torch, with an exact fast CPU emulation",
+    long_description=_read("README.md"),
+    long_description_content_type="text/markdown",
+    packages=["ms_fa", "ms_fa.spec", "ms_fa.kernels", "ms_fa.masks", "ms_fa.torch", "ms_fa.parallel"],
+    package_data={"ms_fa": ["csrc/*.h", "csrc/*.cc"]},
+    ext_modules=[Extension("ms_fa._lib.libms_fa_cpu", sources=[])],
+    cmdclass={"build_ext": BuildSharedLib},
+    python_requires=">=3.9",
+    install_requires=["numpy>=1.25,<2", "mindspore>=2.3", "ml_dtypes>=0.4,<0.6", "scipy-openblas32>=0.3.27"],
+    extras_require={
+        "torch": ["torch"],
+        "npu": ["torch-npu"],
+        "test": ["pytest>=7", "hypothesis>=6", "matplotlib"],
+        "plot": ["matplotlib"],
+    },
+    entry_points={"console_scripts": ["ms-fa=ms_fa.cli:main"]},
+    zip_safe=False,
+)
