@@ -1,0 +1,5 @@
+import sys
+
+from ms_fa.cli import main
+
+sys.exit(main())
