@@ -1,0 +1,102 @@
+"""Dropout keep bits (SPEC §4): ms_fa's counter-based generator and the packed-mask forms.
+
+Semantics of dropout in the operator: ``E_d = E * bit / keep_prob`` on the fp32 exp values, after
+``softmax_sum`` is accumulated (so max/sum do not depend on dropout); bit 1 = keep.
+
+Generator (used when ``keep_prob < 1`` and no explicit ``drop_mask`` is given) — identical to
+``ms_fa/csrc/fa_dropout.h``::
+
+    n  = flat score index: non-TND ((b*N1 + h)*S1 + i)*S2 + j;
+         TND: concatenation over batches of (N1, S1b, S2b) blocks
+    z  = seed * 0x9E3779B97F4A7C15 + offset + n     (mod 2**64)
+    z  = splitmix64_finalizer(z)
+    keep  <=>  (z >> 40) < floor(float64(float32(keep_prob)) * 2**24)
+
+**This is not the chip's bit stream.** The Ascend DSA Philox generator is not public (SPEC §4,
+§10.1 [UNCONFIRMED]); results with dropout therefore match an NPU only when the NPU's mask is passed
+explicitly. The generator is seeded, replayable (forward and backward regenerate the same bits from
+``(seed, offset, numels)``), independent of tiling, and statistically Bernoulli(keep_prob).
+
+Packed masks are LSB-first (bit k of byte m is score ``8*m + k``), as the op-plugin goldens unpack
+them (``np.unpackbits(..., bitorder="little")``); MindSpore's ``flash_attention_score`` takes them as
+``(B, N1, S1, S2 // 8)`` uint8 (non-TND) or flat ``(numels // 8,)`` (TND).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["GOLDEN", "threshold", "keep_bits", "pack_bits", "unpack_bits", "drop_mask_to_bits",
+           "mask_buffer_bytes"]
+
+GOLDEN = 0x9E3779B97F4A7C15
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_MASK64 = (1 << 64) - 1
+
+
+def threshold(keep_prob) -> int:
+    """``floor(float64(float32(keep_prob)) * 2**24)`` clamped to [0, 2**24] (``fa_drop_threshold``)."""
+    t = float(np.float32(keep_prob)) * 16777216.0
+    if not t > 0.0:
+        return 0
+    return min(int(np.floor(t)), 1 << 24)
+
+
+def keep_bits(seed: int, offset: int, numels: int, keep_prob, *, start: int = 0,
+              chunk: int = 1 << 22) -> np.ndarray:
+    """Keep bits (uint8 0/1, length ``numels``) of scores ``start .. start + numels - 1``."""
+    numels = int(numels)
+    out = np.empty(max(numels, 0), dtype=np.uint8)
+    thr = np.uint64(threshold(keep_prob))
+    base = (int(seed) * GOLDEN + int(offset) + int(start)) & _MASK64
+    with np.errstate(over="ignore"):
+        for lo in range(0, numels, chunk):
+            hi = min(numels, lo + chunk)
+            z = np.arange(lo, hi, dtype=np.uint64) + np.uint64((base + 0) & _MASK64)
+            z ^= z >> np.uint64(30)
+            z *= _M1
+            z ^= z >> np.uint64(27)
+            z *= _M2
+            z ^= z >> np.uint64(31)
+            out[lo:hi] = (z >> np.uint64(40)) < thr
+    return out
+
+
+def pack_bits(bits) -> np.ndarray:
+    """Pack 0/1 values (any shape; flattened in C order) into uint8, LSB first; padded with 0 bits."""
+    return np.packbits(np.asarray(bits).reshape(-1).astype(bool), bitorder="little")
+
+
+def unpack_bits(mask, numels: int) -> np.ndarray:
+    """Inverse of :func:`pack_bits`: the first ``numels`` bits (uint8 0/1) of a packed uint8 mask."""
+    m = np.asarray(mask)
+    if m.dtype != np.uint8:
+        m = m.astype(np.uint8)
+    bits = np.unpackbits(m.reshape(-1), bitorder="little")
+    if bits.size < int(numels):
+        raise ValueError(f"[drop_mask.size] drop_mask holds {bits.size} bits, need {int(numels)}")
+    return bits[:int(numels)]
+
+
+def mask_buffer_bytes(numels: int) -> int:
+    """Byte length torch_npu / MindSpore allocate for a generated mask: ``ceil(numels/128)*128/8``."""
+    return -(-int(numels) // 128) * 16
+
+
+def _total_scores(args) -> int:
+    if args.is_tnd:
+        return args.N1 * sum(int(a) * int(b) for a, b in zip(args.seqlens_q, args.seqlens_kv))
+    return args.B * args.N1 * args.S1 * args.S2
+
+
+def drop_mask_to_bits(drop_mask, args) -> np.ndarray:
+    """Flat keep bits (uint8 0/1, SPEC §4 order, length ``N1 * sum S1b*S2b`` or ``B*N1*S1*S2``) from an
+    explicit packed ``drop_mask`` (uint8, LSB first): MindSpore's ``(B, N1, S1, S2 // 8)`` (non-TND),
+    the flat TND ``(numels // 8,)`` form, or any 1-D buffer of at least ``numels`` bits (e.g. the
+    torch_npu buffer padded to ``ceil(numels/128)*16`` bytes). Shapes are validated by
+    :func:`ms_fa.spec.args.normalize`.
+    """
+    m = np.asarray(drop_mask)
+    if m.dtype != np.uint8:
+        raise TypeError(f"[drop_mask.dtype] drop_mask must be uint8 (packed bits, LSB first), got {m.dtype}")
+    return unpack_bits(m, _total_scores(args))

@@ -1,0 +1,176 @@
+"""Position embeddings (pse) of FlashAttentionScore: ALiBi slopes, full / compressed ALiBi bias,
+the in-kernel ALiBi of pse_type 2/3, and the expansion of every accepted ``pse`` form to the dense
+``(S1b, S2b)`` float32 bias the kernel adds (SPEC §5).
+
+Score formulas (SPEC §5.1)::
+
+    pse_type 1:        S = (Q K^T + pse) * scale          (external pse, dtype of q)
+    pse_type 0:        S =  Q K^T * scale + pse            (external pse, dtype of q)
+    pse_type 2 / 3:    S =  Q K^T * scale + A              (pse = slopes, float32, (B, N1) or (N1,))
+        A[i, j] = fp32(-slope) * fp32(|d|)        (type 2)
+        A[i, j] = fp32(-slope) * sqrt_f32(|d|)    (type 3)
+        d = (j + kv_start_idx) - (i + q_start_idx)
+
+ALiBi compression (SPEC §5.2): a ``(B or 1, N1, 1024, S2)`` pse holds the *last 1024 rows* of a
+Toeplitz bias (``pse_c = pse_full[..., -1024:, :]``); the kernel reads element (i, j) from a
+position on the same diagonal, see :func:`expand_pse`.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .dtypes import as_float32
+
+__all__ = ["alibi_slopes", "alibi_bias_full", "alibi_compressed", "inner_alibi", "expand_pse",
+           "ALIBI_COMPRESS_ROWS"]
+
+#: rows of a compressed ALiBi pse (SPEC §5.2)
+ALIBI_COMPRESS_ROWS = 1024
+
+
+def alibi_slopes(n_heads: int, *, tp_size: int = 1, tp_rank: int = 0, alibi_scale: float = 1.0) -> np.ndarray:
+    """ALiBi slopes (float32, shape ``(n_heads // tp_size,)``), positive values.
+
+    Same numbers as FasterTransformer / TensorRT-LLM ``generate_alibi_slopes`` (seeds/001) and
+    MindSpeed ``get_slopes``: with ``c = 2**floor(log2(n))``, head ``h < c`` gets
+    ``2**(-8/c) ** (h + 1)``; the others ``2**(-4/c) ** (2*(h - c) + 1)`` (every other slope of
+    ``2c`` heads). ``n = 8`` gives ``2**-1 .. 2**-8``.
+    """
+    if isinstance(n_heads, bool) or not isinstance(n_heads, (int, np.integer)) or n_heads <= 0:
+        raise ValueError(f"[alibi.n_heads] n_heads must be a positive int, got {n_heads!r}")
+    n = int(n_heads)
+    c = 2 ** int(math.floor(math.log2(n)))
+    start, end = 0, n
+    if tp_size > 1:
+        per = n // tp_size
+        start, end = per * tp_rank, per * tp_rank + per
+    base_lo = 2.0 ** (-(2.0 ** -(math.log2(c) - 3)))        # = 2**(-8/c)
+    base_hi = 2.0 ** (-(2.0 ** -(math.log2(2 * c) - 3)))    # = 2**(-4/c)
+    out = []
+    for h in range(start, end):
+        if h < c:
+            out.append(base_lo ** (h + 1))
+        else:
+            out.append(base_hi ** ((h - c) * 2 + 1))
+    return (np.asarray(out, dtype=np.float32) * np.float32(alibi_scale)).astype(np.float32)
+
+
+def _distance(S1, S2, q_start=0, kv_start=0):
+    i = np.arange(S1, dtype=np.int64)[:, None] + int(q_start)
+    j = np.arange(S2, dtype=np.int64)[None, :] + int(kv_start)
+    return j - i
+
+
+def alibi_bias_full(slopes, S1: int, S2: int, *, q_start: int = 0, kv_start: int = 0,
+                    dtype=np.float32) -> np.ndarray:
+    """MindSpeed-style full ALiBi bias ``(N, S1, S2)``: ``-|slope_h * (j - i)|`` (SPEC §8.3), computed in
+    float32 (``slope * d`` rounded once, then negated |.|). ``dtype`` is the returned dtype (cast at
+    the end, e.g. float16 to use it as a pse of an fp16 call)."""
+    sl = np.asarray(slopes, dtype=np.float32).reshape(-1)
+    d = _distance(S1, S2, q_start, kv_start).astype(np.float32)
+    out = -np.abs(sl[:, None, None] * d[None])
+    return out.astype(dtype)
+
+
+def alibi_compressed(slopes, S: int, *, dtype=np.float32) -> np.ndarray:
+    """Compressed ALiBi pse ``(N, 1024, S)``: ``pse_c[h, r, j] = -|slope_h * (j - (S - 1024 + r))|``
+    (SPEC §5.2, MindSpeed ``alibi.py``) = the last 1024 rows of :func:`alibi_bias_full` (S, S).
+    Add a leading batch axis (``[None]``) to pass it as a pse."""
+    R = ALIBI_COMPRESS_ROWS
+    sl = np.asarray(slopes, dtype=np.float32).reshape(-1)
+    r = np.arange(R, dtype=np.int64)[:, None] + (int(S) - R)
+    j = np.arange(S, dtype=np.int64)[None, :]
+    d = (j - r).astype(np.float32)
+    return (-np.abs(sl[:, None, None] * d[None])).astype(dtype)
+
+
+def inner_alibi(slopes, S1: int, S2: int, pse_type: int, *, q_start: int = 0, kv_start: int = 0,
+                precision: str = "chip") -> np.ndarray:
+    """In-kernel ALiBi of pse_type 2 / 3 for the given slopes: ``(N, S1, S2)``.
+
+    ``precision="chip"``: float32, ``A = fp32(-slope) * fp32(|d|)`` (type 3: ``sqrt`` in float32,
+    correctly rounded), one rounding per step as SPEC §5.1. ``precision="float64"``: float64.
+    """
+    if pse_type not in (2, 3):
+        raise ValueError(f"[pse_type.inner] inner_alibi needs pse_type 2 or 3, got {pse_type}")
+    ft = np.float32 if precision == "chip" else np.float64
+    sl = np.asarray(slopes, dtype=np.float32).reshape(-1).astype(ft)
+    d = np.abs(_distance(S1, S2, q_start, kv_start)).astype(ft)
+    if pse_type == 3:
+        d = np.sqrt(d)
+    return ((-sl)[:, None, None] * d[None]).astype(ft)
+
+
+def _compressed_rows(pc, S1b, S2b, *, tnd, S1, S2):
+    """Expand compressed rows ``pc`` (N, 1024, W) to (N, S1b, S2b) with the kernel's mapping (SPEC §5.2),
+    one row at a time (tile start ``(row, col) = (i, 0)``), vectorized. Positions the mapping sends
+    outside ``pc`` (upper triangle only — masked by the required causal mask) are 0."""
+    R = ALIBI_COMPRESS_ROWS
+    W = pc.shape[-1]
+    i = np.arange(S1b, dtype=np.int64)
+    j = np.arange(S2b, dtype=np.int64)
+    if not tnd:
+        T = S1 - R
+        m = np.where(i >= T, i - T, i % R)
+        k = np.where(i >= T, 0, S2 - i - (R - m))
+    else:
+        T = S2 - R           # S2 = max S2b
+        p = i - T
+        m = np.where(p >= 0, p, 0)
+        k = np.where(p >= 0, 0, -p)
+    rows = np.broadcast_to(m[:, None], (S1b, S2b))
+    cols = k[:, None] + j[None, :]
+    ok = (cols >= 0) & (cols < W) & (rows >= 0) & (rows < R)
+    v = pc[:, np.clip(rows, 0, R - 1), np.clip(cols, 0, W - 1)]
+    return np.where(ok[None], v, 0)
+
+
+def expand_pse(pse, args, b: int, h=None, *, S1b=None, S2b=None, precision: str = "chip") -> np.ndarray:
+    """Dense bias of batch ``b`` for the kernel's ``pse`` input described by ``args`` (an
+    :class:`~ms_fa.spec.args.AttnArgs`): ``(N1, S1b, S2b)``, or ``(S1b, S2b)`` when ``h`` is an int.
+
+    float32 for ``precision="chip"`` (external pse upcast exactly; inner ALiBi per SPEC §5.1),
+    float64 otherwise. ``S1b``/``S2b`` default to the batch's lengths (TND) or S1/S2.
+    Returns None when there is no pse.
+
+    Forms (``args.pse_form``):
+      * ``full``  ``(B|1, N1, S1, S2)``: ``pse[b % pse_b, h]``; TND: the top-left ``(S1b, S2b)`` block
+        of the ``(B|1, N1, maxS1, maxS2)`` tensor (ms_fa's reading; the flat TND forms of SPEC §3 are
+        rejected by :func:`~ms_fa.spec.args.normalize`).
+      * ``row``   ``(B|1, N1, 1, S2)``: broadcast over rows.
+      * ``alibi_compressed`` ``(B|1, N1, 1024, S2)``: the kernel mapping of SPEC §5.2.
+      * ``slopes_bn`` / ``slopes_n`` (pse_type 2/3): :func:`inner_alibi` with ``q_start_idx`` /
+        ``kv_start_idx``; TND sparse_mode 8: batches other than the first (b != 0) use start 0.
+    """
+    form = args.pse_form
+    if pse is None or form == "none":
+        return None
+    if S1b is None or S2b is None:
+        if args.is_tnd:
+            S1b, S2b = args.seqlens_q[b], args.seqlens_kv[b]
+        else:
+            S1b, S2b = args.S1, args.S2
+    ft = np.float32 if precision == "chip" else np.float64
+    heads = np.arange(args.N1) if h is None else np.asarray([int(h)])
+    if form in ("slopes_bn", "slopes_n"):
+        p = np.asarray(pse, dtype=np.float32)
+        sl = p[b][heads] if form == "slopes_bn" else p[heads]
+        qs, ks = args.q_start_idx, args.kv_start_idx
+        if args.is_tnd and args.sparse_mode == 8 and b != 0:
+            qs = ks = 0
+        out = inner_alibi(sl, S1b, S2b, args.pse_type, q_start=qs, kv_start=ks, precision=precision)
+    else:
+        pb = np.asarray(pse)[b % args.pse_b]          # (N1, rows, S2)
+        pb = as_float32(pb[heads]).astype(ft)
+        if form == "full":
+            out = pb[:, :S1b, :S2b]
+        elif form == "row":
+            out = np.broadcast_to(pb[:, :1, :S2b], (len(heads), S1b, S2b))
+        elif form == "alibi_compressed":
+            out = _compressed_rows(pb, S1b, S2b, tnd=args.is_tnd, S1=args.S1, S2=args.S2)
+        else:
+            raise ValueError(f"[pse.form] unknown pse_form {form!r}")
+    out = np.ascontiguousarray(out, dtype=ft)
+    return out[0] if h is not None else out
