@@ -1,1 +1,1 @@
-"""ms_fa.masks"""
+"""ms_fa.masks: user-facing mask objects (:mod:`ms_fa.masks.objects`, exported lazily from ``ms_fa``)."""

@@ -1,0 +1,111 @@
+"""Shared helpers of the migration adapters (host-side numpy; no GPU library needed)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+INT_MAX = 2147483647
+
+
+class AscendArgs(dict):
+    """The keyword arguments of ``speed_fusion_attention`` (a plain dict: ``fn(**args)`` works),
+    including ``query``/``key``/``value`` (numpy, already in ``input_layout``) and ``head_num``.
+
+    Extra attributes (not keyword arguments):
+      * ``notes`` -- tuple of strings: what the translation decided (and why);
+      * ``restore(out)`` -- turns ``attention_out`` back into the source API's output shape
+        (identity unless the adapter had to re-lay the tensors out).
+    """
+
+    def __init__(self, *a, notes=(), restore=None, **k):
+        super().__init__(*a, **k)
+        self.notes = tuple(notes)
+        self._restore = restore
+
+    def restore(self, out):
+        return out if self._restore is None else self._restore(out)
+
+    def kwargs(self, *, without_tensors=False):
+        """A plain dict copy (optionally without query/key/value/head_num/input_layout)."""
+        d = dict(self)
+        if without_tensors:
+            for k in ("query", "key", "value", "head_num", "input_layout"):
+                d.pop(k, None)
+        return d
+
+
+def to_numpy(x):
+    if x is None:
+        return None
+    if hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    if hasattr(x, "asnumpy"):
+        return x.asnumpy()
+    return np.asarray(x)
+
+
+def default_scale(d: int) -> float:
+    return 1.0 / math.sqrt(d)
+
+
+def keep_prob_of(dropout_p) -> float:
+    p = float(dropout_p or 0.0)
+    if not (0.0 <= p < 1.0):
+        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    return 1.0 - p
+
+
+def dense_mask_form(discard: np.ndarray, B: int, N: int, L: int, S: int) -> np.ndarray:
+    """Broadcast a discard mask (any shape broadcastable to (B, N, L, S)) to the smallest form
+    Ascend accepts: (L, S), (B, 1, L, S) or (B, N, L, S) (1 for B when it does not vary and B == 1)."""
+    m = np.broadcast_to(np.asarray(discard, dtype=bool), (B, N, L, S))
+    heads_vary = N > 1 and not np.array_equal(m, np.broadcast_to(m[:, :1], m.shape))
+    batch_vary = B > 1 and not np.array_equal(m, np.broadcast_to(m[:1], m.shape))
+    if not heads_vary and not batch_vary:
+        return np.ascontiguousarray(m[0, 0])
+    if not heads_vary:
+        return np.ascontiguousarray(m[:, :1])
+    return np.ascontiguousarray(m)
+
+
+def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
+    """Split an additive float bias into (discard mask or None, pse or None) for pse_type 0.
+
+    ``-inf`` entries become discards (Ascend replaces them by -FLT_MAX: same softmax, and fully
+    masked rows give 0 with inner_precise=2 instead of NaN); the finite rest is the pse, broadcast to
+    (B or 1, N, L or 1, S) in the query dtype (Ascend requires pse dtype == q dtype for type 0)."""
+    b = np.asarray(bias)
+    discard = np.isneginf(b)
+    if np.any(np.isposinf(b)) or np.any(np.isnan(b)):
+        raise ValueError("an additive mask with +inf or NaN has no Ascend equivalent")
+    finite = np.where(discard, 0, b)
+    full = np.broadcast_to(finite, (B, N, L, S))
+    pse = None
+    if np.any(full != 0):
+        b_one = B == 1 or np.array_equal(full, np.broadcast_to(full[:1], full.shape))
+        row_one = L == 1 or np.array_equal(full, np.broadcast_to(full[:, :, :1], full.shape))
+        pse = full[:1] if b_one else full
+        pse = pse[:, :, :1] if row_one else pse
+        pse = np.ascontiguousarray(pse).astype(dtype)
+        if not np.array_equal(pse.astype(np.float64), np.broadcast_to(finite, (B, N, L, S))[:pse.shape[0], :, :pse.shape[2]].astype(np.float64)):
+            raise ValueError(f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
+                             "(Ascend requires pse dtype == query dtype for pse_type 0)")
+    return (discard if discard.any() else None), pse
+
+
+def has_empty_rows(discard, B, N, L, S) -> bool:
+    if discard is None or L == 0 or S == 0:
+        return False
+    return bool(np.broadcast_to(np.asarray(discard, bool), (B, N, L, S)).all(-1).any())
+
+
+def mask_kwargs(mask_obj, S1, S2, *, batch=None):
+    """Compile a mask object to Ascend kwargs; full masks allowed (the source API had one)."""
+    return mask_obj.to_ascend(S1, S2, allow_dense=True, batch=batch)
+
+
+def base_kwargs(query, key, value, head_num, layout, scale, keep_prob):
+    return dict(query=query, key=key, value=value, head_num=int(head_num), input_layout=layout,
+                scale=float(scale), keep_prob=float(keep_prob), pse=None, pse_type=1,
+                atten_mask=None, sparse_mode=0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0)

@@ -1,0 +1,357 @@
+"""``python -m ms_fa explain``: the effective mask, block plan and validation verdict of one call.
+
+From speed_fusion_attention parameters::
+
+    python -m ms_fa explain --sparse-mode 4 --s1 13 --s2 16 --pre 6 --next 4
+    python -m ms_fa explain --sparse-mode 6 --s1 10 --s2 10 --prefix 4,5
+    python -m ms_fa explain --sparse-mode 7 --tnd-q 3,5 --tnd-kv 3,9 --pre 6 --next -2
+    python -m ms_fa explain --sparse-mode 4 --s1 8 --s2 8 --pre 2 --next 0 --no-mask
+
+or from a mask expression (parsed safely: only the mask classes, numbers, lists and ``&``)::
+
+    python -m ms_fa explain --mask "CausalMask('bottom_right') & SlidingWindow(4, 0)" --s1 16 --s2 16
+    python -m ms_fa explain --mask "Packed([3, 5], [3, 9]) & CausalMask('bottom_right')"
+
+Prints the call, the verdict of :func:`ms_fa.spec.args.normalize` (``OK`` or ``INVALID`` with the
+rule names), the effective mask per batch (``x`` = discarded, ``.`` = kept; large sizes in blocks)
+and the block plan of :mod:`ms_fa.spec.masks` (tiles visited / skipped, fraction of the dense FLOPs
+computed). ``--png FILE`` also writes the picture. Without ``--no-mask`` the matching atten_mask is
+passed: the compressed mask for modes 2/3/4/6/7/8, and for modes 0/1/5 the canonical full mask
+consistent with pre/next/prefix (``--atten-mask FILE.npy`` to use your own). Exit status: 0 valid,
+1 invalid call or inexpressible mask, 2 usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+
+import numpy as np
+
+from ms_fa.spec import masks as sm
+
+__all__ = ["main", "explain", "parse_mask", "canonical_full_mask"]
+
+INT_MAX = sm.INT_MAX
+_GLYPH_TILE = {sm.BLOCK_SKIP: "-", sm.BLOCK_FULL: "#", sm.BLOCK_PARTIAL: "+"}
+
+
+# ------------------------------------------------------------------------------------------------
+# safe mask expressions
+
+def _mask_namespace():
+    from ms_fa.masks import objects as mo
+    return {"CausalMask": mo.CausalMask, "SlidingWindow": mo.SlidingWindow, "PrefixLM": mo.PrefixLM,
+            "Packed": mo.Packed}
+
+
+def parse_mask(expr: str):
+    """Evaluate a mask expression with a restricted evaluator: calls of CausalMask / SlidingWindow /
+    PrefixLM / Packed with int / str / None / list / tuple arguments (also negative ints), joined by
+    ``&``. Anything else raises ``ValueError``."""
+    ns = _mask_namespace()
+    try:
+        tree = ast.parse(expr.strip(), mode="eval")
+    except SyntaxError as e:
+        raise ValueError(f"cannot parse mask expression {expr!r}: {e.msg}") from None
+
+    def ev(node):
+        if isinstance(node, ast.Expression):
+            return ev(node.body)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd):
+            return ev(node.left) & ev(node.right)
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ns:
+            args = [ev(a) for a in node.args]
+            kwargs = {k.arg: ev(k.value) for k in node.keywords if k.arg is not None}
+            if len(kwargs) != len(node.keywords):
+                raise ValueError("**kwargs are not allowed in mask expressions")
+            return ns[node.func.id](*args, **kwargs)
+        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (int, str))) \
+                and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            v = ev(node.operand)
+            if isinstance(v, int):
+                return -v
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [ev(e) for e in node.elts]
+        raise ValueError(f"not allowed in a mask expression: {ast.dump(node)[:60]} "
+                         f"(use {', '.join(sorted(ns))}, numbers, strings, lists and &)")
+
+    return ev(tree)
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers
+
+def canonical_full_mask(mode, S1, S2, pre, nxt, prefix=None, B=1):
+    """The full atten_mask consistent with the structure of modes 0/1/5 (True = discard):
+    mode 0 ``triu(k=next+1) | tril(k=-pre-1)`` (torch_npu doc golden; ``j > i`` for
+    ``pre >= S1, next == 0``), mode 1 all False, mode 5 ``(B, 1, S1, S2)`` bottom-right causal
+    outside the per-batch prefix."""
+    i = np.arange(S1)[:, None]
+    j = np.arange(S2)[None, :]
+    if mode == 0:
+        band = sm.band_for(0, S1, S2, pre, nxt, has_mask=True)
+        return sm.structural_mask(band, S1, S2)
+    if mode == 1:
+        return np.zeros((S1, S2), dtype=bool)
+    if mode == 5:
+        pf = list(prefix) if prefix is not None else [0] * B
+        return np.stack([((j > i + S2 - S1) & (j >= p))[None] for p in pf])   # (B, 1, S1, S2)
+    raise ValueError(mode)
+
+
+def _int_list(s):
+    if s is None:
+        return None
+    return [int(x) for x in str(s).replace(" ", "").split(",") if x != ""]
+
+
+def _fmt_mask(am, mode):
+    if am is None:
+        return "None"
+    shape = tuple(am.shape)
+    if shape == (2048, 2048):
+        return "triu(ones(2048,2048),1) (compressed)"
+    if shape == (3072, 2048):
+        return "prefix-compressed (3072,2048)"
+    return f"full bool {shape}"
+
+
+def _fmt_call(kw, layout, B, N, S1, S2):
+    parts = [f"input_layout={layout!r}"]
+    if layout != "TND":
+        parts.append(f"B={B}, N1={N}, S1={S1}, S2={S2}")
+    for k in ("sparse_mode", "pre_tokens", "next_tokens", "prefix", "actual_seq_qlen", "actual_seq_kvlen"):
+        if k in kw and kw[k] is not None:
+            parts.append(f"{k}={list(kw[k]) if isinstance(kw[k], (list, tuple)) else kw[k]}")
+    parts.append(f"atten_mask={_fmt_mask(kw.get('atten_mask'), kw.get('sparse_mode'))}")
+    return "speed_fusion_attention(" + ", ".join(parts) + ")"
+
+
+def _dummies(layout, B, N, S1, S2, T1, T2, D=8):
+    z = np.zeros((), np.float32)
+    if layout == "TND":
+        shp = ((T1, N, D), (T2, N, D))
+    elif layout == "BSND":
+        shp = ((B, S1, N, D), (B, S2, N, D))
+    elif layout == "BSH":
+        shp = ((B, S1, N * D), (B, S2, N * D))
+    elif layout == "SBH":
+        shp = ((S1, B, N * D), (S2, B, N * D))
+    else:
+        shp = ((B, N, S1, D), (B, N, S2, D))
+    return np.broadcast_to(z, shp[0]), np.broadcast_to(z, shp[1]), np.broadcast_to(z, shp[1])
+
+
+def _plan_lines(band, S1b, S2b, bs1, bs2, max_cells):
+    plan = sm.block_plan(band, S1b, S2b, bs1, bs2)
+    n1 = -(-S1b // bs1) if S1b else 0
+    n2 = -(-S2b // bs2) if S2b else 0
+    total = n1 * n2
+    kinds = plan[:, 4] if len(plan) else np.zeros(0, np.int64)
+    full = int((kinds == sm.BLOCK_FULL).sum())
+    part = int((kinds == sm.BLOCK_PARTIAL).sum())
+    frac = sm.plan_flops_fraction(band, S1b, S2b, bs1, bs2)
+    line = (f"block plan (s1_block={bs1}, s2_block={bs2}): {total} tiles, {full + part} computed "
+            f"({full} full, {part} partial), {total - full - part} skipped; FLOPs computed: "
+            f"{100.0 * frac:.1f}% of dense")
+    out = [line]
+    if 0 < n1 <= 16 and 0 < n2 <= 16 and total > 1:
+        grid = [["-"] * n2 for _ in range(n1)]
+        for i0, _i1, j0, _j1, k in plan:
+            grid[i0 // bs1][j0 // bs2] = _GLYPH_TILE[int(k)]
+        out.append("tiles (# full, + partial, - skipped):")
+        out += ["".join(r) for r in grid]
+    work = 0 if not len(plan) else int(((plan[:, 1] - plan[:, 0]) * (plan[:, 3] - plan[:, 2]))[kinds != sm.BLOCK_SKIP].sum())
+    return out, work
+
+
+# ------------------------------------------------------------------------------------------------
+# the explain core (also used by docs/gen_sparse_modes.py)
+
+def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None,
+            actual_seq_qlen=None, actual_seq_kvlen=None, layout=None, batch=None, heads=1, no_mask=False,
+            atten_mask=None, block=(128, 128), max_cells=64, png=None, note=None):
+    """Explain one call; returns ``(text, ok)``. Arguments as speed_fusion_attention (``S1``/``S2``
+    for non-TND layouts, the cumulative ``actual_seq_*`` lists for TND)."""
+    from ms_fa.masks.objects import render, write_png
+    from ms_fa.spec.args import normalize
+
+    lines = []
+    if note:
+        lines.append(note)
+    tnd = actual_seq_qlen is not None or (layout or "").upper() == "TND"
+    layout = (layout or ("TND" if tnd else "BNSD")).upper()
+    B = batch or (len(prefix) if prefix is not None else 1)
+    T1 = T2 = None
+    if tnd:
+        aq, ak = list(actual_seq_qlen or []), list(actual_seq_kvlen or [])
+        sq = [max(a - (aq[b - 1] if b else 0), 0) for b, a in enumerate(aq)]
+        sk = [max(a - (ak[b - 1] if b else 0), 0) for b, a in enumerate(ak)]
+        T1, T2 = sum(sq), sum(sk)
+        S1, S2 = (max(sq) if sq else 0), (max(sk) if sk else 0)
+        B = len(aq)
+    if S1 is None or S2 is None:
+        raise ValueError("explain: --s1 and --s2 are required unless --tnd-q/--tnd-kv are given")
+    kw = dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens)
+    if prefix is not None:
+        kw["prefix"] = list(prefix)
+    if tnd:
+        kw["actual_seq_qlen"], kw["actual_seq_kvlen"] = aq, ak
+    if no_mask:
+        am = None
+    elif atten_mask is not None:
+        am = atten_mask
+    elif sparse_mode in (2, 3, 4, 7, 8):
+        from ms_fa.spec.args import canonical_compressed_mask
+        am = canonical_compressed_mask("causal")
+    elif sparse_mode == 6:
+        from ms_fa.spec.args import canonical_compressed_mask
+        am = canonical_compressed_mask("prefix")
+    elif sparse_mode in (0, 1, 5):
+        am = canonical_full_mask(sparse_mode, S1, S2, pre_tokens, next_tokens, prefix, B)
+    else:
+        am = None
+    kw["atten_mask"] = am
+    lines.append("call: " + _fmt_call(kw, layout, B, heads, S1, S2))
+    q, k, v = _dummies(layout, B, heads, S1, S2, T1, T2)
+    try:
+        args = normalize(q, k, v, heads, layout, **kw)
+    except (TypeError, ValueError) as e:
+        lines.append("verdict: INVALID")
+        lines.append(f"  {type(e).__name__}: {e}")
+        return "\n".join(lines), False
+    lines.append("verdict: OK (ms_fa.spec.args.normalize accepts the call)")
+    for w in args.warnings:
+        lines.append(f"  warning: {w}")
+    if am is None:
+        lines.append("  note: no atten_mask => nothing is masked, whatever sparse_mode / pre / next say (SPEC §2.1-1)")
+    if args.invalid_line:
+        lines.append("  note: invalid-line mode is on (fully masked rows give out = 0; SPEC §6.1)")
+    bs1, bs2 = block
+    total_work, dense_pairs, kept_total = 0, 0, 0
+    pictures = []
+    for b in range(args.B):
+        S1b, S2b = (args.seqlens_q[b], args.seqlens_kv[b]) if tnd else (args.S1, args.S2)
+        band = sm.band_of(args, b)
+        m = sm.effective_mask_for(args, b, 0, am) if S1b and S2b else np.ones((S1b, S2b), bool)
+        pictures.append(m)
+        kept_total += int((~m).sum())
+        dense_pairs += S1b * S2b
+        if not tnd and b > 0 and np.array_equal(m, pictures[0]) and b < args.B:
+            if b == 1:
+                lines.append("(the other batches have the same mask)")
+            continue
+        tag = "document" if tnd else "batch"
+        lines.append(f"effective mask, {tag} {b}: S1={S1b} S2={S2b}  (x = discarded, . = kept)")
+        if S1b and S2b:
+            lines.append(render(m, max_cells=max_cells))
+            pl, work = _plan_lines(band, S1b, S2b, bs1, bs2, max_cells)
+            lines += pl
+            total_work += work
+        else:
+            lines.append("(empty: nothing computed)")
+    if tnd:
+        full = np.ones((T1, T2), dtype=bool)
+        oq = okv = 0
+        for b, m in enumerate(pictures):
+            full[oq:oq + m.shape[0], okv:okv + m.shape[1]] = m
+            oq += m.shape[0]
+            okv += m.shape[1]
+        lines.append(f"whole TND matrix (T1={T1}, T2={T2}; outside the documents nothing is computed):")
+        lines.append(render(full, max_cells=max_cells))
+        if T1 and T2:
+            lines.append(f"work: {100.0 * total_work / (T1 * T2):.1f}% of a dense T1 x T2 attention, "
+                         f"{100.0 * total_work / max(dense_pairs, 1):.1f}% of sum(S1b*S2b)")
+    else:
+        lines.append(f"kept scores: {kept_total} of {dense_pairs} ({100.0 * kept_total / max(dense_pairs, 1):.1f}%)")
+    if png:
+        pic = full if tnd else pictures[0]
+        write_png(pic, png, title=f"sparse_mode {sparse_mode}")
+        lines.append(f"wrote {png}")
+    return "\n".join(lines), True
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ms_fa explain", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sparse-mode", type=int, default=0)
+    p.add_argument("--s1", type=int)
+    p.add_argument("--s2", type=int)
+    p.add_argument("--pre", type=int, default=INT_MAX, help="pre_tokens (default 2147483647)")
+    p.add_argument("--next", type=int, default=INT_MAX, help="next_tokens (default 2147483647)")
+    p.add_argument("--prefix", help="prefix per batch, e.g. 4 or 4,5")
+    p.add_argument("--tnd-q", help="actual_seq_qlen, cumulative without a leading 0, e.g. 3,5")
+    p.add_argument("--tnd-kv", help="actual_seq_kvlen, cumulative without a leading 0, e.g. 3,9")
+    p.add_argument("--layout", help="BSH | SBH | BSND | BNSD | TND (default BNSD, or TND with --tnd-q)")
+    p.add_argument("--batch", type=int, help="B for non-TND layouts (default: len(prefix) or 1)")
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--no-mask", action="store_true", help="pass atten_mask=None (then nothing is masked)")
+    p.add_argument("--atten-mask", help=".npy file with your atten_mask (True/1 = discard)")
+    p.add_argument("--mask", help="mask expression, e.g. \"CausalMask('bottom_right') & SlidingWindow(4, 0)\"")
+    p.add_argument("--allow-dense", action="store_true", help="with --mask: allow a full S1 x S2 atten_mask")
+    p.add_argument("--block", default="128,128", help="s1_block,s2_block of the block plan (default 128,128)")
+    p.add_argument("--max-cells", type=int, default=64, help="largest picture side before block downsampling")
+    p.add_argument("--png", help="also write the picture to this PNG file")
+    try:
+        a = p.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as e:
+        return int(e.code or 0)
+    try:
+        block = tuple(_int_list(a.block))
+        if len(block) == 1:
+            block = block * 2
+        if a.mask:
+            return _main_mask(a, block)
+        am = np.load(a.atten_mask) if a.atten_mask else None
+        text, ok = explain(sparse_mode=a.sparse_mode, S1=a.s1, S2=a.s2, pre_tokens=a.pre, next_tokens=a.next,
+                           prefix=_int_list(a.prefix), actual_seq_qlen=_int_list(a.tnd_q),
+                           actual_seq_kvlen=_int_list(a.tnd_kv), layout=a.layout, batch=a.batch,
+                           heads=a.heads, no_mask=a.no_mask, atten_mask=am, block=block,
+                           max_cells=a.max_cells, png=a.png)
+    except ValueError as e:
+        print(f"explain: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if ok else 1
+
+
+def _main_mask(a, block) -> int:
+    from ms_fa.masks.objects import Packed
+    try:
+        mask = parse_mask(a.mask)
+    except (TypeError, ValueError) as e:
+        print(f"explain: {e}", file=sys.stderr)
+        return 2
+    packed = any(isinstance(x, Packed) for x in mask.parts())
+    if not packed and (a.s1 is None or a.s2 is None):
+        print("explain: --s1 and --s2 are required for this mask", file=sys.stderr)
+        return 2
+    S1, S2 = (None, None) if packed else (a.s1, a.s2)
+    print(f"mask: {mask!r}")
+    try:
+        kw = mask.to_ascend(S1, S2, allow_dense=a.allow_dense)
+    except ValueError as e:
+        print(mask.picture(S1, S2, max_cells=a.max_cells))
+        print("verdict: NOT EXPRESSIBLE without a full mask")
+        print(str(e))
+        return 1
+    B = len(kw["prefix"]) if kw.get("prefix") else None
+    am = kw.get("atten_mask")
+    if am is not None and am.ndim == 4:
+        B = am.shape[0]
+    text, ok = explain(sparse_mode=kw["sparse_mode"], S1=S1, S2=S2, pre_tokens=kw["pre_tokens"],
+                       next_tokens=kw["next_tokens"], prefix=kw.get("prefix"),
+                       actual_seq_qlen=kw.get("actual_seq_qlen"), actual_seq_kvlen=kw.get("actual_seq_kvlen"),
+                       layout=kw.get("input_layout"), batch=B, heads=a.heads,
+                       no_mask=am is None, atten_mask=am, block=block, max_cells=a.max_cells, png=a.png,
+                       note="to_ascend chose the cheapest exact sparse_mode (cost order: none, 2, 3, 4, 6, 0, 5, 1; "
+                            "TND: none, 2, 3, 7, 8, 4, 6, 0, 1)")
+    print(text)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
