@@ -305,6 +305,10 @@ BAD = [
      ValueError, "drop_mask.shape"),
     ("drop_shape_short", lambda: run(keep_prob=0.5, drop_mask=np.zeros(3, np.uint8)), ValueError,
      "drop_mask.shape"),
+    # decreasing actual_seq list: the clamped lengths read 48 bits although the raw numels formula says 40
+    ("drop_shape_tnd_decreasing", lambda: tnd([2, 0, 2], [2, 1, 1], N1=8, keep_prob=0.5,
+                                              actual_seq_qlen=[2, 1, 3], actual_seq_kvlen=[2, 3, 4],
+                                              drop_mask=np.zeros(5, np.uint8)), ValueError, "drop_mask.shape"),
     ("drop_shape_tnd_4d", lambda: tnd([8], [8], keep_prob=0.5, drop_mask=np.zeros((1, 2, 8, 1), np.uint8)),
      ValueError, "drop_mask.shape"),
     ("softmax_layout_type", lambda: npu(softmax_layout=None), TypeError, "softmax_layout.type"),

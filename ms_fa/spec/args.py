@@ -801,7 +801,10 @@ def normalize(query, key, value, head_num, input_layout, *, pse=None, padding_ma
         if dd != "uint8":
             _fail(TypeError, "drop_mask.dtype", f"drop_mask must be uint8 (1 bit per score, LSB first), got {dd}")
         ds = tuple(int(d) for d in drop_mask.shape)
-        need = -(-max(numels, 0) // 8)
+        # the bits actually read: N1 * sum(S1b * S2b) over the clamped lengths, which exceeds the raw
+        # numels formula when an actual_seq list decreases; the buffer must hold both
+        scores = N1 * sum(a * b for a, b in zip(sq, skv)) if layout == "TND" else numels
+        need = -(-max(numels, scores, 0) // 8)
         if layout != "TND" and len(ds) == 4:
             if S2 % 8 != 0 or ds != (B, N1, S1, S2 // 8):
                 _fail(ValueError, "drop_mask.shape",
