@@ -38,7 +38,7 @@ from . import masks as _masks
 from .args import normalize
 from .dropout import drop_mask_to_bits, keep_bits
 from .dtypes import as_float32, dtype_name, round_to
-from .masks import INT_MAX, band_for, structural_mask
+from .masks import INT_MAX, structural_mask
 from .pse import expand_pse
 
 __all__ = ["fa_forward", "fa_grad", "NEG_FLT_MAX", "POS_FLT_MAX"]
@@ -117,17 +117,7 @@ def _views(args, query, key, value, ft):
 
 
 def _band(args, b, S1b, S2b):
-    if hasattr(_masks, "band_of"):            # the single source of the rule (masks.py)
-        return _masks.band_of(args, b)
-    mode = args.sparse_mode
-    pfx = 0
-    if mode in (5, 6):
-        if args.prefix:
-            pfx = int(args.prefix[b])
-        elif mode == 5:
-            mode = 1          # tiling: mode 5 without a valid prefix falls back to ALL (SPEC §2.3)
-    return band_for(mode, S1b, S2b, args.pre_tokens, args.next_tokens, has_mask=args.has_mask, prefix=pfx,
-                    tnd=args.is_tnd, is_band_batch=(b == args.band_batch), max_s1=args.S1, max_s2=args.S2)
+    return _masks.band_of(args, b)         # the single source of the rule (masks.py)
 
 
 def _user_mask(args, atten_mask, b, q0, k0, S1b, S2b):
