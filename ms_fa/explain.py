@@ -205,10 +205,10 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
     elif atten_mask is not None:
         am = atten_mask
     elif sparse_mode in (2, 3, 4, 7, 8):
-        from ms_fa.spec.args import canonical_compressed_mask
+        from ms_fa.spec.masks import canonical_compressed_mask
         am = canonical_compressed_mask("causal")
     elif sparse_mode == 6:
-        from ms_fa.spec.args import canonical_compressed_mask
+        from ms_fa.spec.masks import canonical_compressed_mask
         am = canonical_compressed_mask("prefix")
     elif sparse_mode in (0, 1, 5):
         am = canonical_full_mask(sparse_mode, S1, S2, pre_tokens, next_tokens, prefix, B)

@@ -98,7 +98,7 @@ class AscendMaskBuilder:
 
     def _get(self, kind):
         if kind not in self._cache:
-            from ms_fa.spec.args import canonical_compressed_mask   # the content's single source
+            from ms_fa.spec.masks import canonical_compressed_mask   # the content's single source
             self._cache[kind] = canonical_compressed_mask(kind)
         return self._cache[kind]
 

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .dtypes import QKV_DTYPES, dtype_name
-from .masks import INT_MAX, auto_invalid_line, band_batch_index
+from .masks import COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE, canonical_compressed_mask, INT_MAX, auto_invalid_line, band_batch_index
 
 __all__ = ["AttnArgs", "normalize", "normalize_npu", "LAYOUTS", "APIS", "RULES", "rule_names",
            "seqlens_from_cumulative", "canonical_compressed_mask", "COMPRESSED_MASK_MODES"]
@@ -40,8 +40,8 @@ APIS = ("speed_fusion_attention", "flash_attention_score", "npu_fusion_attention
 _PSE_TYPE_1_APIS = ("flash_attention_score", "npu_fusion_attention")
 #: sparse modes that take the (2048, 2048) compressed mask; mode 6 takes (3072, 2048).
 COMPRESSED_MASK_MODES = (2, 3, 4, 7, 8)
-_COMPRESS = 2048
-_COMPRESS_PREFIX_ROWS = 3072
+_COMPRESS = COMPRESSED_SIZE
+_COMPRESS_PREFIX_ROWS = COMPRESSED_PREFIX_ROWS
 _ALIBI_ROWS = 1024
 #: longer actual_seq lists are accepted by aclnn with a warning (SPEC §3).
 _SEQ_LIST_WARN = 20000
@@ -242,28 +242,6 @@ def seqlens_from_cumulative(actual_seq) -> Tuple[int, ...]:
         out.append(max(x - prev, 0))
         prev = x
     return tuple(out)
-
-
-@functools.lru_cache(maxsize=2)
-def canonical_compressed_mask(kind: str = "causal") -> np.ndarray:
-    """The only valid content of a compressed ``atten_mask`` (SPEC §2.2), read-only bool.
-
-    ``kind="causal"`` (modes 2/3/4/7/8): ``triu(ones(2048, 2048), 1)``.
-    ``kind="prefix"`` (mode 6): ``(3072, 2048)``; rows 0..2047 as above, rows 2048..3071 are 0 in
-    columns 0..1023 and 1 in columns 1024..2047. Built once per process (explicit keyed cache);
-    copy it before modifying (``np.array(m)``).
-    """
-    tri = np.triu(np.ones((_COMPRESS, _COMPRESS), dtype=bool), k=1)
-    if kind == "causal":
-        m = tri
-    elif kind == "prefix":
-        m = np.zeros((_COMPRESS_PREFIX_ROWS, _COMPRESS), dtype=bool)
-        m[:_COMPRESS] = tri
-        m[_COMPRESS:, _COMPRESS // 2:] = True
-    else:
-        raise ValueError(f"[compressed_mask.kind] kind must be 'causal' or 'prefix', got {kind!r}")
-    m.flags.writeable = False
-    return m
 
 
 def _host_array(x):

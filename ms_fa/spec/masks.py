@@ -32,11 +32,12 @@ in C++); ``tests/test_plan_crosscheck.py`` checks them against each other on ran
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["INT_MAX", "Band", "band_for", "band_batch_index", "structural_mask", "effective_mask",
+__all__ = ["canonical_compressed_mask", "COMPRESSED_SIZE", "COMPRESSED_PREFIX_ROWS", "INT_MAX", "Band", "band_for", "band_batch_index", "structural_mask", "effective_mask",
            "auto_invalid_line", "row_kept_count", "row_range", "s2_range", "block_kind", "block_plan",
            "plan_flops_fraction", "BLOCK_SKIP", "BLOCK_FULL", "BLOCK_PARTIAL", "effective_mask_for",
            "effective_masks_tnd", "seqlen", "band_of"]
@@ -357,3 +358,30 @@ def effective_mask_for(args, b: int, h: int, atten_mask=None) -> np.ndarray:
 def effective_masks_tnd(args, h: int = 0, atten_mask=None):
     """TND convenience: list of the per-batch effective masks (one per batch, ``(S1b, S2b)``)."""
     return [effective_mask_for(args, b, h, atten_mask) for b in range(int(args.B))]
+
+
+#: side of the compressed atten_mask of modes 2/3/4/7/8 and rows of mode 6's (SPEC §2.2)
+COMPRESSED_SIZE = 2048
+COMPRESSED_PREFIX_ROWS = 3072
+
+
+@functools.lru_cache(maxsize=2)
+def canonical_compressed_mask(kind: str = "causal") -> np.ndarray:
+    """The only valid content of a compressed ``atten_mask`` (SPEC §2.2), read-only bool.
+
+    ``kind="causal"`` (modes 2/3/4/7/8): ``triu(ones(2048, 2048), 1)``.
+    ``kind="prefix"`` (mode 6): ``(3072, 2048)``; rows 0..2047 as above, rows 2048..3071 are 0 in
+    columns 0..1023 and 1 in columns 1024..2047. Built once per process (explicit keyed cache);
+    copy it before modifying (``np.array(m)``).
+    """
+    tri = np.triu(np.ones((COMPRESSED_SIZE, COMPRESSED_SIZE), dtype=bool), k=1)
+    if kind == "causal":
+        m = tri
+    elif kind == "prefix":
+        m = np.zeros((COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE), dtype=bool)
+        m[:COMPRESSED_SIZE] = tri
+        m[COMPRESSED_SIZE:, COMPRESSED_SIZE // 2:] = True
+    else:
+        raise ValueError(f"[compressed_mask.kind] kind must be 'causal' or 'prefix', got {kind!r}")
+    m.flags.writeable = False
+    return m
