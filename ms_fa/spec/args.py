@@ -20,7 +20,6 @@ surprise (e.g. a sparse_mode given without an atten_mask masks nothing).
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
