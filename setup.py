@@ -26,13 +26,23 @@ def _openblas():
 
 
 class BuildSharedLib(build_ext):
-    """Compile ms_fa/csrc/*.cc into one plain shared library (not a CPython extension)."""
+    """Compile ms_fa/csrc/*.cc into one plain shared library (not a CPython extension).
+
+    Flags: -O3 -fopenmp, ``-ffp-contract=off`` (the kernel's rounding points, e.g. ``S*scale + pse``
+    with two roundings, must not be fused into FMAs), ``-march=native`` unless ``MS_FA_CXXFLAGS``
+    overrides it (e.g. ``MS_FA_CXXFLAGS="-mavx2 -mfma -mf16c"`` for a portable AVX2 build; the kernel
+    needs at least AVX2 + FMA + F16C).
+    """
+
+    def get_ext_filename(self, ext_name):
+        # a plain library loaded with ctypes / dlopen: no CPython ABI suffix
+        return os.path.join(*ext_name.split(".")) + ".so"
 
     def build_extension(self, ext):
         out = self.get_ext_fullpath(ext.name)
         os.makedirs(os.path.dirname(out), exist_ok=True)
         cxx = os.environ.get("CXX", "g++")
-        flags = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp", "-Wall", "-Wextra",
+        flags = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp", "-Wall", "-Wextra", "-ffp-contract=off",
                  "-D_GLIBCXX_USE_CXX11_ABI=0",  # MindSpore's AOT ABI (DESIGN §8)
                  "-I" + CSRC]
         flags += os.environ.get("MS_FA_CXXFLAGS", "-march=native").split()
