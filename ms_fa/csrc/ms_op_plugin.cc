@@ -1,0 +1,471 @@
+/* MindSpore CPU op-plugin entry points of ms_fa (DESIGN §8).
+ *
+ * When the environment variable MS_OP_PLUGIN_PATH names libms_fa_cpu.so before MindSpore creates its
+ * first kernel, MindSpore dlopens the library and runs the kernels below for its *own* primitives
+ * FlashAttentionScore / FlashAttentionScoreGrad (ops.flash_attention_score, the MindFormers-style
+ * primitive, its bprop) and SpeedFusionAttention / SpeedFusionAttentionGrad
+ * (ops.speed_fusion_attention), in PYNATIVE and GRAPH mode. ms_fa.patch() / `python -m ms_fa run`
+ * set it up.
+ *
+ * ABI (measured with a probe on mindspore 2.10.0 CPU, pinned by tests/test_patch.py):
+ *   exports  bool IsKernelRegistered(const char*), int GetRegisteredOpCount(), char** GetAllRegisteredOps()
+ *   and per primitive  int <Name>(int nparam, void** params, int* ndims, int64_t** shapes,
+ *                                 const char** dtypes, void* stream, void* extra)
+ *   params = all primitive inputs in the order of the op yaml, then the outputs. None inputs have
+ *   params[i] == NULL and dtype "none". Scalar inputs (head_num, keep_prob, scale, tokens,
+ *   inner_precise, input_layout, sparse_mode, pse_type, ...) and tuple inputs (prefix, actual_seq_*)
+ *   are read through extra, a KernelInputInfo* (GetIntInput / GetFloatInput / GetIntVecInput).
+ *   input_layout arrives as MindSpore's enum: BSH 0, BNSD 1, SBH 2, BSND 3, TND 4.
+ *   Returns 0 on success; non-zero makes MindSpore raise.
+ *
+ * Here we only parse layouts and shapes into a FaProblem (B/N/S/D, the mask / pse form and strides);
+ * every band / invalid-line rule stays in fa_plan.h inside the kernel.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <algorithm>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "fa_kernel.h"
+
+/* The plugin interface class, exactly as mindspore/ops/kernel/cpu/op_plugin/custom_kernel_input_info.h
+ * ("There is also a copy of the same code in the ms_op_plugin repository. Both sides should be
+ * consistent"): only the vtable order matters. Copied so the build needs no MindSpore headers. */
+namespace mindspore::kernel::op_plugin {
+struct OpPluginTensorStorageInfo {
+  std::vector<int64_t> strides;
+  size_t storage_offset;
+};
+struct OpPluginOutputShapeInfo {
+  std::vector<std::vector<int64_t>> output_shapes;
+  std::vector<bool> shape_calculated;
+};
+class KernelInputInfo {
+ public:
+  KernelInputInfo() = default;
+  virtual ~KernelInputInfo() = default;
+  virtual bool IsScalarInput(size_t idx) = 0;
+  virtual size_t GetInputSize() = 0;
+  virtual bool GetBoolInput(size_t idx) = 0;
+  virtual int64_t GetIntInput(size_t idx) = 0;
+  virtual double GetFloatInput(size_t idx) = 0;
+  virtual std::string GetStrInput(size_t idx) = 0;
+  virtual std::vector<int64_t> GetIntVecInput(size_t idx) = 0;
+  virtual std::vector<double> GetFloatVecInput(size_t idx) = 0;
+  virtual std::vector<std::vector<int64_t>> GetInt2DVecInput(size_t idx) = 0;
+  virtual std::vector<std::vector<double>> GetFloat2DVecInput(size_t idx) = 0;
+  virtual int GetInputTypeId(size_t idx) = 0;
+  virtual std::optional<OpPluginTensorStorageInfo> GetInputTensorLayout(size_t idx) = 0;
+  virtual OpPluginOutputShapeInfo* GetOutputShapeInfo() = 0;
+  virtual void SetOutputShapeInfo(std::unique_ptr<OpPluginOutputShapeInfo>) = 0;
+  std::vector<size_t> workspace_;
+};
+}  // namespace mindspore::kernel::op_plugin
+
+namespace {
+using mindspore::kernel::op_plugin::KernelInputInfo;
+
+const char* kRegistered[] = {"FlashAttentionScore", "FlashAttentionScoreGrad", "SpeedFusionAttention",
+                             "SpeedFusionAttentionGrad"};
+constexpr int kNumRegistered = 4;
+
+struct Args {
+  int nparam;
+  void** params;
+  int* ndims;
+  int64_t** shapes;
+  const char** dtypes;
+  KernelInputInfo* info;
+
+  bool none(int i) const { return params[i] == nullptr || strcmp(dtypes[i], "none") == 0; }
+  std::vector<int64_t> shape(int i) const { return std::vector<int64_t>(shapes[i], shapes[i] + ndims[i]); }
+  int64_t numel(int i) const {
+    int64_t n = 1;
+    for (int d = 0; d < ndims[i]; d++) n *= shapes[i][d];
+    return n;
+  }
+  int64_t i64(int i) const { return info->GetIntInput(i); }
+  double f64(int i) const { return info->GetFloatInput(i); }
+  std::vector<int64_t> ivec(int i) const {
+    if (none(i) && info->GetInputTypeId(i) == 7) return {};
+    if (!info->IsScalarInput(i)) {  // a tensor
+      const int64_t* p = static_cast<const int64_t*>(params[i]);
+      return std::vector<int64_t>(p, p + numel(i));
+    }
+    return info->GetIntVecInput(i);
+  }
+};
+
+int DtypeCode(const char* s) {
+  if (strcmp(s, "float32") == 0) return FA_F32;
+  if (strcmp(s, "float16") == 0) return FA_F16;
+  if (strcmp(s, "bfloat16") == 0) return FA_BF16;
+  return -1;
+}
+
+size_t DtypeSize(const char* s) {
+  if (strcmp(s, "float32") == 0 || strcmp(s, "int32") == 0) return 4;
+  if (strcmp(s, "float16") == 0 || strcmp(s, "bfloat16") == 0) return 2;
+  if (strcmp(s, "int64") == 0 || strcmp(s, "float64") == 0) return 8;
+  return 1;
+}
+
+/* PYNATIVE hands views to the plugin: params[i] is the *storage* base and GetInputTensorLayout(i)
+ * gives the storage offset and strides (in elements) -- e.g. q/k/v sliced out of one fused qkv
+ * projection and transposed. Make such inputs contiguous (the kernel reads dense layouts). */
+void MakeContiguous(Args* a, int i, std::vector<std::vector<uint8_t>>* keep) {
+  if (i < 0 || a->none(i) || a->info->IsScalarInput(i)) return;
+  std::optional<mindspore::kernel::op_plugin::OpPluginTensorStorageInfo> lay = a->info->GetInputTensorLayout(i);
+  if (!lay.has_value()) return;
+  const int nd = a->ndims[i];
+  const size_t es = DtypeSize(a->dtypes[i]);
+  const std::vector<int64_t>& st = lay->strides;
+  bool dense = lay->storage_offset == 0 && static_cast<int>(st.size()) == nd;
+  int64_t expect = 1;
+  for (int d = nd - 1; dense && d >= 0; d--) {
+    if (a->shapes[i][d] != 1 && st[d] != expect) dense = false;
+    expect *= a->shapes[i][d];
+  }
+  if (dense) return;
+  const int64_t n = a->numel(i);
+  keep->emplace_back(static_cast<size_t>(n) * es);
+  uint8_t* dst = keep->back().data();
+  const uint8_t* base = static_cast<const uint8_t*>(a->params[i]) + lay->storage_offset * es;
+  std::vector<int64_t> idx(static_cast<size_t>(nd), 0);
+  for (int64_t e = 0; e < n; e++) {
+    int64_t off = 0;
+    for (int d = 0; d < nd; d++) off += idx[d] * st[d];
+    memcpy(dst + e * es, base + off * static_cast<int64_t>(es), es);
+    for (int d = nd - 1; d >= 0; d--) {
+      if (++idx[d] < a->shapes[i][d]) break;
+      idx[d] = 0;
+    }
+  }
+  a->params[i] = dst;
+}
+
+void ZeroFill(const Args& a, int i) {
+  if (a.params[i] != nullptr) memset(a.params[i], 0, static_cast<size_t>(a.numel(i)) * DtypeSize(a.dtypes[i]));
+}
+
+/* The raw Ascend arguments of one call, by input index (-1 = absent from this primitive). */
+struct Raw {
+  int q, k, v, pse, drop_mask, atten_mask, prefix, aq, akv;
+  int head_num, layout, scale, keep_prob, pre, next, inner, sparse, pse_type, q_start, kv_start;
+  int seed_t, offset_t;  /* SpeedFusionAttention: int64 tensors */
+};
+
+struct Problem {
+  FaProblem p;
+  std::vector<int64_t> aq, akv, prefix;
+};
+
+int MsLayoutToFa(int64_t ms_layout) {
+  switch (ms_layout) {  // MindSpore FASInputLayoutMode
+    case 0: return FA_BSH;
+    case 1: return FA_BNSD;
+    case 2: return FA_SBH;
+    case 3: return FA_BSND;
+    case 4: return FA_TND;
+    default: return -1;
+  }
+}
+
+int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
+  FaProblem& p = pr->p;
+  memset(&p, 0, sizeof(p));
+  p.layout = MsLayoutToFa(a.i64(r.layout));
+  if (p.layout < 0) {
+    snprintf(err, errlen, "unknown input_layout enum %ld", static_cast<long>(a.i64(r.layout)));
+    return 1;
+  }
+  p.dtype = DtypeCode(a.dtypes[r.q]);
+  if (p.dtype < 0) {
+    snprintf(err, errlen, "[qkv.dtype] query dtype must be float16, bfloat16 or float32, got %s", a.dtypes[r.q]);
+    return 1;
+  }
+  const int64_t N1 = a.i64(r.head_num);
+  const std::vector<int64_t> qs = a.shape(r.q), ks = a.shape(r.k), vs = a.shape(r.v);
+  const size_t rank = (p.layout == FA_BSND || p.layout == FA_BNSD) ? 4 : 3;
+  if (N1 <= 0 || qs.size() != rank || ks.size() != rank || vs.size() != rank) {
+    snprintf(err, errlen, "[qkv.rank] query/key/value ranks do not fit layout (head_num %ld)", static_cast<long>(N1));
+    return 1;
+  }
+  p.N1 = N1;
+  switch (p.layout) {
+    case FA_BSH:
+    case FA_SBH: {
+      const bool sbh = p.layout == FA_SBH;
+      p.B = sbh ? qs[1] : qs[0];
+      p.S1 = sbh ? qs[0] : qs[1];
+      p.S2 = sbh ? ks[0] : ks[1];
+      p.D = qs[2] / N1;
+      p.N2 = p.D ? ks[2] / p.D : 0;
+      p.Dv = p.N2 ? vs[2] / p.N2 : 0;
+      break;
+    }
+    case FA_BSND:
+      p.B = qs[0]; p.S1 = qs[1]; p.D = qs[3]; p.S2 = ks[1]; p.N2 = ks[2]; p.Dv = vs[3];
+      break;
+    case FA_BNSD:
+      p.B = qs[0]; p.S1 = qs[2]; p.D = qs[3]; p.S2 = ks[2]; p.N2 = ks[1]; p.Dv = vs[3];
+      break;
+    default: {  // TND
+      p.T1 = qs[0]; p.D = qs[2]; p.T2 = ks[0]; p.N2 = ks[1]; p.Dv = vs[2];
+      pr->aq = a.ivec(r.aq);
+      pr->akv = a.ivec(r.akv);
+      if (pr->aq.empty() || pr->aq.size() != pr->akv.size()) {
+        snprintf(err, errlen,
+                 "[tnd.same_length] TND needs actual_seq_qlen and actual_seq_kvlen of equal, non-zero length");
+        return 1;
+      }
+      p.B = static_cast<int64_t>(pr->aq.size());
+      int64_t pq = 0, pk = 0;
+      for (size_t b = 0; b < pr->aq.size(); b++) {
+        p.S1 = std::max(p.S1, pr->aq[b] - pq);
+        p.S2 = std::max(p.S2, pr->akv[b] - pk);
+        pq = pr->aq[b];
+        pk = pr->akv[b];
+      }
+      p.actual_seq_qlen = pr->aq.data();
+      p.actual_seq_kvlen = pr->akv.data();
+    }
+  }
+  if (p.N2 <= 0 || p.N1 % p.N2 != 0 || p.D <= 0) {
+    snprintf(err, errlen, "[gqa.N1_mod_N2] N1=%ld must be a multiple of N2=%ld (D=%ld)", static_cast<long>(p.N1),
+             static_cast<long>(p.N2), static_cast<long>(p.D));
+    return 1;
+  }
+  p.scale = static_cast<float>(a.f64(r.scale));
+  p.keep_prob = static_cast<float>(a.f64(r.keep_prob));
+  p.pre_tokens = a.i64(r.pre);
+  p.next_tokens = a.i64(r.next);
+  p.inner_precise = static_cast<int32_t>(a.i64(r.inner));
+  p.sparse_mode = static_cast<int32_t>(a.i64(r.sparse));
+  p.pse_type = r.pse_type >= 0 ? static_cast<int32_t>(a.i64(r.pse_type)) : 1;
+  if (r.prefix >= 0 && !a.none(r.prefix)) {
+    pr->prefix = a.ivec(r.prefix);
+    pr->prefix.resize(static_cast<size_t>(p.B), 0);
+    p.prefix = pr->prefix.data();
+  }
+  if (r.q_start >= 0 && !a.none(r.q_start)) {
+    std::vector<int64_t> qsi = a.ivec(r.q_start);
+    if (!qsi.empty()) {
+      p.q_start_idx = qsi[0];
+      if (r.kv_start >= 0 && !a.none(r.kv_start)) {
+        std::vector<int64_t> ksi = a.ivec(r.kv_start);
+        if (!ksi.empty()) p.kv_start_idx = ksi[0];
+      }
+    }
+  }
+  // atten_mask form (shape parsing only)
+  if (!a.none(r.atten_mask) && a.numel(r.atten_mask) > 0) {
+    const std::vector<int64_t> ms = a.shape(r.atten_mask);
+    p.mask = static_cast<const uint8_t*>(a.params[r.atten_mask]);
+    const int m = p.sparse_mode;
+    if (m == 2 || m == 3 || m == 4 || m == 6 || m == 7 || m == 8) {
+      p.mask_kind = FA_MASK_COMPRESSED;
+    } else if (p.layout == FA_TND) {
+      if (ms.size() == 2 && ms[0] == p.T1 && ms[1] == p.T2 && !(ms[0] == p.S1 && ms[1] == p.S2)) {
+        p.mask_kind = FA_MASK_FULL_TT;
+        p.mask_stride_s1 = p.T2;
+      } else {
+        p.mask_kind = FA_MASK_FULL;
+        p.mask_stride_s1 = ms.back();
+      }
+    } else {
+      p.mask_kind = FA_MASK_FULL;
+      p.mask_stride_s1 = ms.back();
+      if (ms.size() == 4) {
+        p.mask_stride_b = ms[0] == 1 ? 0 : ms[1] * ms[2] * ms[3];
+        p.mask_stride_n = ms[1] == 1 ? 0 : ms[2] * ms[3];
+      }
+    }
+  }
+  // pse form
+  if (r.pse >= 0 && !a.none(r.pse) && a.numel(r.pse) > 0) {
+    const std::vector<int64_t> ps = a.shape(r.pse);
+    p.pse = a.params[r.pse];
+    if (p.pse_type == 2 || p.pse_type == 3) {
+      p.pse_kind = FA_PSE_SLOPES;
+      p.pse_dtype = FA_F32;
+      p.pse_stride_b = ps.size() == 2 ? p.N1 : 0;
+    } else if (ps.size() == 4) {
+      p.pse_dtype = DtypeCode(a.dtypes[r.pse]);
+      p.pse_b = ps[0];
+      p.pse_stride_b = ps[1] * ps[2] * ps[3];
+      p.pse_stride_n = ps[2] * ps[3];
+      p.pse_stride_s1 = ps[3];
+      if (ps[2] == 1) {
+        p.pse_kind = FA_PSE_ROW;
+        p.pse_stride_s1 = 0;
+      } else if (ps[2] == 1024 && (p.S1 > 1024 || p.layout == FA_TND)) {
+        p.pse_kind = FA_PSE_ALIBI_COMPRESSED;
+      } else {
+        p.pse_kind = FA_PSE_FULL;
+      }
+    } else {
+      snprintf(err, errlen, "[pse.shape] pse must have rank 4, got rank %zu", ps.size());
+      return 1;
+    }
+  }
+  if (r.drop_mask >= 0 && !a.none(r.drop_mask) && a.numel(r.drop_mask) > 0 && p.keep_prob < 1.0f) {
+    p.drop_mask = static_cast<const uint8_t*>(a.params[r.drop_mask]);
+  }
+  if (r.seed_t >= 0 && !a.none(r.seed_t)) {
+    p.seed = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.seed_t]));
+  }
+  if (r.offset_t >= 0 && !a.none(r.offset_t)) {
+    p.offset = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.offset_t]));
+  }
+  p.num_threads = 0;
+  return 0;
+}
+
+int64_t Numels(const FaProblem& p) {
+  if (p.layout != FA_TND) return p.B * p.N1 * p.S1 * p.S2;
+  int64_t n = 0, pq = 0, pk = 0;
+  for (int64_t b = 0; b < p.B; b++) {
+    n += (p.actual_seq_qlen[b] - pq) * (p.actual_seq_kvlen[b] - pk);
+    pq = p.actual_seq_qlen[b];
+    pk = p.actual_seq_kvlen[b];
+  }
+  return n * p.N1;
+}
+
+int Report(const char* op, const char* err) {
+  fprintf(stderr, "[ms_fa op plugin] %s failed: %s\n", op, err);
+  return 1;
+}
+
+template <typename F>
+int Guard(const char* op, F f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return Report(op, e.what());
+  } catch (...) {
+    return Report(op, "unknown exception");
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+bool IsKernelRegistered(const char* name) {
+  if (name == nullptr) return false;
+  for (int i = 0; i < kNumRegistered; i++)
+    if (strcmp(kRegistered[i], name) == 0) return true;
+  return false;
+}
+
+int GetRegisteredOpCount() { return kNumRegistered; }
+
+char** GetAllRegisteredOps() { return const_cast<char**>(kRegistered); }
+
+/* inputs: q k v real_shift drop_mask padding_mask attn_mask prefix actual_seq_qlen actual_seq_kvlen
+ *         head_num keep_prob scale_value pre_tokens next_tokens inner_precise input_layout sparse_mode
+ * outputs: softmax_max softmax_sum softmax_out attention_out                                        */
+int FlashAttentionScore(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
+                        void* extra) {
+  (void)stream;
+  return Guard("FlashAttentionScore", [&]() {
+    if (nparam != 22 || extra == nullptr) return Report("FlashAttentionScore", "unexpected parameter count");
+    Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
+    std::vector<std::vector<uint8_t>> keep;
+    for (int i : {0, 1, 2, 3, 4, 6}) MakeContiguous(&a, i, &keep);
+    const Raw r{0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 16, 12, 11, 13, 14, 15, 17, -1, -1, -1, -1, -1};
+    Problem pr;
+    char err[512] = {0};
+    if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("FlashAttentionScore", err);
+    ZeroFill(a, 20);
+    if (fa_cpu_forward(&pr.p, params[0], params[1], params[2], params[21], static_cast<float*>(params[18]),
+                       static_cast<float*>(params[19]), err, sizeof(err)) != 0)
+      return Report("FlashAttentionScore", err);
+    return 0;
+  });
+}
+
+/* inputs: q k v dy pse drop_mask padding_mask atten_mask softmax_max softmax_sum softmax_in attention_in
+ *         prefix actual_seq_qlen actual_seq_kvlen head_num keep_prob scale_value pre_tokens next_tokens
+ *         inner_precise input_layout sparse_mode;  outputs: dq dk dv dpse                            */
+int FlashAttentionScoreGrad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                            void* stream, void* extra) {
+  (void)stream;
+  return Guard("FlashAttentionScoreGrad", [&]() {
+    if (nparam != 27 || extra == nullptr) return Report("FlashAttentionScoreGrad", "unexpected parameter count");
+    Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
+    std::vector<std::vector<uint8_t>> keep;
+    for (int i : {0, 1, 2, 3, 4, 5, 7, 8, 9, 11}) MakeContiguous(&a, i, &keep);
+    const Raw r{0, 1, 2, 4, 5, 7, 12, 13, 14, 15, 21, 17, 16, 18, 19, 20, 22, -1, -1, -1, -1, -1};
+    Problem pr;
+    char err[512] = {0};
+    if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("FlashAttentionScoreGrad", err);
+    ZeroFill(a, 26);  // dpse is not computed (as on Atlas A2)
+    if (fa_cpu_backward(&pr.p, params[0], params[1], params[2], params[3], params[11],
+                        static_cast<const float*>(params[8]), static_cast<const float*>(params[9]), params[23],
+                        params[24], params[25], err, sizeof(err)) != 0)
+      return Report("FlashAttentionScoreGrad", err);
+    return 0;
+  });
+}
+
+/* inputs: q k v head_num input_layout seed offset pse padding_mask atten_mask scale keep_prob pre_tokens
+ *         next_tokens inner_precise prefix actual_seq_qlen actual_seq_kvlen sparse_mode gen_mask_parallel
+ *         sync pse_type q_start_idx kv_start_idx
+ * outputs: attention_out softmax_max softmax_sum softmax_out seed offset numels                      */
+int SpeedFusionAttention(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
+                         void* extra) {
+  (void)stream;
+  return Guard("SpeedFusionAttention", [&]() {
+    if (nparam != 31 || extra == nullptr) return Report("SpeedFusionAttention", "unexpected parameter count");
+    Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
+    std::vector<std::vector<uint8_t>> keep;
+    for (int i : {0, 1, 2, 7, 9}) MakeContiguous(&a, i, &keep);
+    const Raw r{0, 1, 2, 7, -1, 9, 15, 16, 17, 3, 4, 10, 11, 12, 13, 14, 18, 21, 22, 23, 5, 6};
+    Problem pr;
+    char err[512] = {0};
+    if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("SpeedFusionAttention", err);
+    if (fa_cpu_forward(&pr.p, params[0], params[1], params[2], params[24], static_cast<float*>(params[25]),
+                       static_cast<float*>(params[26]), err, sizeof(err)) != 0)
+      return Report("SpeedFusionAttention", err);
+    *static_cast<int64_t*>(params[28]) = static_cast<int64_t>(pr.p.seed);
+    *static_cast<int64_t*>(params[29]) = static_cast<int64_t>(pr.p.offset);
+    *static_cast<int64_t*>(params[30]) = Numels(pr.p);
+    return 0;
+  });
+}
+
+/* inputs: q k v dy head_num input_layout pse padding_mask atten_mask softmax_max softmax_sum softmax_in
+ *         attention_in scale keep_prob pre_tokens next_tokens inner_precise seed offset numels prefix
+ *         actual_seq_qlen actual_seq_kvlen sparse_mode gen_mask_parallel sync pse_type q_start_idx
+ *         kv_start_idx;  outputs: dq dk dv dpse                                                       */
+int SpeedFusionAttentionGrad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
+                             void* stream, void* extra) {
+  (void)stream;
+  return Guard("SpeedFusionAttentionGrad", [&]() {
+    if (nparam != 34 || extra == nullptr) return Report("SpeedFusionAttentionGrad", "unexpected parameter count");
+    Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
+    std::vector<std::vector<uint8_t>> keep;
+    for (int i : {0, 1, 2, 3, 6, 8, 9, 10, 12}) MakeContiguous(&a, i, &keep);
+    const Raw r{0, 1, 2, 6, -1, 8, 21, 22, 23, 4, 5, 13, 14, 15, 16, 17, 24, 27, 28, 29, 18, 19};
+    Problem pr;
+    char err[512] = {0};
+    if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("SpeedFusionAttentionGrad", err);
+    ZeroFill(a, 33);  // dpse is not computed (as on Atlas A2)
+    if (fa_cpu_backward(&pr.p, params[0], params[1], params[2], params[3], params[12],
+                        static_cast<const float*>(params[9]), static_cast<const float*>(params[10]), params[30],
+                        params[31], params[32], err, sizeof(err)) != 0)
+      return Report("SpeedFusionAttentionGrad", err);
+    return 0;
+  });
+}
+
+}  // extern "C"

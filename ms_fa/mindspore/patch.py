@@ -1,0 +1,273 @@
+"""``ms_fa.patch()`` / ``ms_fa.unpatch()`` / ``ms_fa.patched()``: run unchanged MindSpore attention code on CPU.
+
+After ``ms_fa.patch()`` user code that calls ``mindspore.ops.speed_fusion_attention``,
+``mindspore.ops.flash_attention_score`` or the ``FlashAttentionScore`` primitive (MindFormers style, also
+in GRAPH mode) runs on CPU through ms_fa's kernel. Two mechanisms, tried in this order:
+
+1. ``op_plugin`` (GRAPH mode) -- MindSpore's CPU op-plugin hook (DESIGN §8). The environment variable
+   ``MS_OP_PLUGIN_PATH`` names ``libms_fa_cpu.so``, which exports kernels for MindSpore's *own*
+   primitives FlashAttentionScore[Grad] and SpeedFusionAttention[Grad]; MindSpore's primitives, its
+   shape inference and its bprop then run our kernel, in PYNATIVE and GRAPH mode, whatever way the user
+   reached the primitive. It only works when the variable is set before MindSpore creates its first
+   kernel: ``python -m ms_fa run script.py`` (or exporting the variable) guarantees it; ``ms_fa.patch()``
+   sets it and checks with a one-element probe call whether MindSpore took it. Not used in PYNATIVE
+   mode: with *any* op plugin set, MindSpore 2.10 PYNATIVE hands strided views (transposes, slices)
+   to its built-in CPU kernels, which read them as contiguous -- silently wrong add/mul/matmul/softmax.
+2. ``python`` -- in PYNATIVE mode, or when the hook cannot apply (a kernel already ran, another plugin
+   is set): the Python
+   names are replaced in every loaded ``mindspore`` module: the two functions by ms_fa's, the
+   ``FlashAttentionScore`` primitive class by a Cell with the same constructor and call signature.
+   Code holding references taken *before* ``patch()`` (``from mindspore.ops import FlashAttentionScore``
+   executed earlier, primitives already constructed) is not reached.
+
+On Ascend nothing is patched (mechanism ``native``). The chosen mechanism and the reason are returned
+(:class:`PatchStatus`) and logged on the ``ms_fa`` logger.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+
+__all__ = ["patch", "unpatch", "patched", "PatchStatus", "PLUGIN_ENV"]
+
+PLUGIN_ENV = "MS_OP_PLUGIN_PATH"
+_LOG = logging.getLogger("ms_fa")
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    """What :func:`patch` did: ``mechanism`` is ``"op_plugin"``, ``"python"``, ``"native"`` or ``"none"``."""
+
+    mechanism: str
+    reason: str
+
+    def __str__(self):
+        return f"ms_fa.patch: mechanism={self.mechanism} ({self.reason})"
+
+
+class _PatchState:
+    """The replaced attributes of one patch() (explicit, restored by unpatch())."""
+
+    def __init__(self):
+        self.replaced = []          # (module, name, original)
+        self.status = None
+
+
+_STATE = _PatchState()
+
+
+def _lib():
+    from ms_fa.mindspore._custom import library_path
+    return library_path()
+
+
+def _probe_plugin():
+    """Run a one-element FlashAttentionScore; True when MindSpore runs it (the plugin is active)."""
+    import numpy as np
+    import mindspore as ms
+    from mindspore import Tensor
+    from ms_fa.mindspore import ops as _ops
+
+    q = Tensor(np.ones((1, 1, 1, 8), np.float32))
+    prev = ms.get_context("mode")
+    try:
+        ms.set_context(mode=ms.PYNATIVE_MODE)
+        out = _ops._NATIVE_FAS(q, q, q, 1, input_layout="BNSD")
+        return bool(np.allclose(out.asnumpy(), 1.0))
+    except Exception:  # "Create kernelmod for op FlashAttentionScore failed": the hook came too late
+        return False
+    finally:
+        ms.set_context(mode=prev)
+
+
+def _flash_attention_score_primitive():
+    """The Cell that stands in for the ``FlashAttentionScore`` primitive in the python mechanism."""
+    from mindspore import nn
+    from ms_fa.mindspore import ops as _ops
+
+    class FlashAttentionScore(nn.Cell):
+        """ms_fa stand-in for ``mindspore.ops.FlashAttentionScore`` (same constructor and call signature).
+
+        Outputs ``(softmax_max, softmax_sum, softmax_out, attention_out)`` like the primitive; softmax_out has
+        shape (1,). Backward through ms_fa's AOT op.
+        """
+
+        def __init__(self, head_num, keep_prob=1.0, scale_value=1.0, pre_tokens=2147483647,
+                     next_tokens=2147483647, inner_precise=0, input_layout="BSH", sparse_mode=0):
+            super().__init__()
+            self.head_num = head_num
+            self.keep_prob = keep_prob
+            self.scale_value = scale_value
+            self.pre_tokens = pre_tokens
+            self.next_tokens = next_tokens
+            self.inner_precise = inner_precise
+            self.input_layout = input_layout
+            self.sparse_mode = sparse_mode
+
+        def construct(self, query, key, value, real_shift=None, drop_mask=None, padding_mask=None,
+                      attn_mask=None, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None):
+            kw = (self.scale_value, self.keep_prob, self.pre_tokens, self.next_tokens, self.inner_precise, prefix,
+                  actual_seq_qlen, actual_seq_kvlen, self.sparse_mode, 1, None, None)
+            out, smax, ssum, _, _, _ = _ops._run("flash_attention_score", query, key, value, self.head_num,
+                                                 self.input_layout, real_shift, attn_mask, drop_mask, kw)
+            return smax, ssum, _ops._softmax_out_1(query.dtype), out
+
+    return FlashAttentionScore
+
+
+def _replace_everywhere(originals_to_new):
+    for modname, mod in list(sys.modules.items()):
+        if mod is None or not (modname == "mindspore" or modname.startswith("mindspore.")):
+            continue
+        try:
+            items = list(vars(mod).items())
+        except TypeError:
+            continue
+        for name, val in items:
+            for orig, new in originals_to_new:
+                if val is orig:
+                    setattr(mod, name, new)
+                    _STATE.replaced.append((mod, name, orig))
+
+
+def patch(mechanism: str = "auto") -> PatchStatus:
+    """Make MindSpore's FlashAttentionScore APIs run on CPU through ms_fa.
+
+    Args:
+        mechanism (str): ``"auto"`` (op plugin when it can still apply, else python), ``"op_plugin"``
+            (fail if the hook cannot apply) or ``"python"``. ``"auto"`` picks the op plugin only in GRAPH
+            mode (see the module docstring). Default: ``"auto"``.
+
+    Returns:
+        PatchStatus: the active mechanism and why (also logged on the ``ms_fa`` logger).
+
+    Raises:
+        ValueError: unknown `mechanism`.
+        RuntimeError: ``mechanism="op_plugin"`` and the hook cannot apply in this process.
+
+    Supported Platforms:
+        ``CPU`` (on ``Ascend`` this is a no-op: the native kernels run)
+
+    Examples:
+        >>> import ms_fa
+        >>> status = ms_fa.patch()
+        >>> status.mechanism in ("op_plugin", "python")
+        True
+        >>> ms_fa.unpatch().mechanism
+        'none'
+    """
+    if mechanism not in ("auto", "op_plugin", "python"):
+        raise ValueError(f"[patch.mechanism] mechanism must be 'auto', 'op_plugin' or 'python', got {mechanism!r}")
+    import mindspore as ms
+
+    if _STATE.status is not None and _STATE.status.mechanism != "none":
+        return _STATE.status
+    if ms.get_context("device_target") == "Ascend":
+        return _set(PatchStatus("native", "device target is Ascend: MindSpore's own kernels run"))
+    lib = _lib()
+    pynative = ms.get_context("mode") == ms.PYNATIVE_MODE
+    if mechanism == "auto" and pynative:
+        mechanism = "python"
+        why = ("PYNATIVE mode: with any op plugin set, MindSpore 2.10 PYNATIVE hands strided views to its "
+               "built-in CPU kernels, which read them as contiguous (silently wrong results)")
+    elif mechanism == "python":
+        why = "requested"
+    if mechanism in ("auto", "op_plugin"):
+        if pynative:
+            _LOG.warning("ms_fa.patch(mechanism='op_plugin') in PYNATIVE mode: MindSpore 2.10 then computes "
+                         "built-in CPU ops on strided views wrongly; use GRAPH mode or mechanism='python'")
+        cur = os.environ.get(PLUGIN_ENV)
+        if cur and os.path.abspath(cur) != os.path.abspath(lib):
+            why = f"{PLUGIN_ENV} already names another library ({cur}); one op plugin per process"
+        else:
+            set_here = not cur
+            os.environ[PLUGIN_ENV] = lib
+            if _probe_plugin():
+                how = "set by ms_fa.patch() before the first kernel" if set_here else "set before the process started"
+                return _set(PatchStatus("op_plugin", f"{PLUGIN_ENV}={lib} ({how}); MindSpore's primitives and "
+                                                     "bprop run ms_fa's kernel"))
+            if set_here:
+                del os.environ[PLUGIN_ENV]
+            why = (f"{PLUGIN_ENV} came too late: MindSpore had already created a kernel in this process "
+                   "(use `python -m ms_fa run --op-plugin script.py` or call ms_fa.patch() before any computation)")
+        if mechanism == "op_plugin":
+            raise RuntimeError(f"[patch.op_plugin] the op-plugin hook cannot apply: {why}")
+    from ms_fa.mindspore import ops as _ops
+    import mindspore.ops as msops
+
+    pairs = [(_ops._NATIVE_SFA, _ops.speed_fusion_attention), (_ops._NATIVE_FAS, _ops.flash_attention_score)]
+    try:
+        from mindspore.ops.auto_generate.gen_ops_prim import FlashAttentionScore as prim
+    except ImportError:  # other MindSpore versions
+        prim = getattr(getattr(msops, "operations", None), "FlashAttentionScore", None)
+    if isinstance(prim, type):
+        pairs.append((prim, _flash_attention_score_primitive()))
+    _replace_everywhere(pairs)
+    return _set(PatchStatus("python", f"Python names replaced in mindspore.* ({why}); references taken before "
+                                      "patch() are not reached"))
+
+
+def _set(status):
+    _STATE.status = status
+    _LOG.info("%s", status)
+    return status
+
+
+def unpatch() -> PatchStatus:
+    """Undo :func:`patch`: restore the replaced Python names and unset ``MS_OP_PLUGIN_PATH`` if ms_fa set it.
+
+    A loaded op plugin stays loaded for the life of the process (MindSpore cannot unload it): kernels
+    already created keep running ms_fa's code.
+
+    Returns:
+        PatchStatus: ``mechanism="none"``.
+
+    Supported Platforms:
+        ``CPU`` ``Ascend``
+
+    Examples:
+        >>> import ms_fa
+        >>> ms_fa.unpatch().mechanism
+        'none'
+    """
+    for mod, name, orig in reversed(_STATE.replaced):
+        setattr(mod, name, orig)
+    _STATE.replaced.clear()
+    note = "restored"
+    if _STATE.status is not None and _STATE.status.mechanism == "op_plugin":
+        note = "op plugin stays loaded in this process (MindSpore cannot unload it)"
+    _STATE.status = None
+    return PatchStatus("none", note)
+
+
+@contextlib.contextmanager
+def patched(mechanism: str = "auto"):
+    """Context manager: ``with ms_fa.patched() as status: ...`` patches on entry, unpatches on exit.
+
+    Args:
+        mechanism (str): as :func:`patch`. Default: ``"auto"``.
+
+    Returns:
+        A context manager yielding the :class:`PatchStatus` of :func:`patch`.
+
+    Raises:
+        ValueError: unknown `mechanism`.
+        RuntimeError: ``mechanism="op_plugin"`` and the hook cannot apply.
+
+    Supported Platforms:
+        ``CPU`` ``Ascend``
+
+    Examples:
+        >>> import ms_fa
+        >>> with ms_fa.patched() as st:
+        ...     st.mechanism in ("op_plugin", "python")
+        True
+    """
+    status = patch(mechanism)
+    try:
+        yield status
+    finally:
+        unpatch()

@@ -1,0 +1,121 @@
+"""ms_fa.FlashAttention (nn.Cell): mask objects and plain speed_fusion parameters, TND packing, ALiBi, the
+explicit argument cache, GRAPH mode -- against the float64 oracle (DESIGN §6 rule)."""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+ms = pytest.importorskip("mindspore")
+from mindspore import Tensor  # noqa: E402
+
+import ms_fa  # noqa: E402
+from ms_fa.mindspore._custom import library_path  # noqa: E402
+from ms_fa.spec import reference as R  # noqa: E402
+from ms_fa.spec.pse import alibi_bias_full, alibi_slopes  # noqa: E402
+from test_mindspore_ops import compare  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not os.path.isfile(library_path()),
+                                reason=f"ms_fa CPU library not built ({library_path()}); pip install -e .")
+
+
+def _rand(*shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+def _oracle(q, k, v, n, layout, dy=None, **kw):
+    oX, o64 = R.fa_forward(q, k, v, n, layout, **kw), R.fa_forward(q, k, v, n, layout, **kw, precision="float64")
+    if dy is None:
+        return oX, o64, None, None
+    g = dict(kw, attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
+    return oX, o64, R.fa_grad(dy, q, k, v, n, layout, **g), R.fa_grad(dy, q, k, v, n, layout, **g, precision="float64")
+
+
+def test_tnd_packed_causal_alibi_forward_and_grad():
+    lens = [3, 5, 2]
+    T, N, D = sum(lens), 4, 8
+    q, k, v, dy = (_rand(T, N, D, seed=s) for s in range(4))
+    mask = ms_fa.Packed(lens) & ms_fa.CausalMask()
+    fa = ms_fa.FlashAttention(N, "TND", alibi=True)
+
+    def loss(q, k, v):
+        return (fa(q, k, v, mask=mask) * Tensor(dy)).sum()
+
+    out = fa(Tensor(q), Tensor(k), Tensor(v), mask=mask)
+    grads = ms.grad(loss, grad_position=(0, 1, 2))(Tensor(q), Tensor(k), Tensor(v))
+    kw = mask.to_ascend()
+    kw.pop("input_layout")
+    oX, o64, gX, g64 = _oracle(q, k, v, N, "TND", dy, pse=alibi_slopes(N), pse_type=2, scale=1 / math.sqrt(D), **kw)
+    compare("attention_out", out, oX[0], o64[0], "float32")
+    for name, g, x, r in zip(("dq", "dk", "dv"), grads, gX, g64):
+        compare(name, g, x, r, "float32")
+    # the same computation written densely: block-diagonal causal mask + ALiBi bias -slope*|i-j|
+    dense = mask.materialize(T, T)
+    s = np.einsum("ind,jnd->nij", q.astype(np.float64), k) / math.sqrt(D)
+    s = s - alibi_slopes(N)[:, None, None] * np.abs(np.arange(T)[None, :] - np.arange(T)[:, None])[None]
+    s = np.where(dense[None], -np.inf, s)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    naive = np.einsum("nij,jnd->ind", p / p.sum(-1, keepdims=True), v)
+    assert np.abs(out.asnumpy() - naive).max() < 1e-5
+
+
+def test_tnd_with_plain_parameters_and_per_call_lists_equals_mask_object():
+    lens = [4, 2, 5]
+    q = Tensor(_rand(sum(lens), 2, 8, seed=9))
+    cm = Tensor(np.triu(np.ones((2048, 2048), np.uint8), 1))
+    plain = ms_fa.FlashAttention(2, "TND", sparse_mode=3, atten_mask=cm, alibi=True)
+    a = plain(q, q, q, actual_seq_qlen=[4, 6, 11], actual_seq_kvlen=[4, 6, 11])
+    b = ms_fa.FlashAttention(2, "TND", alibi=True)(q, q, q, mask=ms_fa.Packed(lens) & ms_fa.CausalMask())
+    np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=0, atol=1e-6)
+
+
+def test_mask_object_in_graph_mode_and_argument_cache():
+    B, S, N, D = 2, 6, 2, 8
+    q, k, v = (_rand(B, S, N * D, seed=s) for s in range(3))
+    fa = ms_fa.FlashAttention(N, "BSH", mask=ms_fa.CausalMask(), scale=0.3)
+    prev = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        out = fa(Tensor(q), Tensor(k), Tensor(v))
+    finally:
+        ms.set_context(mode=prev)
+    kw = ms_fa.CausalMask().to_ascend(S, S)
+    oX, o64, _, _ = _oracle(q, k, v, N, "BSH", scale=0.3, **kw)
+    compare("attention_out", out, oX[0], o64[0], "float32")
+    # PYNATIVE: the compressed mask is built once per (mask, sizes) and then served from the Cell's cache
+    fa2 = ms_fa.FlashAttention(N, "BSH", mask=ms_fa.CausalMask(), scale=0.3, cache_size=2)
+    for _ in range(3):
+        fa2(Tensor(q), Tensor(k), Tensor(v))
+    assert (fa2.cache.misses, fa2.cache.hits) == (1, 2)
+    for s in (3, 4, 5):
+        fa2(Tensor(q[:, :s]), Tensor(k[:, :s]), Tensor(v[:, :s]))
+    assert len(fa2.cache) == 2          # bounded (LRU)
+
+
+def test_plain_parameters_alibi_bias_and_default_scale():
+    B, N, S, D = 1, 4, 5, 8
+    q, k, v = (_rand(B, N, S, D, seed=s) for s in range(3))
+    cm = np.triu(np.ones((2048, 2048), np.uint8), 1)
+    fa = ms_fa.FlashAttention(N, "BNSD", sparse_mode=3, atten_mask=Tensor(cm), alibi=True, alibi_mode="bias")
+    out = fa(Tensor(q), Tensor(k), Tensor(v))
+    pse = alibi_bias_full(alibi_slopes(N), S, S)[None]
+    oX, o64, _, _ = _oracle(q, k, v, N, "BNSD", pse=pse, pse_type=0, atten_mask=cm, sparse_mode=3,
+                            scale=1 / math.sqrt(D))
+    compare("attention_out", out, oX[0], o64[0], "float32")
+
+
+def test_cell_errors_name_the_rule():
+    q = Tensor(_rand(1, 4, 16))
+    fa = ms_fa.FlashAttention(2, "BSH")
+    with pytest.raises(ValueError, match=r"\[flash_attention.mask_layout\]"):
+        fa(q, q, q, mask=ms_fa.Packed([2, 2]) & ms_fa.CausalMask())
+    with pytest.raises(TypeError, match=r"\[flash_attention.head_num\]"):
+        ms_fa.FlashAttention(0)
+    with pytest.raises(ValueError, match=r"\[input_layout.value\]"):
+        ms_fa.FlashAttention(2, "NSD")
+    with pytest.raises(ValueError, match=r"\[flash_attention.alibi_mode\]"):
+        ms_fa.FlashAttention(2, "TND", alibi=True, alibi_mode="bias")
+    with pytest.raises(ValueError, match=r"\[head_num.divides_H\]"):
+        ms_fa.FlashAttention(3, "BSH")(q, q, q)
