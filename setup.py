@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -76,7 +76,7 @@ setup(
     description="Ascend FlashAttentionScore semantics for MindSpore and torch, with an exact fast CPU emulation",
     long_description=_read("README.md"),
     long_description_content_type="text/markdown",
-    packages=["ms_fa", "ms_fa.spec", "ms_fa.kernels", "ms_fa.masks", "ms_fa.torch", "ms_fa.parallel"],
+    packages=find_packages(include=["ms_fa", "ms_fa.*"]),
     package_data={"ms_fa": ["csrc/*.h", "csrc/*.cc"]},
     ext_modules=[Extension("ms_fa._lib.libms_fa_cpu", sources=[])],
     cmdclass={"build_ext": BuildSharedLib},

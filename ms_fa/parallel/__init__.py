@@ -1,1 +1,0 @@
-"""ms_fa.parallel"""
