@@ -14,6 +14,8 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# the in-place target of the library (editable installs copy it here); not tracked by git
+os.makedirs(os.path.join(HERE, "ms_fa", "_lib"), exist_ok=True)
 CSRC = os.path.join("ms_fa", "csrc")
 
 
@@ -51,7 +53,10 @@ class BuildSharedLib(build_ext):
         if ob is not None:
             inc, libdir, lib = ob
             flags += ["-I" + inc, "-DMS_FA_HAVE_OPENBLAS=1"]
-            libs += ["-L" + libdir, "-l" + lib, "-Wl,-rpath," + libdir]
+            # No absolute rpath: under pip's build isolation libdir is a temporary directory. At run
+            # time ms_fa.kernels.cpu.prepare_library() loads the installed wheel's OpenBLAS first;
+            # the relative rpath serves a plain site-packages install loaded by anyone else.
+            libs += ["-L" + libdir, "-l" + lib, "-Wl,-rpath,$ORIGIN/../../scipy_openblas32/lib"]
         try:
             import mindspore
             msinc = os.path.join(os.path.dirname(mindspore.__file__), "include")

@@ -71,8 +71,57 @@ def library_path() -> str:
     """Path of the kernel library: ``$MS_FA_LIB`` or ``ms_fa/_lib/libms_fa_cpu.so``."""
     env = os.environ.get("MS_FA_LIB")
     if env:
-        return env
+        return os.path.abspath(env)
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_lib", "libms_fa_cpu.so")
+
+
+_OPENBLAS = None
+
+
+def _preload_openblas():
+    """Load the OpenBLAS of the installed ``scipy-openblas32`` wheel into the process (RTLD_GLOBAL).
+
+    The kernel library links against it by soname. Its build may have run in pip's temporary build
+    environment, so no rpath can be trusted; once OpenBLAS is loaded, every later ``dlopen`` of the
+    kernel library — ours, MindSpore's AOT ``ops.Custom`` or MindSpore's op-plugin loader — resolves
+    it from the process. OpenBLAS is told to start no thread pool of its own (it reads
+    ``OPENBLAS_NUM_THREADS`` when it loads; the variable is restored afterwards): the kernel runs
+    single-threaded GEMMs inside its OpenMP threads.
+    """
+    global _OPENBLAS
+    if _OPENBLAS is not None:
+        return _OPENBLAS
+    try:
+        import scipy_openblas32 as sob
+    except ImportError:
+        _OPENBLAS = False          # a build without OpenBLAS (MS_FA_HAVE_OPENBLAS unset) needs none
+        return _OPENBLAS
+    path = os.path.join(sob.get_lib_dir(), "lib" + sob.get_library() + ".so")
+    old = os.environ.get("OPENBLAS_NUM_THREADS")
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
+    try:
+        _OPENBLAS = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
+    finally:
+        if old is None:
+            os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        else:
+            os.environ["OPENBLAS_NUM_THREADS"] = old
+    return _OPENBLAS
+
+
+def prepare_library() -> str:
+    """Path of the kernel library, after making sure it exists and its dependencies are loaded, so
+    that anything may ``dlopen`` it (MindSpore's ``ops.Custom`` and op-plugin loader do).
+
+    Raises:
+        RuntimeError: the library has not been built.
+    """
+    path = library_path()
+    if not os.path.exists(path):
+        raise RuntimeError(f"[kernel.library] ms_fa CPU kernel library not found at {path}; install ms_fa "
+                           f"(`pip install .`, or `./dev.sh test` in a checkout) or set MS_FA_LIB")
+    _preload_openblas()
+    return path
 
 
 def load_library():
@@ -82,22 +131,7 @@ def load_library():
         return _LIB
     with _LOCK:
         if _LIB is None:
-            path = library_path()
-            if not os.path.exists(path):
-                raise RuntimeError(f"[kernel.library] ms_fa CPU kernel library not found at {path}; build it with "
-                                   f"`pip install -e . --no-build-isolation` (or set MS_FA_LIB)")
-            # OpenBLAS (scipy-openblas32, loaded with the library) need not start its own thread
-            # pool: the kernel runs single-threaded GEMMs inside its OpenMP threads. The variable is
-            # set only while the library loads (OpenBLAS reads it then) and restored afterwards.
-            old = os.environ.get("OPENBLAS_NUM_THREADS")
-            os.environ["OPENBLAS_NUM_THREADS"] = "1"
-            try:
-                lib = ctypes.CDLL(path)
-            finally:
-                if old is None:
-                    os.environ.pop("OPENBLAS_NUM_THREADS", None)
-                else:
-                    os.environ["OPENBLAS_NUM_THREADS"] = old
+            lib = ctypes.CDLL(prepare_library())
             vp, fp = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)
             lib.fa_cpu_forward.argtypes = [ctypes.POINTER(FaProblem), vp, vp, vp, vp, fp, fp, ctypes.c_char_p,
                                            ctypes.c_int]

@@ -34,12 +34,10 @@ _PSE = {"none": 0, "full": 1, "row": 2, "alibi_compressed": 3, "slopes_bn": 4, "
 
 
 def library_path() -> str:
-    """Path of ``libms_fa_cpu.so`` (``MS_FA_LIB`` overrides it, for development)."""
-    env = os.environ.get("MS_FA_LIB")
-    if env:
-        return os.path.abspath(env)
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return os.path.join(here, "_lib", "libms_fa_cpu.so")
+    """Path of ``libms_fa_cpu.so``, ready to be loaded by MindSpore (see
+    :func:`ms_fa.kernels.cpu.prepare_library`; ``MS_FA_LIB`` overrides the path)."""
+    from ms_fa.kernels.cpu import prepare_library
+    return prepare_library()
 
 
 def _f32_bits(x: float) -> int:

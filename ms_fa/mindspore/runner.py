@@ -47,10 +47,10 @@ def main(argv=None):
         return 2
     from ms_fa.mindspore._custom import library_path  # no MindSpore import
 
-    lib = library_path()
-    if not os.path.isfile(lib):
-        print(f"ms_fa run: CPU library missing ({lib}); build it with `pip install -e . --no-build-isolation`",
-              file=sys.stderr)
+    try:
+        lib = library_path()     # also loads its OpenBLAS, so MindSpore's dlopen of it resolves
+    except RuntimeError as e:
+        print(f"ms_fa run: {e}", file=sys.stderr)
         return 2
     if plugin:
         cur = os.environ.get("MS_OP_PLUGIN_PATH")
