@@ -279,12 +279,14 @@ def _user_masked_rows_case(inner_precise, dtype="float32"):
 @pytest.mark.parametrize("inner_precise", (0, 2))
 def test_user_masked_rows(inner_precise, dtype):
     case = _user_masked_rows_case(inner_precise, dtype)
-    (out, smax, ssum, *_), _ = check_case(case)
+    (out, smax, ssum, *_), (dq, _, _) = check_case(case)
     assert np.all(smax[0, :, 3] == -FLT_MAX)
     if inner_precise == 2:
         assert np.all(ssum[0, :, 3] == FLT_MAX) and np.all(as_float32(out[0, :, 3]) == 0)
-    else:   # mean of V over the 40 structurally kept columns
+        assert np.all(as_float32(dq[0, :, 3]) == 0)
+    else:   # mean of V over the 40 structurally kept columns; dS = P (dP - D) reaches dQ (SPEC §7)
         assert np.all(ssum[0, :, 3] == 40)
+        assert np.abs(as_float32(dq[0, :, 3])).max() > 0
 
 
 def test_mode0_band_user_masked_row_counts_structural_columns():

@@ -88,15 +88,39 @@ def test_fd_dropout_generated_and_tnd_inner_pse():
     _fd_check(c)
 
 
-def test_fd_user_masked_row_invalid_line_off():
+def test_user_masked_row_invalid_line_off():
     """A row discarded only by the user mask (invalid-line off): out = mean of V over the kept
-    columns, so dV gets dy / count and dQ is 0."""
+    columns. dV is the true gradient (finite differences). dQ/dK follow the chip's recomputation
+    P = 1/count, dS = P (dP - D) (SPEC §7, docs/semantics.md item 2), which is NOT the mathematical
+    gradient of the forward (that would be 0 for dQ): checked against the formula written out."""
     c = make_case("BNSD", 1, "float64", B=1, N1=1, S1=3, S2=4, D=2, seed=6)
     m = np.zeros((3, 4), bool)
     m[1] = True
     c["atten_mask"] = m
-    g = _fd_check(c)
-    assert (g[0][0, 0, 1] == 0).all()
+    out = fa_forward(**c, precision="float64")
+    dy = np.random.default_rng(17).standard_normal(out[0].shape)
+    dq, dk, dv = fa_grad(dy, **grad_kwargs(c, out), precision="float64")
+
+    def fd(name, idx):
+        def loss(x):
+            return float((fa_forward(**dict(c, **{name: x}), precision="float64")[0] * dy).sum())
+        xp, xm = c[name].copy(), c[name].copy()
+        xp[idx] += H
+        xm[idx] -= H
+        return (loss(xp) - loss(xm)) / (2 * H)
+
+    for idx in np.ndindex(c["value"].shape):
+        np.testing.assert_allclose(dv[idx], fd("value", idx), rtol=1e-6, atol=1e-9)
+    q, k, v, o = c["query"][0, 0], c["key"][0, 0], c["value"][0, 0], out[0][0, 0]
+    sc = float(np.float32(c.get("scale", 1.0)))                       # the attribute is float32 (SPEC §1)
+    dS = (1.0 / 4) * (v @ dy[0, 0, 1] - dy[0, 0, 1] @ o[1])           # P = 1/4 on all 4 columns
+    np.testing.assert_allclose(dq[0, 0, 1], sc * dS @ k, rtol=1e-10)
+    assert np.abs(dq[0, 0, 1]).max() > 1e-3
+    for r in (0, 2):                                                   # ordinary rows: true gradient
+        for d in range(2):
+            np.testing.assert_allclose(dq[0, 0, r, d], fd("query", (0, 0, r, d)), rtol=1e-6, atol=1e-9)
+    fd_k = np.array([[fd("key", (0, 0, j, d)) for d in range(2)] for j in range(4)])
+    np.testing.assert_allclose(dk[0, 0], fd_k + sc * np.outer(dS, q[1]), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 2e-2), ("bfloat16", 1e-1)])

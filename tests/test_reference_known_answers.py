@@ -165,7 +165,10 @@ def test_invalid_rows_invalid_line_off(precision):
     np.testing.assert_allclose(o[0, 0, 3], v[0, 0, 2:5].astype(np.float64).mean(0), rtol=1e-6)
     g = fa_grad(np.ones_like(o), q, k, v, 1, "BNSD", attention_out=o, softmax_max=mx, softmax_sum=sm, atten_mask=u,
                 sparse_mode=0, pre_tokens=1, next_tokens=1, precision=precision)
-    assert (g[0][0, 0, 3] == 0).all()
+    # dQ of that row: the chip's P = 1/3 on kept columns 2..4, dS = P (dP - D) (SPEC §7; scale 1)
+    o3, v64, k64 = o[0, 0, 3].astype(np.float64), v[0, 0].astype(np.float64), k[0, 0].astype(np.float64)
+    dS = (v64[2:5].sum(-1) - o3.sum()) / 3
+    np.testing.assert_allclose(g[0][0, 0, 3], dS @ k64[2:5], rtol=1e-5, atol=1e-7)
 
 
 def test_auto_invalid_line_and_structurally_empty_rows():

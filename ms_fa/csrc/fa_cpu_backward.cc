@@ -110,10 +110,13 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
     float* dp = dP + (int64_t)r * bn;
     const float* s = S + (int64_t)r * bn;
     const float dr = drow[r];
-    if (mst[r] == kNegFltMax) { /* fully masked row: no dQ / dK (reference) */
+    if (mst[r] == kNegFltMax && lst[r] == kPosFltMax) { /* invalid row (SPEC 6.1): P = 0, no dS */
       memset(dp, 0, sizeof(float) * cols);
       continue;
     }
+    /* A row the user mask discards entirely (invalid-line off) is NOT skipped: as on the chip
+     * (SPEC 7) its recomputed P is 1/sum on the kept columns, so dS = P (dP - D) is not zero
+     * (docs/semantics.md, item 2). */
     if (c.dropout) apply_drop(dp, mul + (int64_t)r * bn, cols, c.p->keep_prob);
     const __m256 dv = _mm256_set1_ps(dr);
     int q = 0;

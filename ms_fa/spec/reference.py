@@ -296,8 +296,11 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
     ``P = exp(S - max) / sum`` is recomputed from the given max/sum and ``D = rowsum(dy * out)`` uses
     the given (rounded) out. "chip" rounding points: ``cast_in(P_drop)`` before dV, ``dS`` cast to the
     input dtype before dQ/dK, ``dQ = cast(scale * fp32(dS K))``, etc.; GQA sums the G query heads of a
-    kv head. Masked scores get zero gradient; fully masked rows give no dQ/dK (and dV follows the
-    forward's definition of those rows, i.e. 0 for invalid rows).
+    kv head. Masked scores get zero gradient, and invalid-line rows (SPEC §6.1) none at all. A row
+    the *user* mask discards entirely with invalid-line mode off is recomputed as the chip does:
+    ``P = 1/sum`` on its structurally kept columns, so its dS = P (dP - D) reaches dQ and dK — not the
+    mathematical gradient of the forward (which is 0 for dQ), but what the NPU computes
+    (docs/semantics.md, item 2).
     Dropout bits as in :func:`fa_forward` (explicit drop_mask, or regenerated from seed/offset).
     """
     kw = dict(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
@@ -349,8 +352,8 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
             s = np.where(mask, NEG_FLT_MAX, s).astype(ft)
             p = (np.exp((s - m[..., None]).astype(ft)).astype(ft) / l[..., None]).astype(ft)
             full = m == NEG_FLT_MAX
+            inv = full & ((l == POS_FLT_MAX) | (keep.sum(-1) == 0)[None, :])
             if full.any():
-                inv = full & ((l == POS_FLT_MAX) | (keep.sum(-1) == 0)[None, :])
                 p = np.where(full[..., None], (keep[None].astype(ft) / l[..., None]).astype(ft), p)
                 p = np.where(inv[..., None], ft(0), p)
             bb = _batch_bits(args, bits, b, S1b, S2b, ft)
@@ -362,9 +365,10 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
             if bb is not None:
                 dp = ((dp * bb).astype(ft) / kp).astype(ft)
             ds = (p * (dp - Dr[..., None]).astype(ft)).astype(ft)
-            ds = np.where(mask, ft(0), ds)
-            if full.any():
-                ds = np.where(full[..., None], ft(0), ds)
+            # masked scores contribute nothing (p = 0 there) -- except in a row the user mask discards
+            # entirely with invalid-line mode off: there the chip's recomputed P is 1/sum on the kept
+            # columns and dS = P (dP - D) is not zero (SPEC §7; docs/semantics.md item 2)
+            ds = np.where(mask & ~(full & ~inv)[..., None], ft(0), ds)
             dsc = _cast_in(ds, args, ft).reshape(N2, G * S1b, S2b)
             dq = (_mm(dsc, k, ft) * sc).astype(ft).reshape(N1, S1b, -1)
             dk = (_mm(dsc.transpose(0, 2, 1), np.ascontiguousarray(q).reshape(N2, G * S1b, -1), ft) * sc).astype(ft)
