@@ -21,7 +21,7 @@ import functools
 import numpy as np
 
 from ms_fa.spec.dropout import pack_bits
-from ms_fa.spec.dtypes import numpy_dtype
+from ms_fa.spec.dtypes import as_float32, numpy_dtype
 from ms_fa.spec.layouts import from_bnsd
 from ms_fa.spec.masks import INT_MAX
 from ms_fa.spec.pse import alibi_bias_full, alibi_compressed, alibi_slopes
@@ -420,3 +420,44 @@ def random_case(seed: int, **kw) -> dict:
     """``make_case(**random_config(seed, **kw))``."""
     cfg = random_config(seed, **kw)
     return make_case(cfg.pop("layout"), cfg.pop("sparse_mode"), cfg.pop("dtype"), **cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# DESIGN §6: how a low-precision result is compared with the float64 oracle
+
+ULP = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+FLT_MAX = float(np.finfo(np.float32).max)
+
+
+def to_f64(a) -> np.ndarray:
+    """float64 copy of a numpy array (incl. bfloat16) or a MindSpore / torch tensor."""
+    if hasattr(a, "asnumpy"):                     # MindSpore: no numpy bf16/fp16 surprises on the way
+        a = a.float().asnumpy() if str(a.dtype) in ("BFloat16", "Float16") else a.asnumpy()
+    elif hasattr(a, "detach"):
+        a = a.detach().float().numpy()
+    a = np.asarray(a)
+    return a if a.dtype == np.float64 else as_float32(a).astype(np.float64)
+
+
+def assert_design_rule(name, got, ref_x, ref64, dtype):
+    """Assert ``max|got - ref64| <= 2 * max|ref_X - ref64| + eps`` for one output; returns the two errors.
+
+    ``ref_X`` is the oracle run in the tested dtype (``precision="chip"``), ``ref64`` in float64.
+    ``eps`` = 1e-5 (float32) or one ulp of the dtype, times ``max(1, max|ref64|)``: the oracle's
+    products are ideally accumulated, so where ref_X happens to be exact (e.g. heavy cancellation)
+    any real fp32 product still errs by a few ulp of the operands' magnitude. Entries that are
+    +-FLT_MAX in ref64 (invalid-row markers, SPEC §6.1) must match exactly.
+    """
+    k, x, r = to_f64(got), to_f64(ref_x), to_f64(ref64)
+    assert k.shape == r.shape, f"{name}: shape {k.shape} != {r.shape}"
+    big = np.abs(r) >= FLT_MAX * 0.999
+    if big.any():
+        assert np.array_equal(k[big], r[big]), f"{name}: +-FLT_MAX entries differ"
+        k, x, r = k[~big], x[~big], r[~big]
+    if r.size == 0:
+        return 0.0, 0.0
+    assert np.all(np.isfinite(k)), f"{name}: non-finite values"
+    ek, ex = float(np.max(np.abs(k - r))), float(np.max(np.abs(x - r)))
+    eps = (1e-5 if dtype == "float32" else ULP[dtype]) * max(1.0, float(np.max(np.abs(r))))
+    assert ek <= 2 * ex + eps, f"{name}: err {ek:.3e} > 2*{ex:.3e} + {eps:.3e} (dtype {dtype})"
+    return ek, ex

@@ -26,10 +26,8 @@ import pytest
 from ms_fa.kernels import cpu as K
 from ms_fa.spec import reference as R
 from ms_fa.spec.dtypes import as_float32, dtype_name
-from reference_cases import grad_kwargs, make_case, make_dy, split_case
+from reference_cases import FLT_MAX, assert_design_rule, grad_kwargs, make_case, make_dy, split_case
 
-ULP = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
-FLT_MAX = float(np.finfo(np.float32).max)
 LAYOUTS4 = ("BSH", "SBH", "BSND", "BNSD")
 DTYPES = ("float32", "float16", "bfloat16")
 SMALL_TILES = {"MS_FA_BLOCK_M": "16", "MS_FA_BLOCK_N": "24", "MS_FA_BWD_BLOCK_M": "16", "MS_FA_BWD_BLOCK_N": "24"}
@@ -45,28 +43,7 @@ pytestmark = pytest.mark.skipif(not _HAVE_LIB, reason="ms_fa CPU kernel library 
 # --------------------------------------------------------------------------------------------------
 # the checker (also used by tests/test_kernel_properties.py)
 
-def _f64(a):
-    a = np.asarray(a)
-    return a if a.dtype == np.float64 else as_float32(a).astype(np.float64)
-
-
-def compare(name, kern, refx, ref64, dtype):
-    """Assert the DESIGN §6 rule for one output; returns (kernel err, ref_X err)."""
-    k, x, r = _f64(kern), _f64(refx), _f64(ref64)
-    assert k.shape == r.shape, f"{name}: shape {k.shape} != {r.shape}"
-    big = np.abs(r) >= FLT_MAX * 0.999
-    if big.any():
-        assert np.array_equal(k[big], r[big]), f"{name}: +-FLT_MAX entries differ"
-        k, x, r = k[~big], x[~big], r[~big]
-    if r.size == 0:
-        return 0.0, 0.0
-    assert np.all(np.isfinite(k)), f"{name}: non-finite kernel values"
-    ek = float(np.max(np.abs(k - r)))
-    ex = float(np.max(np.abs(x - r)))
-    mag = max(1.0, float(np.max(np.abs(r))))
-    eps = (1e-5 if dtype == "float32" else ULP[dtype]) * mag
-    assert ek <= 2 * ex + eps, f"{name}: kernel err {ek:.3e} > 2*{ex:.3e} + {eps:.3e} (dtype {dtype})"
-    return ek, ex
+compare = assert_design_rule     # also used by tests/test_kernel_properties.py
 
 
 def check_case(case, grad=True, dy_seed=7):

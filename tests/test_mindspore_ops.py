@@ -22,37 +22,17 @@ from ms_fa.mindspore import ops as F  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
 from ms_fa.spec import reference as R  # noqa: E402
 from ms_fa.spec.dtypes import as_float32, dtype_name  # noqa: E402
-from reference_cases import make_case, make_dy, random_config  # noqa: E402
+from reference_cases import assert_design_rule, make_case, make_dy, random_config  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(library_path()),
                                 reason=f"ms_fa CPU library not built ({library_path()}); pip install -e .")
 
-ULP = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
-FLT_MAX = float(np.finfo(np.float32).max)
 KWARGS = ("pse", "atten_mask", "scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "prefix",
           "actual_seq_qlen", "actual_seq_kvlen", "sparse_mode", "pse_type", "q_start_idx", "kv_start_idx")
 TENSOR_KW = ("pse", "atten_mask")
 
 
-def _f64(a):
-    if isinstance(a, Tensor):
-        a = a.astype(ms.float32).asnumpy() if a.dtype in (ms.bfloat16, ms.float16) else a.asnumpy()
-    a = np.asarray(a)
-    return a if a.dtype == np.float64 else as_float32(a).astype(np.float64)
-
-
-def compare(name, out, refx, ref64, dtype):
-    k, x, r = _f64(out), _f64(refx), _f64(ref64)
-    assert k.shape == r.shape, f"{name}: shape {k.shape} != {r.shape}"
-    big = np.abs(r) >= FLT_MAX * 0.999
-    if big.any():
-        assert np.array_equal(k[big], r[big]), f"{name}: +-FLT_MAX entries differ"
-        k, x, r = k[~big], x[~big], r[~big]
-    if r.size == 0:
-        return
-    ek, ex = float(np.max(np.abs(k - r))), float(np.max(np.abs(x - r)))
-    eps = (1e-5 if dtype == "float32" else ULP[dtype]) * max(1.0, float(np.max(np.abs(r))))
-    assert ek <= 2 * ex + eps, f"{name}: err {ek:.3e} > 2*{ex:.3e} + {eps:.3e} (dtype {dtype})"
+compare = assert_design_rule     # DESIGN §6 (also used by tests/test_mindspore_cell.py)
 
 
 def T(a):
