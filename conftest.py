@@ -12,12 +12,10 @@ def _have_cann():
 
 
 def _have_npu():
-    try:
-        import torch_npu  # noqa: F401
-        import torch
-        return torch.npu.is_available()
-    except Exception:
-        return False
+    """An Ascend NPU is present: its device nodes exist (what each test needs on top -- torch_npu or
+    MindSpore's Ascend backend -- it imports itself, failing loudly if missing on an NPU machine)."""
+    import glob
+    return bool(glob.glob("/dev/davinci[0-9]*"))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,4 +25,4 @@ def pytest_collection_modifyitems(config, items):
         if "requires_cann" in it.keywords and not cann:
             it.add_marker(pytest.mark.skip(reason="requires the CANN toolkit (bisheng / ASCEND_HOME_PATH), not installed here"))
         if "requires_npu" in it.keywords and not npu:
-            it.add_marker(pytest.mark.skip(reason="requires an Ascend NPU with torch_npu; none on this machine"))
+            it.add_marker(pytest.mark.skip(reason="requires an Ascend NPU (no /dev/davinci* device on this machine)"))
