@@ -7,8 +7,10 @@ ms_fa never needs a compiler. ``pip install -e .`` builds it in place.
 """
 import glob
 import os
+import platform
 import subprocess
 import sys
+import tempfile
 
 from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
@@ -31,10 +33,36 @@ class BuildSharedLib(build_ext):
     """Compile ms_fa/csrc/*.cc into one plain shared library (not a CPython extension).
 
     Flags: -O3 -fopenmp, ``-ffp-contract=off`` (the kernel's rounding points, e.g. ``S*scale + pse``
-    with two roundings, must not be fused into FMAs), ``-march=native`` unless ``MS_FA_CXXFLAGS``
-    overrides it (e.g. ``MS_FA_CXXFLAGS="-mavx2 -mfma -mf16c"`` for a portable AVX2 build; the kernel
-    needs at least AVX2 + FMA + F16C).
+    with two roundings, must not be fused into FMAs), and CPU tuning unless ``MS_FA_CXXFLAGS``
+    overrides it: ``-march=native`` on x86, ``-mcpu=native`` on aarch64 / arm64, none elsewhere (each
+    only if the compiler accepts it). The kernel (``ms_fa/csrc/fa_simd.h``) uses AVX2 + FMA + F16C
+    where the target has all three, else portable C++ that the compiler auto-vectorizes (NEON, SSE),
+    with the same results; e.g. ``MS_FA_CXXFLAGS="-mavx2 -mfma -mf16c"`` for a portable AVX2 build,
+    ``MS_FA_CXXFLAGS="-march=x86-64"`` (or ``-DMS_FA_FORCE_SCALAR``) for the portable code on x86.
     """
+
+    @staticmethod
+    def _cpu_flags(cxx):
+        """Default tuning flags for this machine (``MS_FA_CXXFLAGS`` unset): nothing x86-specific
+        off x86; dropped if the compiler rejects them."""
+        machine = platform.machine().lower()
+        if machine in ("x86_64", "amd64", "i386", "i486", "i586", "i686", "x86"):
+            cand = ["-march=native"]
+        elif machine in ("aarch64", "arm64", "armv8l", "armv8b"):
+            cand = ["-mcpu=native"]
+        else:
+            return []
+        with tempfile.TemporaryDirectory() as d:
+            src = os.path.join(d, "probe.cc")
+            with open(src, "w") as f:
+                f.write("int main() { return 0; }\n")
+            try:
+                subprocess.check_call([cxx] + cand + ["-c", src, "-o", os.path.join(d, "probe.o")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            except (OSError, subprocess.CalledProcessError):
+                print(f"ms_fa: {cxx} rejects {' '.join(cand)}; building without CPU tuning")
+                return []
+        return cand
 
     def get_ext_filename(self, ext_name):
         # a plain library loaded with ctypes / dlopen: no CPython ABI suffix
@@ -47,7 +75,8 @@ class BuildSharedLib(build_ext):
         flags = ["-std=c++17", "-O3", "-fPIC", "-shared", "-fopenmp", "-Wall", "-Wextra", "-ffp-contract=off",
                  "-D_GLIBCXX_USE_CXX11_ABI=0",  # MindSpore's AOT ABI (DESIGN §8)
                  "-I" + CSRC]
-        flags += os.environ.get("MS_FA_CXXFLAGS", "-march=native").split()
+        env_flags = os.environ.get("MS_FA_CXXFLAGS")
+        flags += env_flags.split() if env_flags is not None else self._cpu_flags(cxx)
         ob = _openblas()
         libs = []
         if ob is not None:

@@ -87,9 +87,9 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
       continue;
     }
     exp_sub_sum(s, s, cols, m);
-    const __m256 lv = _mm256_set1_ps(l);
+    const simd::F8 lv = simd::set1(l);
     int q = 0;
-    for (; q + 8 <= cols; q += 8) _mm256_storeu_ps(s + q, _mm256_div_ps(_mm256_loadu_ps(s + q), lv));
+    for (; q + 8 <= cols; q += 8) simd::store(s + q, simd::div(simd::load(s + q), lv));
     for (; q < cols; ++q) s[q] = s[q] / l;
     if (sep_pd) {
       float* pd = PD + (int64_t)r * bn;
@@ -118,10 +118,9 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
      * (SPEC 7) its recomputed P is 1/sum on the kept columns, so dS = P (dP - D) is not zero
      * (docs/semantics.md, item 2). */
     if (c.dropout) apply_drop(dp, mul + (int64_t)r * bn, cols, c.p->keep_prob);
-    const __m256 dv = _mm256_set1_ps(dr);
+    const simd::F8 dv = simd::set1(dr);
     int q = 0;
-    for (; q + 8 <= cols; q += 8)
-      _mm256_storeu_ps(dp + q, _mm256_mul_ps(_mm256_loadu_ps(s + q), _mm256_sub_ps(_mm256_loadu_ps(dp + q), dv)));
+    for (; q + 8 <= cols; q += 8) simd::store(dp + q, simd::mul(simd::load(s + q), simd::sub(simd::load(dp + q), dv)));
     for (; q < cols; ++q) dp[q] = s[q] * (dp[q] - dr);
     if (!f32) round_inplace(dp, cols, dt);
   }

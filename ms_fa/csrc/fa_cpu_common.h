@@ -12,7 +12,6 @@
 #ifndef MS_FA_FA_CPU_COMMON_H_
 #define MS_FA_FA_CPU_COMMON_H_
 
-#include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,6 +29,7 @@
 #include "fa_dropout.h"
 #include "fa_kernel.h"
 #include "fa_plan.h"
+#include "fa_simd.h"
 
 #ifdef MS_FA_HAVE_OPENBLAS
 #include <cblas.h>
@@ -88,77 +88,42 @@ struct BlasSingleThread {
 /* ------------------------------------------------------------------------------------------ */
 /* vector math                                                                                 */
 
-/* expf, Cephes polynomial (max rel. error ~1.5 ulp); x < -87.33 (incl. -inf) -> 0 exactly,
- * exp(0) == 1 exactly. */
-static inline __m256 exp256(__m256 x) {
-  const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f);
-  const __m256 zmask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
-  __m256 r2 = _mm256_mul_ps(r, r);
-  __m256 y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  __m256i n = _mm256_cvtps_epi32(fx);
-  n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
-  return _mm256_andnot_ps(zmask, y);
-}
+/* 8-lane vectors: fa_simd.h (AVX2 + FMA + F16C, or portable C++ with the same results).
+ * simd::exp is expf as a Cephes polynomial (max rel. error ~1.5 ulp); x < -87.33 (incl. -inf) -> 0
+ * exactly, exp(0) == 1 exactly. */
 
 static inline float exp1(float x) {
   float buf[8] = {x, 0, 0, 0, 0, 0, 0, 0};
-  __m256 v = exp256(_mm256_loadu_ps(buf));
-  _mm256_storeu_ps(buf, v);
+  simd::store(buf, simd::exp(simd::load(buf)));
   return buf[0];
 }
 
-static inline float hmax256(__m256 v) {
-  __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_max_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
-  return _mm_cvtss_f32(a);
-}
-static inline float hsum256(__m256 v) {
-  __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  a = _mm_add_ps(a, _mm_movehl_ps(a, a));
-  a = _mm_add_ss(a, _mm_shuffle_ps(a, a, 1));
-  return _mm_cvtss_f32(a);
-}
-
 static inline float row_max(const float* s, int n) {
-  __m256 m = _mm256_set1_ps(kNegInf);
+  simd::F8 m = simd::set1(kNegInf);
   int k = 0;
-  for (; k + 8 <= n; k += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + k));
-  float r = hmax256(m);
+  for (; k + 8 <= n; k += 8) m = simd::max(m, simd::load(s + k));
+  float r = simd::hmax(m);
   for (; k < n; ++k) r = s[k] > r ? s[k] : r;
   return r;
 }
 
 /* e[k] = exp(s[k] - m) (in place allowed); returns the fp32 sum of e. */
 static inline float exp_sub_sum(const float* s, float* e, int n, float m) {
-  const __m256 mv = _mm256_set1_ps(m);
-  __m256 acc = _mm256_setzero_ps();
+  const simd::F8 mv = simd::set1(m);
+  simd::F8 acc = simd::zero();
   int k = 0;
   for (; k + 8 <= n; k += 8) {
-    __m256 v = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + k), mv));
-    _mm256_storeu_ps(e + k, v);
-    acc = _mm256_add_ps(acc, v);
+    simd::F8 v = simd::exp(simd::sub(simd::load(s + k), mv));
+    simd::store(e + k, v);
+    acc = simd::add(acc, v);
   }
-  float sum = hsum256(acc);
+  float sum = simd::hsum(acc);
   if (k < n) {
     float buf[8];
     int t = n - k;
     for (int q = 0; q < 8; ++q) buf[q] = q < t ? s[k + q] - m : kNegInf;
-    __m256 v = exp256(_mm256_loadu_ps(buf));
-    _mm256_storeu_ps(buf, v);
+    simd::F8 v = simd::exp(simd::load(buf));
+    simd::store(buf, v);
     for (int q = 0; q < t; ++q) {
       e[k + q] = buf[q];
       sum += buf[q];
@@ -169,26 +134,26 @@ static inline float exp_sub_sum(const float* s, float* e, int n, float m) {
 
 /* forward helper without dropout: e = exp(s - m) summed in fp32 (the un-rounded E, SPEC 1), and
  * s[k] := E rounded to dtype dt (the P of P @ V); one pass. */
-static inline __m256 round8(__m256 v, int dt);
+static inline simd::F8 round8(simd::F8 v, int dt);
 static inline float exp_sum_round(float* s, int n, float m, int dt) {
   if (dt == 0) return exp_sub_sum(s, s, n, m);
-  const __m256 mv = _mm256_set1_ps(m);
-  __m256 acc = _mm256_setzero_ps();
+  const simd::F8 mv = simd::set1(m);
+  simd::F8 acc = simd::zero();
   int k = 0;
   for (; k + 8 <= n; k += 8) {
-    __m256 v = exp256(_mm256_sub_ps(_mm256_loadu_ps(s + k), mv));
-    acc = _mm256_add_ps(acc, v);
-    _mm256_storeu_ps(s + k, round8(v, dt));
+    simd::F8 v = simd::exp(simd::sub(simd::load(s + k), mv));
+    acc = simd::add(acc, v);
+    simd::store(s + k, round8(v, dt));
   }
-  float sum = hsum256(acc);
+  float sum = simd::hsum(acc);
   if (k < n) {
     float buf[8];
     int t = n - k;
     for (int q = 0; q < 8; ++q) buf[q] = q < t ? s[k + q] - m : kNegInf;
-    __m256 v = exp256(_mm256_loadu_ps(buf));
-    _mm256_storeu_ps(buf, v);
+    simd::F8 v = simd::exp(simd::load(buf));
+    simd::store(buf, v);
     for (int q = 0; q < t; ++q) sum += buf[q];
-    _mm256_storeu_ps(buf, round8(v, dt));
+    simd::store(buf, round8(v, dt));
     for (int q = 0; q < t; ++q) s[k + q] = buf[q];
   }
   return sum;
@@ -205,41 +170,12 @@ static inline float bf16_to_f32(uint16_t h) {
   memcpy(&f, &u, 4);
   return f;
 }
-static inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
-
-/* 8 floats -> 8 fp16 bit patterns, half away from zero */
-static inline __m128i f32_to_f16_away8(__m256 x) {
-  const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 ax = _mm256_and_ps(x, absmask);
-  __m128i ht = _mm256_cvtps_ph(ax, _MM_FROUND_TO_ZERO);
-  __m256 ft = _mm256_cvtph_ps(ht);
-  __m128i hn = _mm_add_epi16(ht, _mm_set1_epi16(1));
-  __m256 fn = _mm256_cvtph_ps(hn);
-  __m256 up = _mm256_cmp_ps(_mm256_sub_ps(ax, ft), _mm256_sub_ps(fn, ax), _CMP_GE_OQ);
-  /* 65520 <= |x| < inf rounds to inf (ht is 0x7BFF there, so hn = 0x7C00); inf / NaN stay as is */
-  up = _mm256_or_ps(up, _mm256_and_ps(_mm256_cmp_ps(ax, _mm256_set1_ps(65520.f), _CMP_GE_OQ),
-                                      _mm256_cmp_ps(ax, _mm256_set1_ps(INFINITY), _CMP_LT_OQ)));
-  __m256i upi = _mm256_castps_si256(up);
-  __m128i up16 = _mm_packs_epi32(_mm256_castsi256_si128(upi), _mm256_extracti128_si256(upi, 1));
-  __m128i h = _mm_blendv_epi8(ht, hn, up16);
-  __m256i sg = _mm256_srli_epi32(_mm256_castps_si256(x), 31);
-  __m128i sg16 = _mm_packs_epi32(_mm256_castsi256_si128(sg), _mm256_extracti128_si256(sg, 1));
-  return _mm_or_si128(h, _mm_slli_epi16(sg16, 15));
-}
-
-/* 8 floats -> 8 bf16 bit patterns (in the low halves of 32-bit lanes), half away from zero */
-static inline __m256i f32_to_bf16_away8_32(__m256 x) {
-  __m256i u = _mm256_castps_si256(x);
-  __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x8000)), 16);
-  __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  __m256i qn = _mm256_or_si256(_mm256_set1_epi32(0x7fc0), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)));
-  return _mm256_blendv_epi8(r, qn, _mm256_castps_si256(nan));
-}
+static inline float f16_to_f32(uint16_t h) { return simd::f16_to_f32(h); }
 
 /* 8 floats rounded to dtype dt precision (CAST_ROUND), still fp32 */
-static inline __m256 round8(__m256 v, int dt) {
-  if (dt == FA_F16) return _mm256_cvtph_ps(f32_to_f16_away8(v));
-  if (dt == FA_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(f32_to_bf16_away8_32(v), 16));
+static inline simd::F8 round8(simd::F8 v, int dt) {
+  if (dt == FA_F16) return simd::round_f16(v);
+  if (dt == FA_BF16) return simd::round_bf16(v);
   return v;
 }
 
@@ -248,12 +184,9 @@ static inline void round_inplace(float* x, int64_t n, int dt) {
   if (dt == FA_F32) return;
   int64_t k = 0;
   if (dt == FA_F16) {
-    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(x + k, _mm256_cvtph_ps(f32_to_f16_away8(_mm256_loadu_ps(x + k))));
+    for (; k + 8 <= n; k += 8) simd::store(x + k, simd::round_f16(simd::load(x + k)));
   } else {
-    for (; k + 8 <= n; k += 8) {
-      __m256i r = f32_to_bf16_away8_32(_mm256_loadu_ps(x + k));
-      _mm256_storeu_ps(x + k, _mm256_castsi256_ps(_mm256_slli_epi32(r, 16)));
-    }
+    for (; k + 8 <= n; k += 8) simd::store(x + k, simd::round_bf16(simd::load(x + k)));
   }
   if (k < n) {
     float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -273,13 +206,10 @@ static inline void load_f32(float* dst, const void* src, int64_t n, int dt) {
   const uint16_t* s = (const uint16_t*)src;
   int64_t k = 0;
   if (dt == FA_F16) {
-    for (; k + 8 <= n; k += 8) _mm256_storeu_ps(dst + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(s + k))));
+    for (; k + 8 <= n; k += 8) simd::store(dst + k, simd::load_f16(s + k));
     for (; k < n; ++k) dst[k] = f16_to_f32(s[k]);
   } else {
-    for (; k + 8 <= n; k += 8) {
-      __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(s + k)));
-      _mm256_storeu_ps(dst + k, _mm256_castsi256_ps(_mm256_slli_epi32(w, 16)));
-    }
+    for (; k + 8 <= n; k += 8) simd::store(dst + k, simd::load_bf16(s + k));
     for (; k < n; ++k) dst[k] = bf16_to_f32(s[k]);
   }
 }
@@ -293,13 +223,9 @@ static inline void store_cast(void* dst, const float* src, int64_t n, int dt) {
   uint16_t* d = (uint16_t*)dst;
   int64_t k = 0;
   if (dt == FA_F16) {
-    for (; k + 8 <= n; k += 8) _mm_storeu_si128((__m128i*)(d + k), f32_to_f16_away8(_mm256_loadu_ps(src + k)));
+    for (; k + 8 <= n; k += 8) simd::store_f16(d + k, simd::load(src + k));
   } else {
-    for (; k + 8 <= n; k += 8) {
-      __m256i r = f32_to_bf16_away8_32(_mm256_loadu_ps(src + k));
-      __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1));
-      _mm_storeu_si128((__m128i*)(d + k), p);
-    }
+    for (; k + 8 <= n; k += 8) simd::store_bf16(d + k, simd::load(src + k));
   }
   if (k < n) {
     float buf[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -509,10 +435,9 @@ static inline void drop_row(const Ctx& c, const BatchInfo& bi, int64_t h, int64_
 
 /* x[k] = (x[k] * bit[k]) / keep_prob (SPEC 4, two roundings as the reference) */
 static inline void apply_drop(float* x, const float* bit, int n, float keep_prob) {
-  const __m256 kv = _mm256_set1_ps(keep_prob);
+  const simd::F8 kv = simd::set1(keep_prob);
   int k = 0;
-  for (; k + 8 <= n; k += 8)
-    _mm256_storeu_ps(x + k, _mm256_div_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(bit + k)), kv));
+  for (; k + 8 <= n; k += 8) simd::store(x + k, simd::div(simd::mul(simd::load(x + k), simd::load(bit + k)), kv));
   for (; k < n; ++k) x[k] = (x[k] * bit[k]) / keep_prob;
 }
 
@@ -526,7 +451,7 @@ inline void score_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, 
                        const int64_t* rhi, float* tmp /* >= cols floats */) {
   const FaProblem* p = c.p;
   const float scale = p->scale;
-  const __m256 sv = _mm256_set1_ps(scale);
+  const simd::F8 sv = simd::set1(scale);
   const int pk = p->pse_kind;
   const bool type1 = p->pse_type == 1;
   for (int r = 0; r < rows; ++r) {
@@ -600,16 +525,16 @@ inline void score_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, 
     }
     int q = 0;
     if (!add) {
-      for (; q + 8 <= cols; q += 8) _mm256_storeu_ps(s + q, _mm256_mul_ps(_mm256_loadu_ps(s + q), sv));
+      for (; q + 8 <= cols; q += 8) simd::store(s + q, simd::mul(simd::load(s + q), sv));
       for (; q < cols; ++q) s[q] = s[q] * scale;
     } else if (type1) {
       for (; q + 8 <= cols; q += 8)
-        _mm256_storeu_ps(s + q, _mm256_mul_ps(_mm256_add_ps(_mm256_loadu_ps(s + q), _mm256_loadu_ps(add + q)), sv));
+        simd::store(s + q, simd::mul(simd::add(simd::load(s + q), simd::load(add + q)), sv));
       for (; q < cols; ++q) s[q] = (s[q] + add[q]) * scale;
     } else {
       /* s*scale + pse with two roundings (no FMA contraction: -ffp-contract=off for this file) */
       for (; q + 8 <= cols; q += 8)
-        _mm256_storeu_ps(s + q, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(s + q), sv), _mm256_loadu_ps(add + q)));
+        simd::store(s + q, simd::add(simd::mul(simd::load(s + q), sv), simd::load(add + q)));
       for (; q < cols; ++q) {
         volatile float t = s[q] * scale;
         s[q] = t + add[q];
