@@ -8,9 +8,13 @@ Generator (used when ``keep_prob < 1`` and no explicit ``drop_mask`` is given) �
 
     n  = flat score index: non-TND ((b*N1 + h)*S1 + i)*S2 + j;
          TND: concatenation over batches of (N1, S1b, S2b) blocks
-    z  = seed * 0x9E3779B97F4A7C15 + offset + n     (mod 2**64)
-    z  = splitmix64_finalizer(z)
+    mix  = splitmix64 finalizer;  G = 0x9E3779B97F4A7C15    (all mod 2**64)
+    key  = mix(seed ^ mix(offset + G))      one stream per (seed, offset)
+    z    = mix(key + n * G)                  the n-th splitmix64 output of that stream
     keep  <=>  (z >> 40) < floor(float64(float32(keep_prob)) * 2**24)
+
+``(seed, offset)`` select unrelated streams: MindSpore's generator steps ``offset`` by a constant per
+call whatever numels is, so an additive offset would make consecutive masks shifted copies.
 
 **This is not the chip's bit stream.** The Ascend DSA Philox generator is not public (SPEC §4,
 §10.1 [UNCONFIRMED]); results with dropout therefore match an NPU only when the NPU's mask is passed
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GOLDEN", "threshold", "keep_bits", "pack_bits", "unpack_bits", "drop_mask_to_bits",
+__all__ = ["GOLDEN", "threshold", "stream_key", "keep_bits", "pack_bits", "unpack_bits", "drop_mask_to_bits",
            "mask_buffer_bytes"]
 
 GOLDEN = 0x9E3779B97F4A7C15
@@ -42,17 +46,33 @@ def threshold(keep_prob) -> int:
     return min(int(np.floor(t)), 1 << 24)
 
 
+def _mix(z: int) -> int:
+    """splitmix64 finalizer on a Python int (mod 2**64)."""
+    z &= _MASK64
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & _MASK64
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def stream_key(seed: int, offset: int) -> int:
+    """The stream of ``(seed, offset)`` (``fa_drop_key``)."""
+    return _mix((int(seed) & _MASK64) ^ _mix(int(offset) + GOLDEN))
+
+
 def keep_bits(seed: int, offset: int, numels: int, keep_prob, *, start: int = 0,
               chunk: int = 1 << 22) -> np.ndarray:
     """Keep bits (uint8 0/1, length ``numels``) of scores ``start .. start + numels - 1``."""
     numels = int(numels)
     out = np.empty(max(numels, 0), dtype=np.uint8)
     thr = np.uint64(threshold(keep_prob))
-    base = (int(seed) * GOLDEN + int(offset) + int(start)) & _MASK64
+    key = np.uint64(stream_key(seed, offset))
+    g = np.uint64(GOLDEN)
     with np.errstate(over="ignore"):
         for lo in range(0, numels, chunk):
             hi = min(numels, lo + chunk)
-            z = np.arange(lo, hi, dtype=np.uint64) + np.uint64((base + 0) & _MASK64)
+            z = key + (np.arange(lo, hi, dtype=np.uint64) + np.uint64(int(start) & _MASK64)) * g
             z ^= z >> np.uint64(30)
             z *= _M1
             z ^= z >> np.uint64(27)
