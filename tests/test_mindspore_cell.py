@@ -119,3 +119,64 @@ def test_cell_errors_name_the_rule():
         ms_fa.FlashAttention(2, "TND", alibi=True, alibi_mode="bias")
     with pytest.raises(ValueError, match=r"\[head_num.divides_H\]"):
         ms_fa.FlashAttention(3, "BSH")(q, q, q)
+
+
+def test_mask_cache_distinguishes_masks_that_print_alike_and_takes_batch():
+    """Two DenseMasks with the same shape and number of discarded cells print alike; the Cell's cache
+    must not hand the first one's arguments to the second (it did when keyed by repr). A per-head
+    (1, N, S, S) DenseMask needs the batch size to broadcast."""
+    rng = np.random.default_rng(0)
+    S, N, D = 6, 2, 8
+    q = rng.standard_normal((2, N, S, D)).astype(np.float32)
+
+    def mk(seed):
+        r = np.random.default_rng(seed)
+        m = np.zeros((S, S), bool)
+        m.flat[r.choice(S * S, 5, replace=False)] = True
+        m[:, 0] = False
+        return m
+
+    cell = ms_fa.FlashAttention(head_num=N, input_layout="BNSD")
+    masks = [mk(1), mk(2)]
+    assert repr(ms_fa.DenseMask(masks[0])) == repr(ms_fa.DenseMask(masks[1]))
+    for m in masks:
+        out = cell(Tensor(q), Tensor(q), Tensor(q), mask=ms_fa.DenseMask(m))
+        ref = R.fa_forward(q, q, q, N, "BNSD", atten_mask=m, sparse_mode=1, scale=D ** -0.5)
+        ref64 = R.fa_forward(q, q, q, N, "BNSD", atten_mask=m, sparse_mode=1, scale=D ** -0.5, precision="float64")
+        compare("attention_out", out, ref[0], ref64[0], "float32")
+    mh = np.stack([mk(3), mk(4)])[None]
+    out = cell(Tensor(q), Tensor(q), Tensor(q), mask=ms_fa.DenseMask(mh))
+    full = np.broadcast_to(mh, (2, N, S, S)).copy()
+    ref = R.fa_forward(q, q, q, N, "BNSD", atten_mask=full, sparse_mode=1, scale=D ** -0.5)
+    ref64 = R.fa_forward(q, q, q, N, "BNSD", atten_mask=full, sparse_mode=1, scale=D ** -0.5, precision="float64")
+    compare("attention_out", out, ref[0], ref64[0], "float32")
+
+
+def test_per_call_mask_objects_in_graph_mode():
+    """A Cell inside a GRAPH-mode network, given a different packing each call (a mask object is a
+    compile-time constant: each distinct mask compiles its own graph)."""
+    from mindspore import nn
+
+    qn = np.random.default_rng(0).standard_normal((7, 2, 8)).astype(np.float32)
+
+    class Net(nn.Cell):
+        def __init__(self):
+            super().__init__()
+            self.fa = ms_fa.FlashAttention(2, "TND", scale=0.3)
+
+        def construct(self, q, m):
+            return self.fa(q, q, q, mask=m)
+
+    net = Net()
+    prev = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        for lens in ([3, 4], [5, 2]):
+            m = ms_fa.Packed(lens) & ms_fa.CausalMask()
+            out = net(Tensor(qn), m)
+            kw = m.to_ascend()
+            kw.pop("input_layout")
+            oX, o64, _, _ = _oracle(qn, qn, qn, 2, "TND", scale=0.3, **kw)
+            compare("attention_out", out, oX[0], o64[0], "float32")
+    finally:
+        ms.set_context(mode=prev)

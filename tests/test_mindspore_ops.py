@@ -115,8 +115,9 @@ def check(case, how="pynative", grad=True):
     compare("softmax_sum", out[2], oX[2], o64[2], "float32")
     if grad:
         if how == "pynative" and kw.get("keep_prob", 1.0) < 1.0:
-            # the grad call re-runs the forward: eager dropout offsets advance by numels per call
-            rkw["offset"] += int(out[6].asnumpy())
+            # the grad call re-runs the forward, which steps MindSpore's generator once more
+            from ms_fa.mindspore.ops import _GENERATOR_STEP
+            rkw["offset"] += _GENERATOR_STEP
             oX = R.fa_forward(q, k, v, n, lay, **rkw)
         gkw = dict(rkw, attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
         gX = R.fa_grad(dy, q, k, v, n, lay, **gkw)
@@ -311,3 +312,49 @@ def test_bad_input_in_graph_mode_raises_at_compile_time():
 
     with pytest.raises(ValueError, match=r"\[head_num.divides_H\]"):
         f(_q((1, 2, 4)))
+
+
+def test_dropout_seed_offset_follow_mindspore_generator():
+    """SPEC §4 / §8.1: after mindspore.manual_seed(10) the outputs are seed 10, offset 0 (the generator's
+    values before the call); manual_seed reproduces the bits; consecutive calls draw different bits."""
+    q = Tensor(np.random.default_rng(0).standard_normal((1, 2, 8, 8)).astype(np.float32))
+    ms.manual_seed(10)
+    o1 = ms_fa.speed_fusion_attention(q, q, q, 2, "BNSD", keep_prob=0.5)
+    o2 = ms_fa.speed_fusion_attention(q, q, q, 2, "BNSD", keep_prob=0.5)
+    assert int(o1[4]) == 10 and int(o1[5]) == 0 and int(o2[4]) == 10 and int(o2[5]) > 0
+    assert not np.array_equal(o1[0].asnumpy(), o2[0].asnumpy())
+    ms.manual_seed(10)
+    o3 = ms_fa.speed_fusion_attention(q, q, q, 2, "BNSD", keep_prob=0.5)
+    np.testing.assert_array_equal(o1[0].asnumpy(), o3[0].asnumpy())
+    ref = R.fa_forward(q.asnumpy(), q.asnumpy(), q.asnumpy(), 2, "BNSD", keep_prob=0.5, seed=int(o2[4]),
+                       offset=int(o2[5]))
+    np.testing.assert_allclose(o2[0].asnumpy(), ref[0], rtol=1e-5, atol=1e-6)
+
+
+def test_graph_rejects_tensor_valued_lists():
+    """Under ms.jit the actual_seq lists fix the plan at compile time: a Tensor would reach the planner as a
+    placeholder (it used to give all-zero output silently), so it is rejected with the rule named."""
+    q = Tensor(np.random.default_rng(3).standard_normal((7, 2, 8)).astype(np.float32))
+
+    @ms.jit
+    def f(q, aq):
+        return ms_fa.speed_fusion_attention(q, q, q, 2, "TND", actual_seq_qlen=aq, actual_seq_kvlen=aq)[0]
+
+    with pytest.raises(TypeError, match=r"\[actual_seq_qlen\.graph_tensor\]"):
+        f(q, Tensor(np.array([3, 7], np.int64)))
+
+
+def test_graph_dynamic_shapes_are_rejected_with_the_rule_named():
+    class Net(nn.Cell):
+        def construct(self, q):
+            return ms_fa.speed_fusion_attention(q, q, q, 2, "BSH")[0]
+
+    net = Net()
+    net.set_inputs(Tensor(shape=[1, None, 16], dtype=ms.float32))
+    prev = ms.get_context("mode")
+    ms.set_context(mode=ms.GRAPH_MODE)
+    try:
+        with pytest.raises(ValueError, match=r"\[query\.dynamic_shape\]"):
+            net(Tensor(np.zeros((1, 4, 16), np.float32)))
+    finally:
+        ms.set_context(mode=prev)

@@ -6,6 +6,7 @@ T1 / T2 TND token counts.
 """
 from __future__ import annotations
 
+import inspect
 import math
 from collections import OrderedDict
 
@@ -77,7 +78,7 @@ class FlashAttention(nn.Cell):
     Args:
         head_num (int): N1.
         input_layout (str): "BSH", "SBH", "BSND", "BNSD" or "TND". Default: ``"BSH"``.
-        scale (float, optional): score scale. Default: ``None`` = 1/sqrt(D), D taken from the first call.
+        scale (float, optional): score scale. Default: ``None`` = 1/sqrt(D), D read from each call's query.
         keep_prob (float): dropout keep probability. Default: ``1.0``.
         mask (object, optional): a mask object with ``to_ascend``. Default: ``None``.
         sparse_mode (int): used when `mask` is None. Default: ``0``.
@@ -204,9 +205,11 @@ def _mask_plan(cache, mask, layout, qshape, kshape):
     if not callable(getattr(mask, "to_ascend", None)):
         raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got {type(mask).__name__}")
     S1, S2 = (None, None) if layout == "TND" else _seq_dims(layout, qshape, kshape)
+    B = None if layout == "TND" else (qshape[1] if layout == "SBH" else qshape[0])
 
     def build():
-        kw = dict(mask.to_ascend(S1, S2))
+        takes_batch = "batch" in inspect.signature(mask.to_ascend).parameters
+        kw = dict(mask.to_ascend(S1, S2, batch=B) if takes_batch else mask.to_ascend(S1, S2))
         unknown = set(kw) - set(_MASK_PARAMS)
         if unknown:
             raise ValueError(f"[flash_attention.mask] to_ascend returned unknown arguments {sorted(unknown)}")
@@ -223,7 +226,14 @@ def _mask_plan(cache, mask, layout, qshape, kshape):
                 int(kw.get("next_tokens", INT_MAX)), tup(kw.get("prefix")), tup(kw.get("actual_seq_qlen")),
                 tup(kw.get("actual_seq_kvlen")))
 
-    return cache.get(("mask", repr(mask), S1, S2), build)
+    # Keyed by the mask object itself: ms_fa's masks hash by value (DenseMask, whose array is read-only,
+    # by identity -- the key keeps it alive, so an id cannot be reused). A description (repr) is not
+    # a key: two different DenseMasks can print alike. An unhashable mask is compiled on every call.
+    try:
+        hash(mask)
+    except TypeError:
+        return build()
+    return cache.get(("mask", mask, S1, S2, B), build)
 
 
 @constexpr(check=False)

@@ -77,6 +77,11 @@ _KW = ("scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "pref
 
 
 def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, kw):
+    for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
+        if shp is not None and any(d is None or int(d) < 0 for d in shp):
+            raise ValueError(f"[{name}.dynamic_shape] ms_fa plans the kernel from static shapes when the graph is "
+                             f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
+                             f"static shapes: MindSpore recompiles when they change.")
     kw = dict(zip(_KW, kw))
     q, k, v = _Spec(qs, qd), _Spec(ks, kd), _Spec(vs, vd)
     pse = None if ps is None else _Spec(ps, pd)
@@ -86,6 +91,15 @@ def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, am
                   **kw)
     meta = build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)
     return a, meta
+
+
+@constexpr
+def _reject_graph_tensor(name, is_tensor):
+    if is_tensor:
+        raise TypeError(f"[{name}.graph_tensor] in GRAPH mode / ms.jit, {name} must be a Python list or tuple of "
+                        f"int (its values fix the kernel's plan when the graph is compiled), got a Tensor. Pass a "
+                        f"tuple, run eagerly (PYNATIVE), or run MindSpore's own FlashAttentionScore primitive "
+                        f"through the op-plugin mechanism (`python -m ms_fa run --op-plugin script.py`).")
 
 
 @constexpr
@@ -131,23 +145,18 @@ def _graph_rng(keep_prob):
     return _zero_rng()
 
 
-class _DropoutRng:
-    """Host-side (seed, offset) of the in-kernel dropout in eager mode: seed = ``mindspore.get_seed()``
-    (0 when unset), offset advancing by numels per call (Philox style), so consecutive calls draw
-    different bits and a fixed seed reproduces a run."""
-
-    def __init__(self):
-        self.offset = 0
-
-    def next(self, numels):
-        seed = ms.get_seed()
-        seed = 0 if seed is None else int(seed)
-        off = self.offset
-        self.offset += int(numels)
-        return seed, off
+#: offset step per call of MindSpore's own SpeedFusionAttention (seen through the op-plugin path)
+_GENERATOR_STEP = 12
 
 
-_RNG = _DropoutRng()
+def _eager_rng():
+    """Eager (seed, offset) of the in-kernel dropout: the values of MindSpore's default generator before
+    it is stepped, as MindSpore's ``speed_fusion_attention`` returns them (SPEC §4, §8.1: after
+    ``mindspore.manual_seed(10)`` the outputs are seed 10, offset 0). ``manual_seed`` reproduces a run;
+    ms_fa's generator (``spec/dropout.py``) turns each (seed, offset) into an unrelated stream."""
+    from mindspore.common.generator import default_generator
+    seed, off = default_generator._step(Tensor(_GENERATOR_STEP, ms.int64))
+    return int(seed), int(off)
 
 
 def _run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, kw):
@@ -165,10 +174,17 @@ def _run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_m
                              has_drop_mask=drop_mask is not None)
         meta = Tensor(meta_np)
         numels = a.numels
-        seed, off = _RNG.next(numels) if a.keep_prob < 1.0 else (0, 0)
+        seed, off = _eager_rng() if a.keep_prob < 1.0 else (0, 0)
         rng = Tensor(np.array([seed, off], np.int64))
         seed, off = Tensor(np.array(seed, np.int64)), Tensor(np.array(off, np.int64))
     else:
+        # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as
+        # a placeholder and silently give a wrong plan, so it must be rejected
+        _reject_graph_tensor("prefix", isinstance(kw[5], Tensor))
+        _reject_graph_tensor("actual_seq_qlen", isinstance(kw[6], Tensor))
+        _reject_graph_tensor("actual_seq_kvlen", isinstance(kw[7], Tensor))
+        _reject_graph_tensor("q_start_idx", isinstance(kw[10], Tensor))
+        _reject_graph_tensor("kv_start_idx", isinstance(kw[11], Tensor))
         meta, numels = _prepare_graph(api, query.shape, query.dtype, key.shape, key.dtype, value.shape,
                                       value.dtype, head_num, input_layout,
                                       None if pse is None else pse.shape, None if pse is None else pse.dtype,
