@@ -111,8 +111,10 @@ def test_cell_errors_name_the_rule():
     fa = ms_fa.FlashAttention(2, "BSH")
     with pytest.raises(ValueError, match=r"\[flash_attention.mask_layout\]"):
         fa(q, q, q, mask=ms_fa.Packed([2, 2]) & ms_fa.CausalMask())
-    with pytest.raises(TypeError, match=r"\[flash_attention.head_num\]"):
+    with pytest.raises(ValueError, match=r"\[head_num.positive\]"):       # the spec's rule, at construction
         ms_fa.FlashAttention(0)
+    with pytest.raises(TypeError, match=r"\[scale.type\]"):
+        ms_fa.FlashAttention(2, "BSH", scale="0.1")
     with pytest.raises(ValueError, match=r"\[input_layout.value\]"):
         ms_fa.FlashAttention(2, "NSD")
     with pytest.raises(ValueError, match=r"\[flash_attention.alibi_mode\]"):

@@ -15,6 +15,7 @@ import numpy as np
 from mindspore import Tensor, nn
 from mindspore.ops import constexpr
 
+from ms_fa.spec.args import check_head_num, check_layout, check_scale
 from ms_fa.spec.masks import INT_MAX
 from ms_fa.mindspore import ops as _ops
 
@@ -127,11 +128,8 @@ class FlashAttention(nn.Cell):
                  atten_mask=None, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None, inner_precise=0,
                  alibi=False, alibi_mode="slopes", cache_size=64):
         super().__init__()
-        if isinstance(head_num, bool) or not isinstance(head_num, int) or head_num <= 0:
-            raise TypeError(f"[flash_attention.head_num] head_num must be a positive int, got {head_num!r}")
-        if not isinstance(input_layout, str) or input_layout.upper() not in ("BSH", "SBH", "BSND", "BNSD", "TND"):
-            raise ValueError(f"[input_layout.value] input_layout must be one of BSH, SBH, BSND, BNSD, TND, "
-                             f"got {input_layout!r}")
+        head_num = check_head_num(head_num)          # the rules of spec/args.py, checked at construction
+        input_layout = check_layout(input_layout)
         if mask is not None and not callable(getattr(mask, "to_ascend", None)):
             raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got "
                             f"{type(mask).__name__}")
@@ -141,8 +139,8 @@ class FlashAttention(nn.Cell):
             raise ValueError(f"[flash_attention.alibi_mode] alibi_mode must be 'slopes' or 'bias', got {alibi_mode!r}")
         if alibi and alibi_mode == "bias" and input_layout.upper() == "TND":
             raise ValueError("[flash_attention.alibi_mode] alibi_mode='bias' is not available for TND; use 'slopes'")
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
-            raise TypeError(f"[scale.type] scale must be a float or None, got {type(scale).__name__}")
+        if scale is not None:
+            check_scale(scale)
         self.head_num = head_num
         self.input_layout = input_layout.upper()
         self.scale = scale

@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import Tensor, ops
 from mindspore.ops import constexpr
 
-from ms_fa.spec.args import normalize
+from ms_fa.spec.args import check_padding_mask, normalize
 from ms_fa.mindspore._custom import build_meta, custom_ops
 
 __all__ = ["speed_fusion_attention", "flash_attention_score"]
@@ -292,8 +292,7 @@ def speed_fusion_attention(query, key, value, head_num, input_layout, *, pse=Non
                            actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
                            sparse_mode=sparse_mode, gen_mask_parallel=gen_mask_parallel, sync=sync,
                            pse_type=pse_type, q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
-    if padding_mask is not None:
-        raise ValueError("[padding_mask.none] padding_mask is reserved and must be None")
+    check_padding_mask(padding_mask)
     kw = (scale, keep_prob, pre_tokens, next_tokens, inner_precise, prefix, actual_seq_qlen, actual_seq_kvlen,
           sparse_mode, pse_type, q_start_idx, kv_start_idx)
     out, smax, ssum, seed, off, numels = _run("speed_fusion_attention", query, key, value, head_num, input_layout,
@@ -364,8 +363,7 @@ def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mas
                            actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen, keep_prob=keep_prob,
                            scalar_value=scalar_value, pre_tokens=pre_tokens, next_tokens=next_tokens,
                            inner_precise=inner_precise, input_layout=input_layout, sparse_mode=sparse_mode)
-    if padding_mask is not None:
-        raise ValueError("[padding_mask.none] padding_mask is reserved and must be None")
+    check_padding_mask(padding_mask)
     kw = (scalar_value, keep_prob, pre_tokens, next_tokens, inner_precise, prefix, actual_seq_qlen, actual_seq_kvlen,
           sparse_mode, 1, None, None)
     out = _run("flash_attention_score", query, key, value, head_num, input_layout, real_shift, attn_mask, drop_mask,

@@ -30,7 +30,8 @@ from .dtypes import QKV_DTYPES, dtype_name
 from .masks import COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE, canonical_compressed_mask, INT_MAX, auto_invalid_line, band_batch_index
 
 __all__ = ["AttnArgs", "normalize", "normalize_npu", "LAYOUTS", "APIS", "RULES", "rule_names",
-           "seqlens_from_cumulative", "canonical_compressed_mask", "COMPRESSED_MASK_MODES"]
+           "seqlens_from_cumulative", "check_layout", "check_head_num", "check_scale", "check_padding_mask",
+           "canonical_compressed_mask", "COMPRESSED_MASK_MODES"]
 
 LAYOUTS = ("BSH", "SBH", "BSND", "BNSD", "TND")
 #: API spellings ms_fa accepts; they differ in pse_type defaults and tokens spelling only.
@@ -510,6 +511,43 @@ def _is_causal_type(mode, S1, S2, pre, nxt, has_mask):
 # --------------------------------------------------------------------------------------------------
 # the entry points
 # --------------------------------------------------------------------------------------------------
+def check_layout(input_layout) -> str:
+    """The canonical (upper-case) layout, or the ``[input_layout.*]`` error. Part of :func:`normalize`,
+    exposed for front ends that check constructor arguments before any tensor exists."""
+    if not isinstance(input_layout, str):
+        _fail(TypeError, "input_layout.type", f"input_layout must be a str, got {type(input_layout).__name__}")
+    layout = input_layout.upper()
+    if layout not in LAYOUTS:
+        _fail(ValueError, "input_layout.value", f"input_layout must be one of {LAYOUTS}, got {input_layout!r}")
+    return layout
+
+
+def check_head_num(head_num) -> int:
+    """head_num as int, or the ``[head_num.*]`` error (part of :func:`normalize`)."""
+    if not _is_int(head_num):
+        _fail(TypeError, "head_num.type", f"head_num must be an int, got {type(head_num).__name__}")
+    head_num = int(head_num)
+    if head_num <= 0:
+        _fail(ValueError, "head_num.positive", f"head_num must be > 0, got {head_num}")
+    return head_num
+
+
+def _check_float(name, v):
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (float, int, np.floating, np.integer)):
+        _fail(TypeError, f"{name}.type", f"{name} must be a float, got {type(v).__name__}")
+
+
+def check_scale(scale):
+    """The ``[scale.type]`` rule (part of :func:`normalize`)."""
+    _check_float("scale", scale)
+
+
+def check_padding_mask(padding_mask):
+    """The ``[padding_mask.none]`` rule: reserved, must be None (part of :func:`normalize`)."""
+    if padding_mask is not None:
+        _fail(ValueError, "padding_mask.none", "padding_mask is reserved and must be None")
+
+
 def normalize(query, key, value, head_num, input_layout, *, pse=None, padding_mask=None, atten_mask=None,
               scale=1.0, keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0,
               prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1,
@@ -537,16 +575,8 @@ def normalize(query, key, value, head_num, input_layout, *, pse=None, padding_ma
     warns = []
     if api not in APIS:
         _fail(ValueError, "api", f"api must be one of {APIS}, got {api!r}")
-    if not isinstance(input_layout, str):
-        _fail(TypeError, "input_layout.type", f"input_layout must be a str, got {type(input_layout).__name__}")
-    layout = input_layout.upper()
-    if layout not in LAYOUTS:
-        _fail(ValueError, "input_layout.value", f"input_layout must be one of {LAYOUTS}, got {input_layout!r}")
-    if not _is_int(head_num):
-        _fail(TypeError, "head_num.type", f"head_num must be an int, got {type(head_num).__name__}")
-    head_num = int(head_num)
-    if head_num <= 0:
-        _fail(ValueError, "head_num.positive", f"head_num must be > 0, got {head_num}")
+    layout = check_layout(input_layout)
+    head_num = check_head_num(head_num)
 
     # --- Python types of every argument (SEED2 "Raises") -------------------------------------------
     qs, ks, vs = _shape(query, "query"), _shape(key, "key"), _shape(value, "value")
@@ -555,8 +585,7 @@ def normalize(query, key, value, head_num, input_layout, *, pse=None, padding_ma
     _opt_tensor(atten_mask, "atten_mask")
     _opt_tensor(drop_mask, "drop_mask")
     for name, v in (("scale", scale), ("keep_prob", keep_prob)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (float, int, np.floating, np.integer)):
-            _fail(TypeError, f"{name}.type", f"{name} must be a float, got {type(v).__name__}")
+        _check_float(name, v)
     for name, v in (("pre_tokens", pre_tokens), ("next_tokens", next_tokens), ("sparse_mode", sparse_mode),
                     ("inner_precise", inner_precise), ("pse_type", pse_type)):
         if not _is_int(v):
@@ -644,8 +673,7 @@ def normalize(query, key, value, head_num, input_layout, *, pse=None, padding_ma
     if mode not in allowed:
         _fail(ValueError, "sparse_mode.range",
               f"sparse_mode must be one of {allowed} for layout {layout}, got {mode} (\"Not support sparse mode\")")
-    if padding_mask is not None:
-        _fail(ValueError, "padding_mask.none", "padding_mask is reserved and must be None")
+    check_padding_mask(padding_mask)
 
     # --- atten_mask ---------------------------------------------------------------------------------
     mask_form = "none"
