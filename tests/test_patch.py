@@ -174,6 +174,15 @@ res["pynative_sfa_dropout"] = err(out[0].asnumpy(), R[0])
 # the MindSpore 2.10 bug: with any op plugin set, PYNATIVE built-in CPU ops read strided views as contiguous
 a = np.arange(6, dtype=np.float32).reshape(2, 3)
 res["pynative_view_bug"] = not np.array_equal((Tensor(a).T * 1).asnumpy(), a.T)
+
+# unpatch() unsets the variable patch() set; a later patch() sets it again itself (the plugin stays loaded)
+import os
+res["unpatch"] = [ms_fa.unpatch().mechanism, os.environ.get("MS_OP_PLUGIN_PATH")]
+ms.set_context(mode=ms.GRAPH_MODE)
+st = ms_fa.patch()
+res["repatch"] = [st.mechanism, st.reason]
+ms_fa.unpatch()
+res["unpatch2"] = os.environ.get("MS_OP_PLUGIN_PATH")
 print("ABI " + json.dumps(res))
 '''
 
@@ -189,6 +198,9 @@ def test_op_plugin_abi_pins(tmp_path):
     for key in ("graph_fas_bsh", "graph_fas_tnd", "pynative_sfa_views", "pynative_sfa_dropout"):
         assert res[key] < 1e-5, (key, res[key])
     assert res["sfa_outputs"] == [[2, 2, 6, 8], [2, 2, 6, 8], [2, 2, 6, 8], [0], [], [], [], 2 * 2 * 6 * 6]
+    assert res["unpatch"] == ["none", None], res["unpatch"]
+    assert res["repatch"][0] == "op_plugin" and "set by ms_fa.patch()" in res["repatch"][1], res["repatch"]
+    assert res["unpatch2"] is None
     assert res["pynative_view_bug"], ("MindSpore no longer corrupts strided views in PYNATIVE with an op plugin: "
                                       "ms_fa.patch() may now use the plugin in PYNATIVE mode (update patch.py)")
 
@@ -235,6 +247,33 @@ def test_patch_python_mechanism_replaces_and_restores():
                            precision="float64")
         assert np.abs(out.asnumpy() - ref[0]).max() < 1e-5 and np.abs(smax.asnumpy() - ref[1]).max() < 1e-5
         assert tuple(sout.shape) == (1,)
+
+        # the stand-in behaves as a Primitive: add_prim_attr stores and returns self; padding_mask raises
+        # spec.args' [padding_mask.none] like ms_fa.flash_attention_score (PYNATIVE and GRAPH)
+        prim = nn_ops.FlashAttentionScore(head_num=N, input_layout="BSH")
+        assert prim.add_prim_attr("enable_ring_attention", True) is prim
+        assert prim.attrs["enable_ring_attention"] is True and prim.attrs["head_num"] == N
+        assert prim.add_prim_attr("scale_value", 0.3) is prim and prim.scale_value == 0.3
+        assert prim.del_prim_attr("enable_ring_attention") is prim and "enable_ring_attention" not in prim.attrs
+        pm = Tensor(np.ones((1,), np.float32))
+
+        class PadNet(nn.Cell):
+            def __init__(self):
+                super().__init__()
+                self.fa = nn_ops.FlashAttentionScore(head_num=N, input_layout="BSH")
+
+            def construct(self, q, pm):
+                return self.fa(q, q, q, None, None, pm, None, None, None, None)[3]
+
+        for mode in (ms.PYNATIVE_MODE, ms.GRAPH_MODE):
+            ms.set_context(mode=mode)
+            try:
+                with pytest.raises(ValueError, match=r"^\[padding_mask.none\]"):
+                    PadNet()(Tensor(q), pm)
+            finally:
+                ms.set_context(mode=prev)
+        with pytest.raises(ValueError, match=r"^\[padding_mask.none\]"):
+            ms_fa.flash_attention_score(Tensor(q), Tensor(q), Tensor(q), N, padding_mask=pm)
     finally:
         assert ms_fa.unpatch().mechanism == "none"
     assert msops.flash_attention_score is orig_fas and msops.speed_fusion_attention is orig_sfa

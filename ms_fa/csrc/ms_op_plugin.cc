@@ -16,10 +16,17 @@
  *   inner_precise, input_layout, sparse_mode, pse_type, ...) and tuple inputs (prefix, actual_seq_*)
  *   are read through extra, a KernelInputInfo* (GetIntInput / GetFloatInput / GetIntVecInput).
  *   input_layout arrives as MindSpore's enum: BSH 0, BNSD 1, SBH 2, BSND 3, TND 4.
- *   Returns 0 on success; non-zero makes MindSpore raise.
+ *   Returns 0 on success. On failure we *throw* a std::runtime_error: MindSpore 2.10 catches it and
+ *   raises RuntimeError in Python with our message ("... Error message is [rule.name] ..."), in
+ *   PYNATIVE and GRAPH mode (a non-zero return only gives "Return value ... is 1"); pinned by
+ *   tests/test_op_plugin_inputs.py.
  *
- * Here we only parse layouts and shapes into a FaProblem (B/N/S/D, the mask / pse form and strides);
- * every band / invalid-line rule stays in fa_plan.h inside the kernel.
+ * Here we parse layouts and shapes into a FaProblem (B/N/S/D, the mask / pse form and strides).
+ * MindSpore's CPU shape inference does not check atten_mask / pse / drop_mask, so before the kernel
+ * runs we check the rank, extents and dtype of every tensor the kernel reads against the forms of
+ * ms_fa/spec/args.py (SPEC §2.3/§2.4/§4/§5), with the same [rule.name]s -- shapes and dtypes only, no
+ * contents (fa_kernel.h: the kernel only rejects what would make it read out of bounds). Every band /
+ * invalid-line rule stays in fa_plan.h inside the kernel.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +36,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -126,7 +134,10 @@ void MakeContiguous(Args* a, int i, std::vector<std::vector<uint8_t>>* keep) {
   const int nd = a->ndims[i];
   const size_t es = DtypeSize(a->dtypes[i]);
   const std::vector<int64_t>& st = lay->strides;
-  bool dense = lay->storage_offset == 0 && static_cast<int>(st.size()) == nd;
+  if (static_cast<int>(st.size()) != nd)
+    throw std::runtime_error("[plugin.layout] input " + std::to_string(i) + " has " + std::to_string(nd) +
+                             " dims but its storage layout gives " + std::to_string(st.size()) + " strides");
+  bool dense = lay->storage_offset == 0;
   int64_t expect = 1;
   for (int d = nd - 1; dense && d >= 0; d--) {
     if (a->shapes[i][d] != 1 && st[d] != expect) dense = false;
@@ -165,6 +176,12 @@ struct Problem {
   FaProblem p;
   std::vector<int64_t> aq, akv, prefix;
 };
+
+std::string ShapeStr(const std::vector<int64_t>& s) {
+  std::string o = "(";
+  for (size_t d = 0; d < s.size(); d++) o += (d ? ", " : "") + std::to_string(s[d]);
+  return o + (s.size() == 1 ? ",)" : ")");
+}
 
 int MsLayoutToFa(int64_t ms_layout) {
   switch (ms_layout) {  // MindSpore FASInputLayoutMode
@@ -264,60 +281,200 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       }
     }
   }
-  // atten_mask form (shape parsing only)
-  if (!a.none(r.atten_mask) && a.numel(r.atten_mask) > 0) {
-    const std::vector<int64_t> ms = a.shape(r.atten_mask);
-    p.mask = static_cast<const uint8_t*>(a.params[r.atten_mask]);
-    const int m = p.sparse_mode;
-    if (m == 2 || m == 3 || m == 4 || m == 6 || m == 7 || m == 8) {
-      p.mask_kind = FA_MASK_COMPRESSED;
-    } else if (p.layout == FA_TND) {
-      if (ms.size() == 2 && ms[0] == p.T1 && ms[1] == p.T2 && !(ms[0] == p.S1 && ms[1] == p.S2)) {
-        p.mask_kind = FA_MASK_FULL_TT;
-        p.mask_stride_s1 = p.T2;
-      } else {
-        p.mask_kind = FA_MASK_FULL;
-        p.mask_stride_s1 = ms.back();
-      }
-    } else {
-      p.mask_kind = FA_MASK_FULL;
-      p.mask_stride_s1 = ms.back();
-      if (ms.size() == 4) {
-        p.mask_stride_b = ms[0] == 1 ? 0 : ms[1] * ms[2] * ms[3];
-        p.mask_stride_n = ms[1] == 1 ? 0 : ms[2] * ms[3];
-      }
-    }
+  if (p.keep_prob <= 0.0f || p.keep_prob > 1.0f) {
+    snprintf(err, errlen, "[keep_prob.range] keep_prob must be in (0, 1], got %g", static_cast<double>(p.keep_prob));
+    return 1;
   }
-  // pse form
-  if (r.pse >= 0 && !a.none(r.pse) && a.numel(r.pse) > 0) {
-    const std::vector<int64_t> ps = a.shape(r.pse);
-    p.pse = a.params[r.pse];
-    if (p.pse_type == 2 || p.pse_type == 3) {
-      p.pse_kind = FA_PSE_SLOPES;
-      p.pse_dtype = FA_F32;
-      p.pse_stride_b = ps.size() == 2 ? p.N1 : 0;
-    } else if (ps.size() == 4) {
-      p.pse_dtype = DtypeCode(a.dtypes[r.pse]);
-      p.pse_b = ps[0];
-      p.pse_stride_b = ps[1] * ps[2] * ps[3];
-      p.pse_stride_n = ps[2] * ps[3];
-      p.pse_stride_s1 = ps[3];
-      if (ps[2] == 1) {
-        p.pse_kind = FA_PSE_ROW;
-        p.pse_stride_s1 = 0;
-      } else if (ps[2] == 1024 && (p.S1 > 1024 || p.layout == FA_TND)) {
-        p.pse_kind = FA_PSE_ALIBI_COMPRESSED;
-      } else {
-        p.pse_kind = FA_PSE_FULL;
-      }
-    } else {
-      snprintf(err, errlen, "[pse.shape] pse must have rank 4, got rank %zu", ps.size());
+  {
+    const int m = p.sparse_mode;
+    const bool ok = p.layout == FA_TND ? (m >= 0 && m <= 8 && m != 5) : (m >= 0 && m <= 6);
+    if (!ok) {
+      snprintf(err, errlen, "[sparse_mode.range] sparse_mode must be one of %s for this layout, got %d",
+               p.layout == FA_TND ? "(0, 1, 2, 3, 4, 6, 7, 8)" : "(0, 1, 2, 3, 4, 5, 6)", m);
       return 1;
     }
   }
-  if (r.drop_mask >= 0 && !a.none(r.drop_mask) && a.numel(r.drop_mask) > 0 && p.keep_prob < 1.0f) {
-    p.drop_mask = static_cast<const uint8_t*>(a.params[r.drop_mask]);
+  if (p.pse_type < 0 || p.pse_type > 3) {
+    snprintf(err, errlen, "[pse_type.range] pse_type must be in [0, 3], got %d", static_cast<int>(p.pse_type));
+    return 1;
   }
+  const int64_t B = p.B, S1 = p.S1, S2 = p.S2;
+  using Shape = std::vector<int64_t>;
+  // atten_mask: dtype and one of the forms of spec/args.py _mask_form (SPEC §2.2-§2.4)
+  if (!a.none(r.atten_mask) && a.numel(r.atten_mask) > 0) {
+    const Shape ms = a.shape(r.atten_mask);
+    const char* md = a.dtypes[r.atten_mask];
+    if (strcmp(md, "bool") != 0 && strcmp(md, "uint8") != 0) {
+      snprintf(err, errlen, "[atten_mask.dtype] atten_mask dtype must be bool or uint8, got %s", md);
+      return 1;
+    }
+    p.mask = static_cast<const uint8_t*>(a.params[r.atten_mask]);
+    const int m = p.sparse_mode;
+    const size_t mr = ms.size();
+    if (m == 2 || m == 3 || m == 4 || m == 7 || m == 8 || m == 6) {
+      const int64_t rows = m == 6 ? 3072 : 2048;
+      if ((mr != 2 && mr != 4) || ms[mr - 2] != rows || ms[mr - 1] != 2048) {
+        snprintf(err, errlen, "[%s] sparse_mode %d needs the compressed atten_mask of shape (%ld, 2048), got %s",
+                 m == 6 ? "atten_mask.prefix_compressed_shape" : "atten_mask.compressed_shape", m,
+                 static_cast<long>(rows), ShapeStr(ms).c_str());
+        return 1;
+      }
+      p.mask_kind = FA_MASK_COMPRESSED;
+    } else if (p.layout == FA_TND) {
+      if (ms == Shape{S1, S2} ||
+          (mr == 2 && ms[0] >= S1 && ms[1] >= S2 && ms != Shape{p.T1, p.T2})) {
+        p.mask_kind = FA_MASK_FULL;
+        p.mask_stride_s1 = ms[1];
+      } else if (ms == Shape{p.T1, p.T2}) {
+        p.mask_kind = FA_MASK_FULL_TT;
+        p.mask_stride_s1 = p.T2;
+      } else {
+        snprintf(err, errlen,
+                 "[atten_mask.tnd_shape] TND atten_mask for sparse_mode %d must be (maxS1, maxS2)=(%ld, %ld) or "
+                 "(T1, T2)=(%ld, %ld), got %s", m, static_cast<long>(S1), static_cast<long>(S2),
+                 static_cast<long>(p.T1), static_cast<long>(p.T2), ShapeStr(ms).c_str());
+        return 1;
+      }
+    } else {
+      const bool bnss = ms == Shape{B, p.N1, S1, S2}, b1ss = ms == Shape{B, 1, S1, S2};
+      if (m == 5 && B != 1) {
+        if (!bnss && !b1ss) {
+          snprintf(err, errlen,
+                   "[atten_mask.prefix_full_shape] sparse_mode 5 with B=%ld > 1 needs atten_mask (B, N1, S1, S2)="
+                   "(%ld, %ld, %ld, %ld) or (B, 1, S1, S2), got %s", static_cast<long>(B), static_cast<long>(B),
+                   static_cast<long>(p.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
+          return 1;
+        }
+      } else if (!bnss && !b1ss && ms != Shape{S1, S2} && ms != Shape{1, 1, S1, S2}) {
+        snprintf(err, errlen,
+                 "[atten_mask.full_shape] atten_mask for sparse_mode %d must be one of (S1, S2), (1, 1, S1, S2), "
+                 "(B, 1, S1, S2), (B, N1, S1, S2) with B=%ld N1=%ld S1=%ld S2=%ld, got %s", m, static_cast<long>(B),
+                 static_cast<long>(p.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
+        return 1;
+      }
+      p.mask_kind = FA_MASK_FULL;
+      p.mask_stride_s1 = S2;
+      if (mr == 4) {
+        p.mask_stride_b = ms[0] == 1 ? 0 : ms[1] * S1 * S2;
+        p.mask_stride_n = ms[1] == 1 ? 0 : S1 * S2;
+      }
+    }
+  }
+  // pse: dtype and one of the forms of spec/args.py (SPEC §5.1, §5.2)
+  const bool has_pse = r.pse >= 0 && !a.none(r.pse) && a.numel(r.pse) > 0;
+  if (!has_pse && (p.pse_type == 2 || p.pse_type == 3)) {
+    snprintf(err, errlen, "[pse.required] pse_type is not default but pse is None: pse_type %d needs the ALiBi "
+             "slopes (float32 (B, N1)=(%ld, %ld) or (N1,)) in pse", static_cast<int>(p.pse_type),
+             static_cast<long>(B), static_cast<long>(p.N1));
+    return 1;
+  }
+  if (has_pse) {
+    const Shape ps = a.shape(r.pse);
+    const char* pd = a.dtypes[r.pse];
+    p.pse = a.params[r.pse];
+    if (p.pse_type == 2 || p.pse_type == 3) {
+      if (strcmp(pd, "float32") != 0) {
+        snprintf(err, errlen, "[pse.slopes_dtype] pse (ALiBi slopes) must be float32 for pse_type %d, got %s",
+                 static_cast<int>(p.pse_type), pd);
+        return 1;
+      }
+      if (ps == Shape{B, p.N1}) {
+        p.pse_stride_b = p.N1;
+      } else if (ps == Shape{p.N1}) {
+        p.pse_stride_b = 0;
+      } else {
+        snprintf(err, errlen, "[pse.slopes_shape] pse for pse_type %d must be (B, N1)=(%ld, %ld) or (N1,)=(%ld,), "
+                 "got %s", static_cast<int>(p.pse_type), static_cast<long>(B), static_cast<long>(p.N1),
+                 static_cast<long>(p.N1), ShapeStr(ps).c_str());
+        return 1;
+      }
+      p.pse_kind = FA_PSE_SLOPES;
+      p.pse_dtype = FA_F32;
+    } else {
+      if (strcmp(pd, a.dtypes[r.q]) != 0) {
+        snprintf(err, errlen, "[pse.dtype] pse dtype must equal query dtype %s for pse_type %d, got %s", a.dtypes[r.q],
+                 static_cast<int>(p.pse_type), pd);
+        return 1;
+      }
+      const bool lead = ps.size() == 4 && (ps[0] == 1 || ps[0] == B) && ps[1] == p.N1 && ps[3] == S2;
+      if (p.layout == FA_TND) {
+        if (!lead || ps[2] != 1024) {
+          snprintf(err, errlen, "[pse.tnd_shape] TND pse must be the compressed ALiBi (B or 1, N1, 1024, maxS2) = "
+                   "(%ld or 1, %ld, 1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.N1),
+                   static_cast<long>(S2), ShapeStr(ps).c_str());
+          return 1;
+        }
+        p.pse_kind = FA_PSE_ALIBI_COMPRESSED;
+      } else {
+        if (!lead || (ps[2] != S1 && ps[2] != 1 && ps[2] != 1024)) {
+          snprintf(err, errlen, "[pse.shape] pse must be (B or 1, N1, S1 | 1 | 1024, S2) = (%ld or 1, %ld, %ld | 1 | "
+                   "1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.N1), static_cast<long>(S1),
+                   static_cast<long>(S2), ShapeStr(ps).c_str());
+          return 1;
+        }
+        if (ps[2] == S1) {
+          p.pse_kind = FA_PSE_FULL;
+        } else if (ps[2] == 1) {
+          p.pse_kind = FA_PSE_ROW;
+        } else if (S1 < 1024) {
+          snprintf(err, errlen, "[pse.alibi_rows] a 1024-row pse (compressed ALiBi) needs S1 > 1024, got S1=%ld "
+                   "(pse %s)", static_cast<long>(S1), ShapeStr(ps).c_str());
+          return 1;
+        } else {
+          p.pse_kind = FA_PSE_ALIBI_COMPRESSED;
+        }
+      }
+      p.pse_dtype = DtypeCode(pd);
+      p.pse_b = ps[0];
+      p.pse_stride_b = ps[1] * ps[2] * ps[3];
+      p.pse_stride_n = ps[2] * ps[3];
+      p.pse_stride_s1 = p.pse_kind == FA_PSE_ROW ? 0 : ps[3];
+    }
+  }
+  // drop_mask: uint8, (B, N1, S1, S2 // 8) with S2 % 8 == 0 (non-TND) or 1-D with enough bytes (SPEC §4)
+  if (r.drop_mask >= 0 && !a.none(r.drop_mask) && a.numel(r.drop_mask) > 0) {
+    const Shape ds = a.shape(r.drop_mask);
+    const char* dd = a.dtypes[r.drop_mask];
+    if (strcmp(dd, "uint8") != 0) {
+      snprintf(err, errlen, "[drop_mask.dtype] drop_mask must be uint8 (1 bit per score, LSB first), got %s", dd);
+      return 1;
+    }
+    // the bits the kernel reads: N1 * sum(S1b * S2b) over the clamped TND lengths, also the raw numels
+    int64_t numels = B * p.N1 * S1 * S2, scores = numels;
+    if (p.layout == FA_TND) {
+      int64_t raw = 0, sum = 0, pq = 0, pk = 0;
+      for (size_t b = 0; b < pr->aq.size(); b++) {
+        raw += (pr->aq[b] - pq) * (pr->akv[b] - pk);
+        sum += std::max<int64_t>(pr->aq[b] - pq, 0) * std::max<int64_t>(pr->akv[b] - pk, 0);
+        pq = pr->aq[b];
+        pk = pr->akv[b];
+      }
+      numels = p.N1 * raw;
+      scores = p.N1 * sum;
+    }
+    const int64_t need = (std::max<int64_t>({numels, scores, 0}) + 7) / 8;
+    const bool bns8 = p.layout != FA_TND && ds.size() == 4 && S2 % 8 == 0 && ds == Shape{B, p.N1, S1, S2 / 8};
+    const bool flat = ds.size() == 1 && ds[0] >= need;
+    if (!bns8 && !flat) {
+      snprintf(err, errlen, "[drop_mask.shape] drop_mask must be 1-D with >= ceil(numels / 8) = %ld bytes "
+               "(numels=%ld)%s, got %s", static_cast<long>(need), static_cast<long>(numels),
+               p.layout == FA_TND ? "" : " or (B, N1, S1, S2 // 8) with S2 % 8 == 0", ShapeStr(ds).c_str());
+      return 1;
+    }
+    if (p.keep_prob < 1.0f) p.drop_mask = static_cast<const uint8_t*>(a.params[r.drop_mask]);
+  } else if (r.drop_mask >= 0 && p.keep_prob < 1.0f) {
+    /* FlashAttentionScore[Grad] take the dropout bits from the caller (SPEC §0a) and have no seed: without
+       them every call would draw the same bits. */
+    snprintf(err, errlen, "[drop_mask.required] FlashAttentionScore with keep_prob=%g < 1 needs drop_mask (the "
+             "caller's dropout bits, SPEC §0a); use ops.speed_fusion_attention for generated dropout",
+             static_cast<double>(p.keep_prob));
+    return 1;
+  }
+  /* SpeedFusionAttention[Grad]: (seed, offset) are MindSpore's generator state, handed to the kernel as
+     they are and echoed in outputs 4/5. MindSpore steps offset by a constant 12 per call whatever numels
+     is; fa_dropout.h keys one stream per (seed, offset) (fa_drop_key), so consecutive calls draw
+     unrelated masks, not shifted copies (an additive offset would); pinned by
+     tests/test_op_plugin_inputs.py. fa_forward(seed=out[4], offset=out[5]) reproduces the bits. */
   if (r.seed_t >= 0 && !a.none(r.seed_t)) {
     p.seed = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.seed_t]));
   }
@@ -339,15 +496,22 @@ int64_t Numels(const FaProblem& p) {
   return n * p.N1;
 }
 
+/* Failures are thrown: MindSpore 2.10 catches the exception of a plugin kernel and raises RuntimeError in
+ * Python with "... Error message is <what()>" (a non-zero return value only says "is 1"). */
+struct PluginError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 int Report(const char* op, const char* err) {
-  fprintf(stderr, "[ms_fa op plugin] %s failed: %s\n", op, err);
-  return 1;
+  throw PluginError(std::string("[ms_fa op plugin] ") + op + " failed: " + err);
 }
 
 template <typename F>
 int Guard(const char* op, F f) {
   try {
     return f();
+  } catch (const PluginError&) {
+    throw;
   } catch (const std::exception& e) {
     return Report(op, e.what());
   } catch (...) {

@@ -54,6 +54,7 @@ class _PatchState:
     def __init__(self):
         self.replaced = []          # (module, name, original)
         self.status = None
+        self.env_set_here = False   # patch() set MS_OP_PLUGIN_PATH itself (unpatch() unsets it)
 
 
 _STATE = _PatchState()
@@ -86,14 +87,28 @@ def _probe_plugin():
 def _flash_attention_score_primitive():
     """The Cell that stands in for the ``FlashAttentionScore`` primitive in the python mechanism."""
     from mindspore import nn
+    from mindspore.ops import constexpr
     from ms_fa.mindspore import ops as _ops
+    from ms_fa.spec.args import normalize
+
+    @constexpr
+    def _check_padding_mask(qs, qd, ks, kd, vs, vd, head_num, layout, pms, pmd, kw):
+        # spec.args is the one place of the rule: it raises [padding_mask.none] (after the rules it checks first)
+        normalize(_ops._Spec(qs, qd), _ops._Spec(ks, kd), _ops._Spec(vs, vd), head_num, layout,
+                  padding_mask=_ops._Spec(pms, pmd), api="flash_attention_score", check_values=False,
+                  **dict(zip(("scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "sparse_mode"), kw)))
+        return True
 
     class FlashAttentionScore(nn.Cell):
         """ms_fa stand-in for ``mindspore.ops.FlashAttentionScore`` (same constructor and call signature).
 
         Outputs ``(softmax_max, softmax_sum, softmax_out, attention_out)`` like the primitive; softmax_out has
-        shape (1,). Backward through ms_fa's AOT op.
+        shape (1,). Backward through ms_fa's AOT op. ``add_prim_attr`` / ``del_prim_attr`` / ``attrs`` behave as
+        on ``mindspore.ops.Primitive`` (attributes are stored; the constructor's attributes also take effect).
         """
+
+        _PRIM_ATTRS = ("head_num", "keep_prob", "scale_value", "pre_tokens", "next_tokens", "inner_precise",
+                       "input_layout", "sparse_mode")
 
         def __init__(self, head_num, keep_prob=1.0, scale_value=1.0, pre_tokens=2147483647,
                      next_tokens=2147483647, inner_precise=0, input_layout="BSH", sparse_mode=0):
@@ -106,9 +121,28 @@ def _flash_attention_score_primitive():
             self.inner_precise = inner_precise
             self.input_layout = input_layout
             self.sparse_mode = sparse_mode
+            self.attrs = {name: getattr(self, name) for name in self._PRIM_ATTRS}
+
+        def add_prim_attr(self, name, value):
+            """Store a primitive attribute (as ``mindspore.ops.Primitive.add_prim_attr``); returns self."""
+            self.attrs[name] = value
+            if name in self._PRIM_ATTRS:
+                setattr(self, name, value)
+            return self
+
+        def del_prim_attr(self, name):
+            """Delete an attribute added by :meth:`add_prim_attr` (constructor attributes stay); returns self."""
+            if name in self.attrs and name not in self._PRIM_ATTRS:
+                del self.attrs[name]
+            return self
 
         def construct(self, query, key, value, real_shift=None, drop_mask=None, padding_mask=None,
                       attn_mask=None, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None):
+            if padding_mask is not None:
+                _check_padding_mask(query.shape, query.dtype, key.shape, key.dtype, value.shape, value.dtype,
+                                    self.head_num, self.input_layout, padding_mask.shape, padding_mask.dtype,
+                                    (self.scale_value, self.keep_prob, self.pre_tokens, self.next_tokens,
+                                     self.inner_precise, self.sparse_mode))
             kw = (self.scale_value, self.keep_prob, self.pre_tokens, self.next_tokens, self.inner_precise, prefix,
                   actual_seq_qlen, actual_seq_kvlen, self.sparse_mode, 1, None, None)
             out, smax, ssum, _, _, _ = _ops._run("flash_attention_score", query, key, value, self.head_num,
@@ -187,6 +221,7 @@ def patch(mechanism: str = "auto") -> PatchStatus:
             os.environ[PLUGIN_ENV] = lib
             if _probe_plugin():
                 how = "set by ms_fa.patch() before the first kernel" if set_here else "set before the process started"
+                _STATE.env_set_here = set_here
                 return _set(PatchStatus("op_plugin", f"{PLUGIN_ENV}={lib} ({how}); MindSpore's primitives and "
                                                      "bprop run ms_fa's kernel"))
             if set_here:
@@ -239,6 +274,9 @@ def unpatch() -> PatchStatus:
     note = "restored"
     if _STATE.status is not None and _STATE.status.mechanism == "op_plugin":
         note = "op plugin stays loaded in this process (MindSpore cannot unload it)"
+    if _STATE.env_set_here:
+        os.environ.pop(PLUGIN_ENV, None)
+        _STATE.env_set_here = False
     _STATE.status = None
     return PatchStatus("none", note)
 
