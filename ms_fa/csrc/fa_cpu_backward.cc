@@ -15,6 +15,8 @@
  */
 #include "fa_cpu_common.h"
 
+#include <exception>
+
 using namespace msfa;
 
 namespace {
@@ -47,7 +49,8 @@ void compute_drow(const Ctx& c, const Views& vw, int64_t b, const BatchInfo& bi,
 /* fp32 pointer to rows [s0, s0+n) of (b, head) of a tensor: in place for fp32, else converted */
 const float* rows_f32(const Ctx& c, const TView& v, int64_t b, int64_t row0, int64_t head, int64_t s0, int n,
                       int dh, Scratch& sc, int* ld) {
-  if (c.dt == FA_F32) {
+  /* in place only if the row stride fits the int leading dimension of sgemm (SBH: B*N*D) */
+  if (c.dt == FA_F32 && v.ss <= INT32_MAX) {
     *ld = (int)v.ss;
     return (const float*)v.row(b, row0, head, s0, c.tnd);
   }
@@ -275,18 +278,9 @@ void q_item(const Ctx& c, const Views& vw, int64_t b, int64_t h, int64_t i0, con
   store_scaled(c, vw.dQ, b, bi.q0, h, i0, rows, D, dq, D, c.p->scale, tmp);
 }
 
-}  // namespace
-
-extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k, const void* v, const void* dy,
-                               const void* attention_out, const float* softmax_max, const float* softmax_sum,
-                               void* dq, void* dk, void* dv, char* err, int errlen) {
-  if (!p) {
-    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
-    return 1;
-  }
-  char dummy[8];
-  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
-  err[0] = 0;
+int backward_impl(const FaProblem* p, const void* q, const void* k, const void* v, const void* dy,
+                  const void* attention_out, const float* softmax_max, const float* softmax_sum, void* dq, void* dk,
+                  void* dv, char* err, int errlen) {
   Ctx c;
   if (make_ctx(p, &c, err, errlen, true)) return 1;
   const bool tnd = c.tnd;
@@ -342,6 +336,9 @@ extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k,
   if (mode_env && (mode_env[0] == 'B' || mode_env[0] == 'b')) mode_a = false;
 
   BlasSingleThread guard;
+  /* an exception must not leave an OpenMP region (std::terminate): items flag it instead */
+  int failed = 0;
+  const char* oom = "[kernel.memory] out of memory for the per-thread tile buffers";
   if (mode_a) {
     const int64_t n = (int64_t)ia.size();
     int nt = (int)std::min<int64_t>(c.nthreads, std::max<int64_t>(n, 1));
@@ -349,7 +346,18 @@ extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k,
     {
       BwdBuffers w;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t x = 0; x < n; ++x) item_a(c, vw, ia[x].b, ia[x].n2, softmax_max, softmax_sum, w);
+      for (int64_t x = 0; x < n; ++x) {
+        try {
+          item_a(c, vw, ia[x].b, ia[x].n2, softmax_max, softmax_sum, w);
+        } catch (...) {
+#pragma omp atomic write
+          failed = 1;
+        }
+      }
+    }
+    if (failed) {
+      snprintf(err, errlen, "%s", oom);
+      return 1;
     }
     return 0;
   }
@@ -383,10 +391,50 @@ extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k,
     for (int64_t x = 0; x < n1; ++x) {
       const ItemKV& it = ikv[x];
       const int cols = (int)std::min<int64_t>(c.bn, c.bi[it.b].S2b - it.j0);
-      kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w);
+      try {
+        kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w);
+      } catch (...) {
+#pragma omp atomic write
+        failed = 1;
+      }
     }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n2i; ++x) q_item(c, vw, iq[x].b, iq[x].h, iq[x].i0, softmax_max, softmax_sum, w);
+    for (int64_t x = 0; x < n2i; ++x) {
+      try {
+        q_item(c, vw, iq[x].b, iq[x].h, iq[x].i0, softmax_max, softmax_sum, w);
+      } catch (...) {
+#pragma omp atomic write
+        failed = 1;
+      }
+    }
+  }
+  if (failed) {
+    snprintf(err, errlen, "%s", oom);
+    return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k, const void* v, const void* dy,
+                               const void* attention_out, const float* softmax_max, const float* softmax_sum,
+                               void* dq, void* dk, void* dv, char* err, int errlen) {
+  if (!p) {
+    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
+    return 1;
+  }
+  char dummy[8];
+  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
+  err[0] = 0;
+  /* No C++ exception may cross this C ABI (ctypes, MindSpore call it from C frames: it would
+   * terminate the process): std::bad_alloc of the plan / scratch vectors becomes an error. */
+  try {
+    return backward_impl(p, q, k, v, dy, attention_out, softmax_max, softmax_sum, dq, dk, dv, err, errlen);
+  } catch (const std::exception& e) {
+    snprintf(err, errlen, "[kernel.memory] %s", e.what());
+  } catch (...) {
+    snprintf(err, errlen, "[kernel.memory] unknown C++ exception");
+  }
+  return 1;
 }

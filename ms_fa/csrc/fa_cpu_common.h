@@ -301,11 +301,26 @@ struct Ctx {
   std::vector<BatchInfo> bi;
 };
 
+/* Largest tile edge taken from the environment. atoi() of an out-of-range string is undefined
+ * behaviour, and a huge tile (e.g. MS_FA_BWD_BLOCK_M=2000000000) made every thread allocate
+ * bm-sized scratch (std::bad_alloc inside an OpenMP region = std::terminate); the default tiles
+ * are 256 x 256 / 256 x 128. */
+static const int kMaxTile = 8192;
+
 static inline int env_int(const char* name, int dflt) {
   const char* s = getenv(name);
   if (!s || !*s) return dflt;
-  int v = atoi(s);
-  return v > 0 ? v : dflt;
+  char* end = nullptr;
+  const long v = strtol(s, &end, 10); /* saturates instead of overflowing */
+  if (end == s || v <= 0) return dflt;
+  return v > kMaxTile ? kMaxTile : (int)v;
+}
+
+/* a * b for non-negative int64 operands; false if it would overflow int64 (signed overflow is UB) */
+static inline bool mul_nonneg_ok(int64_t a, int64_t b, int64_t* r) {
+  if (a != 0 && b > INT64_MAX / a) return false;
+  *r = a * b;
+  return true;
 }
 
 /* Fills c; returns 0 or writes err. */
@@ -323,8 +338,10 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
     snprintf(err, errlen, "[kernel.layout] unsupported layout %d", (int)p->layout);
     return 1;
   }
+  /* D, Dv and the rows of a tile are passed to sgemm / loops as int: D must fit an int */
   if (p->N1 <= 0 || p->N2 <= 0 || p->N1 % p->N2 != 0 || p->D < 0 || p->Dv < 0 || p->Dv > p->D ||
-      p->B < 0 || p->S1 < 0 || p->S2 < 0) {
+      p->D > INT32_MAX || p->B < 0 || p->S1 < 0 || p->S2 < 0 ||
+      (p->layout == FA_TND && (p->T1 < 0 || p->T2 < 0))) {
     snprintf(err, errlen, "[kernel.dims] bad dims B=%lld N1=%lld N2=%lld S1=%lld S2=%lld D=%lld Dv=%lld",
              (long long)p->B, (long long)p->N1, (long long)p->N2, (long long)p->S1, (long long)p->S2,
              (long long)p->D, (long long)p->Dv);
@@ -367,6 +384,15 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
       snprintf(err, errlen, "[kernel.tnd] TND needs actual_seq_qlen/kvlen");
       return 1;
     }
+    /* Negative entries are rejected (as ms_fa/spec/args.py does, tnd.nonnegative): with them
+     * fa_seqlen's cum[b] - cum[b-1] can overflow int64 (e.g. INT64_MAX - (-1)), which is UB and
+     * could wrap the T1/T2 bounds check below. */
+    for (int64_t b = 0; b < p->B; ++b) {
+      if (p->actual_seq_qlen[b] < 0 || p->actual_seq_kvlen[b] < 0) {
+        snprintf(err, errlen, "[kernel.tnd] actual_seq entry %lld is negative", (long long)b);
+        return 1;
+      }
+    }
     int64_t band_b = fa_band_batch_index(p->sparse_mode, p->actual_seq_qlen, p->B);
     int64_t q0 = 0, k0 = 0, drop = 0, m1 = 0, m2 = 0;
     for (int64_t b = 0; b < p->B; ++b) {
@@ -377,6 +403,15 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
       BatchInfo x;
       x.S1b = fa_seqlen(p->actual_seq_qlen, b);
       x.S2b = fa_seqlen(p->actual_seq_kvlen, b);
+      /* bounds check per batch, before the sums: a non-monotone list (lengths are clamped
+       * differences) can have lengths summing past INT64_MAX; checking only the final sums let the
+       * signed overflow wrap them below T1/T2 (UB, then reads past q/k/v). q0 <= T1 here, so
+       * T1 - q0 cannot overflow. */
+      if (x.S1b > p->T1 - q0 || x.S2b > p->T2 - k0) {
+        snprintf(err, errlen, "[kernel.tnd] sum of lengths up to batch %lld exceeds T1=%lld / T2=%lld",
+                 (long long)b, (long long)p->T1, (long long)p->T2);
+        return 1;
+      }
       x.q0 = q0, x.k0 = k0;
       x.drop_base = drop;
       x.stat_base = q0 * p->N1;
@@ -386,7 +421,13 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
                        p->S2 > 0 ? p->S2 : m2);
       c->bi.push_back(x);
       q0 += x.S1b, k0 += x.S2b;
-      drop += p->N1 * x.S1b * x.S2b;
+      /* flat dropout index (SPEC 4) N1 * sum(S1b * S2b): int64, overflow checked */
+      int64_t t;
+      if (!mul_nonneg_ok(x.S1b, x.S2b, &t) || !mul_nonneg_ok(t, p->N1, &t) || t > INT64_MAX - drop) {
+        snprintf(err, errlen, "[kernel.dims] N1 * sum(S1b * S2b) overflows int64");
+        return 1;
+      }
+      drop += t;
     }
     if (q0 > p->T1 || k0 > p->T2) {
       snprintf(err, errlen, "[kernel.tnd] sum of lengths (%lld, %lld) exceeds T1=%lld / T2=%lld",
@@ -394,6 +435,12 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
       return 1;
     }
   } else {
+    /* B * N1 * S1 * S2 (the dropout index range, drop_base below) must fit int64 */
+    int64_t t;
+    if (!mul_nonneg_ok(p->B, p->N1, &t) || !mul_nonneg_ok(t, p->S1, &t) || !mul_nonneg_ok(t, p->S2, &t)) {
+      snprintf(err, errlen, "[kernel.dims] B * N1 * S1 * S2 overflows int64");
+      return 1;
+    }
     for (int64_t b = 0; b < p->B; ++b) {
       BatchInfo x;
       x.S1b = p->S1, x.S2b = p->S2, x.q0 = 0, x.k0 = 0;

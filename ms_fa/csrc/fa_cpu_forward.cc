@@ -9,6 +9,8 @@
  */
 #include "fa_cpu_common.h"
 
+#include <exception>
+
 using namespace msfa;
 
 namespace {
@@ -43,6 +45,10 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
   const int D = (int)c.D, Dv = (int)c.Dv, bn = c.bn;
   const int dt = c.dt;
   const bool f32 = dt == FA_F32;
+  /* fp32 tiles are read in place with the layout's row stride as the sgemm leading dimension, an
+   * int: a stride past INT32_MAX (e.g. SBH with B*N*D >= 2^31) would be truncated, so such tensors
+   * take the copy path (load_f32 of fp32 is a memcpy). */
+  const bool direct = f32 && Qv.ss <= INT32_MAX && Kv.ss <= INT32_MAX && Vv.ss <= INT32_MAX;
 
   w.m.assign(rows, kNegInf);
   w.l.assign(rows, 0.f);
@@ -55,7 +61,7 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
   /* Q rows */
   const float* Q;
   int ldq;
-  if (f32) {
+  if (direct) {
     Q = (const float*)Qv.row(b, bi.q0, h, i0, c.tnd);
     ldq = (int)Qv.ss;
   } else {
@@ -69,8 +75,8 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
   float* S = w.s.get((size_t)rows * bn);
   float* tmp = w.tmp.get((size_t)bn + 8);
   float* mul = c.dropout ? w.mul.get((size_t)bn + 8) : nullptr;
-  float* kbuf = f32 ? nullptr : w.kb.get((size_t)bn * D);
-  float* vbuf = f32 ? nullptr : w.vb.get((size_t)bn * Dv);
+  float* kbuf = direct ? nullptr : w.kb.get((size_t)bn * D);
+  float* vbuf = direct ? nullptr : w.vb.get((size_t)bn * Dv);
 
   for (int64_t j0 = jb; j0 < je; j0 += bn) {
     const int cols = (int)std::min<int64_t>(bn, je - j0);
@@ -78,7 +84,7 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
     if (kind == FA_BLOCK_SKIP) continue;
     const float *K, *V;
     int ldk, ldv;
-    if (f32) {
+    if (direct) {
       K = (const float*)Kv.row(b, bi.k0, kvh, j0, c.tnd);
       V = (const float*)Vv.row(b, bi.k0, kvh, j0, c.tnd);
       ldk = (int)Kv.ss;
@@ -161,17 +167,8 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
   }
 }
 
-}  // namespace
-
-extern "C" int fa_cpu_forward(const FaProblem* p, const void* q, const void* k, const void* v, void* out,
-                              float* softmax_max, float* softmax_sum, char* err, int errlen) {
-  if (!p) {
-    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
-    return 1;
-  }
-  char dummy[8];
-  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
-  err[0] = 0;
+int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v, void* out, float* softmax_max,
+                 float* softmax_sum, char* err, int errlen) {
   Ctx c;
   if (make_ctx(p, &c, err, errlen, false)) return 1;
   const bool tnd = c.tnd;
@@ -212,11 +209,46 @@ extern "C" int fa_cpu_forward(const FaProblem* p, const void* q, const void* k, 
   BlasSingleThread guard;
   const int64_t n = (int64_t)items.size();
   int nt = (int)std::min<int64_t>(c.nthreads, std::max<int64_t>(n, 1));
+  int failed = 0;
 #pragma omp parallel num_threads(nt)
   {
     FwdBuffers w;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n; ++x) run_item(c, items[x], Qv, Kv, Vv, Ov, softmax_max, softmax_sum, w);
+    for (int64_t x = 0; x < n; ++x) {
+      try { /* an exception must not leave an OpenMP region (std::terminate): flag it instead */
+        run_item(c, items[x], Qv, Kv, Vv, Ov, softmax_max, softmax_sum, w);
+      } catch (...) {
+#pragma omp atomic write
+        failed = 1;
+      }
+    }
+  }
+  if (failed) {
+    snprintf(err, errlen, "[kernel.memory] out of memory for the per-thread tile buffers");
+    return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+extern "C" int fa_cpu_forward(const FaProblem* p, const void* q, const void* k, const void* v, void* out,
+                              float* softmax_max, float* softmax_sum, char* err, int errlen) {
+  if (!p) {
+    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
+    return 1;
+  }
+  char dummy[8];
+  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
+  err[0] = 0;
+  /* No C++ exception may cross this C ABI (ctypes, MindSpore call it from C frames: it would
+   * terminate the process): std::bad_alloc of the plan / scratch vectors becomes an error. */
+  try {
+    return forward_impl(p, q, k, v, out, softmax_max, softmax_sum, err, errlen);
+  } catch (const std::exception& e) {
+    snprintf(err, errlen, "[kernel.memory] %s", e.what());
+  } catch (...) {
+    snprintf(err, errlen, "[kernel.memory] unknown C++ exception");
+  }
+  return 1;
 }

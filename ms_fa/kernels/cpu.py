@@ -12,7 +12,8 @@ Other users of the kernel (the MindSpore glue, the torch frontend) may reuse :fu
 
 Environment: ``MS_FA_LIB`` (path of the library, default the packaged one), ``MS_FA_NUM_THREADS``
 (OpenMP threads; default all cores), ``MS_FA_BLOCK_M`` / ``MS_FA_BLOCK_N`` (forward tile, default
-64 x 256) and ``MS_FA_BWD_BLOCK_M`` / ``MS_FA_BWD_BLOCK_N`` (backward tile, default 64 x 128),
+256 x 256) and ``MS_FA_BWD_BLOCK_M`` / ``MS_FA_BWD_BLOCK_N`` (backward tile, default 256 x 128; each
+edge clamped to 8192),
 ``MS_FA_BWD_MODE`` (``A`` / ``B``: force a backward schedule; default automatic).
 """
 from __future__ import annotations
