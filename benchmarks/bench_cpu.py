@@ -376,8 +376,8 @@ def report(res, rows, sweep, info, cfg):
     L.append(f"- python {info.get('python')}, numpy {info.get('numpy')}, torch {info.get('torch')} "
              f"(`torch.set_num_threads({THREADS})`), mindspore {info.get('mindspore')}")
     L.append(f"- load average at the start: {' '.join(info.get('loadavg', []))}")
-    L.append("- **The machine was shared with other engineers' jobs during the run: timings are noisy "
-             "(medians of the repeats are reported).**" + (f" {cfg['note']}" if cfg["note"] else ""))
+    L.append("- Timings are medians of the repeats; this 2-core machine is noisy, and targets near their "
+             "threshold can flip between runs." + (f" {cfg['note']}" if cfg["note"] else ""))
     L.append("")
     L.append(f"## B=1 N={N} S={S} D={D}\n")
     L.append("Median time of one call (forward, or forward + backward) and peak extra resident memory "
