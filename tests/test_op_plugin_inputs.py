@@ -193,30 +193,7 @@ HARNESS = r'''
 #include <optional>
 #include <string>
 #include <vector>
-namespace mindspore::kernel::op_plugin {
-struct OpPluginTensorStorageInfo { std::vector<int64_t> strides; size_t storage_offset; };
-struct OpPluginOutputShapeInfo { std::vector<std::vector<int64_t>> output_shapes; std::vector<bool> shape_calculated; };
-class KernelInputInfo {
- public:
-  KernelInputInfo() = default;
-  virtual ~KernelInputInfo() = default;
-  virtual bool IsScalarInput(size_t idx) = 0;
-  virtual size_t GetInputSize() = 0;
-  virtual bool GetBoolInput(size_t idx) = 0;
-  virtual int64_t GetIntInput(size_t idx) = 0;
-  virtual double GetFloatInput(size_t idx) = 0;
-  virtual std::string GetStrInput(size_t idx) = 0;
-  virtual std::vector<int64_t> GetIntVecInput(size_t idx) = 0;
-  virtual std::vector<double> GetFloatVecInput(size_t idx) = 0;
-  virtual std::vector<std::vector<int64_t>> GetInt2DVecInput(size_t idx) = 0;
-  virtual std::vector<std::vector<double>> GetFloat2DVecInput(size_t idx) = 0;
-  virtual int GetInputTypeId(size_t idx) = 0;
-  virtual std::optional<OpPluginTensorStorageInfo> GetInputTensorLayout(size_t idx) = 0;
-  virtual OpPluginOutputShapeInfo* GetOutputShapeInfo() = 0;
-  virtual void SetOutputShapeInfo(std::unique_ptr<OpPluginOutputShapeInfo>) = 0;
-  std::vector<size_t> workspace_;
-};
-}  // namespace mindspore::kernel::op_plugin
+#include "ms_op_plugin_abi.h"     // the one copy of the interface (ms_fa/csrc)
 using namespace mindspore::kernel::op_plugin;
 struct Info : KernelInputInfo {   // FlashAttentionScore, BNSD (1, 1, 2, 8), head_num 1
   size_t nstrides;
@@ -279,7 +256,8 @@ int main(int argc, char** argv) {
 def test_op_plugin_rejects_layout_with_wrong_stride_count(tmp_path):
     src, exe = tmp_path / "harness.cc", tmp_path / "harness"
     src.write_text(HARNESS)
-    subprocess.check_call(["g++", "-std=c++17", "-O1", "-D_GLIBCXX_USE_CXX11_ABI=0", str(src), "-o", str(exe),
+    subprocess.check_call(["g++", "-std=c++17", "-O1", "-D_GLIBCXX_USE_CXX11_ABI=0", "-I" + CSRC, str(src),
+                           "-o", str(exe),
                            "-ldl"])
     env = dict(os.environ)
     try:                        # the library links the OpenBLAS of the scipy-openblas32 wheel by soname
@@ -292,3 +270,24 @@ def test_op_plugin_rejects_layout_with_wrong_stride_count(tmp_path):
     assert proc.returncode == 0 and len(lines) == 2, (proc.returncode, proc.stdout, proc.stderr[-2000:])
     for n, line in zip((0, 2), lines):
         assert line.startswith(f"EXC {n} [ms_fa op plugin] FlashAttentionScore failed: [plugin.layout]"), line
+
+
+def test_plugin_rules_are_the_spec_rules():
+    """The plugin cannot call ms_fa.spec (MindSpore runs it from C++ kernel threads, with no ms_fa
+    frontend in the loop), so it re-states the checks that keep bad input from the kernel. Like
+    fa_plan.h against masks.py, the copy is tied to the single source: every rule the plugin raises is
+    a rule of spec.args.RULES (same name, same meaning), except the two that exist only on this path."""
+    import re
+
+    from ms_fa.spec.args import rule_names
+
+    plugin_only = {
+        "plugin.layout",        # MindSpore's tensor-layout record (rank vs strides); no such input in Python
+        "drop_mask.required",   # the FlashAttentionScore primitive has no generator inputs to draw bits from
+    }
+    with open(os.path.join(CSRC, "ms_op_plugin.cc")) as f:
+        src = f.read()
+    raised = set(re.findall(r'"\[([A-Za-z0-9_.]+)\]', src))
+    raised |= set(re.findall(r'"(atten_mask\.[a-z_]+)"', src))      # rule names passed as %s arguments
+    assert raised, "no rule names found in ms_op_plugin.cc"
+    assert raised - plugin_only <= set(rule_names()), sorted(raised - plugin_only - set(rule_names()))

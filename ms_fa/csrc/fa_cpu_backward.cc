@@ -420,21 +420,7 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
 extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k, const void* v, const void* dy,
                                const void* attention_out, const float* softmax_max, const float* softmax_sum,
                                void* dq, void* dk, void* dv, char* err, int errlen) {
-  if (!p) {
-    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
-    return 1;
-  }
-  char dummy[8];
-  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
-  err[0] = 0;
-  /* No C++ exception may cross this C ABI (ctypes, MindSpore call it from C frames: it would
-   * terminate the process): std::bad_alloc of the plan / scratch vectors becomes an error. */
-  try {
-    return backward_impl(p, q, k, v, dy, attention_out, softmax_max, softmax_sum, dq, dk, dv, err, errlen);
-  } catch (const std::exception& e) {
-    snprintf(err, errlen, "[kernel.memory] %s", e.what());
-  } catch (...) {
-    snprintf(err, errlen, "[kernel.memory] unknown C++ exception");
-  }
-  return 1;
+  return msfa::c_abi_guard(p, err, errlen, [&](char* e, int n) {
+    return backward_impl(p, q, k, v, dy, attention_out, softmax_max, softmax_sum, dq, dk, dv, e, n);
+  });
 }

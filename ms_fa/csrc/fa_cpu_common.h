@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cfloat>
+#include <exception>
 #include <vector>
 
 #ifdef _OPENMP
@@ -36,6 +37,28 @@
 #endif
 
 namespace msfa {
+
+/* The guard of both C entry points: NULL problem, a usable error buffer, and no C++ exception
+ * crossing the C ABI (ctypes and MindSpore call it from C frames, where one would terminate the
+ * process): std::bad_alloc of the plan / scratch vectors becomes an error. body(err, errlen). */
+template <class Body>
+inline int c_abi_guard(const FaProblem* p, char* err, int errlen, Body&& body) {
+  if (!p) {
+    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
+    return 1;
+  }
+  char dummy[8];
+  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
+  err[0] = 0;
+  try {
+    return body(err, errlen);
+  } catch (const std::exception& e) {
+    snprintf(err, errlen, "[kernel.memory] %s", e.what());
+  } catch (...) {
+    snprintf(err, errlen, "[kernel.memory] unknown C++ exception");
+  }
+  return 1;
+}
 
 static const float kNegFltMax = -FLT_MAX; /* 0xFF7FFFFF */
 static const float kPosFltMax = FLT_MAX;  /* 0x7F7FFFFF */

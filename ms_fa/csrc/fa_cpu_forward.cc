@@ -234,21 +234,7 @@ int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v
 
 extern "C" int fa_cpu_forward(const FaProblem* p, const void* q, const void* k, const void* v, void* out,
                               float* softmax_max, float* softmax_sum, char* err, int errlen) {
-  if (!p) {
-    if (err && errlen > 0) snprintf(err, errlen, "[kernel.null] problem is NULL");
-    return 1;
-  }
-  char dummy[8];
-  if (!err || errlen <= 0) err = dummy, errlen = sizeof dummy;
-  err[0] = 0;
-  /* No C++ exception may cross this C ABI (ctypes, MindSpore call it from C frames: it would
-   * terminate the process): std::bad_alloc of the plan / scratch vectors becomes an error. */
-  try {
-    return forward_impl(p, q, k, v, out, softmax_max, softmax_sum, err, errlen);
-  } catch (const std::exception& e) {
-    snprintf(err, errlen, "[kernel.memory] %s", e.what());
-  } catch (...) {
-    snprintf(err, errlen, "[kernel.memory] unknown C++ exception");
-  }
-  return 1;
+  return msfa::c_abi_guard(p, err, errlen, [&](char* e, int n) {
+    return forward_impl(p, q, k, v, out, softmax_max, softmax_sum, e, n);
+  });
 }

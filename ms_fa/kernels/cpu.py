@@ -280,6 +280,15 @@ def _check(rc, err):
         raise RuntimeError(err.value.decode(errors="replace") or f"ms_fa CPU kernel failed (rc={rc})")
 
 
+def _validated(query, key, value, head_num, input_layout, precision, **kw):
+    """Contiguous q, k, v and their :class:`AttnArgs` (spec.args.normalize): every rule is checked
+    here, before the kernel sees anything."""
+    if precision != "chip":
+        raise ValueError(f"[precision] the CPU kernel computes precision='chip' only, got {precision!r}")
+    q, k, v = _contig(query), _contig(key), _contig(value)
+    return q, k, v, normalize(q, k, v, head_num, input_layout, **kw)
+
+
 def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mask=None, scale=1.0,
                keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0, prefix=None,
                actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1, q_start_idx=None,
@@ -290,14 +299,12 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
 
     Returns ``(attention_out, softmax_max, softmax_sum, softmax_out, seed, offset, numels)``.
     """
-    if precision != "chip":
-        raise ValueError(f"[precision] the CPU kernel computes precision='chip' only, got {precision!r}")
-    q, k, v = _contig(query), _contig(key), _contig(value)
-    args = normalize(q, k, v, head_num, input_layout, pse=pse, atten_mask=atten_mask, scale=scale,
-                     keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                     inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-                     actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
-                     q_start_idx=q_start_idx, kv_start_idx=kv_start_idx, drop_mask=drop_mask)
+    q, k, v, args = _validated(query, key, value, head_num, input_layout, precision, pse=pse,
+                               atten_mask=atten_mask, scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens,
+                               next_tokens=next_tokens, inner_precise=inner_precise, prefix=prefix,
+                               actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
+                               sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
+                               kv_start_idx=kv_start_idx, drop_mask=drop_mask)
     lib = load_library()
     prob, keep = make_problem(args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset)
     out = np.empty(_out_shape(args, args.Dv, args.N1, q), dtype=q.dtype)
@@ -319,14 +326,12 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
             offset=0):
     """FlashAttentionScoreGrad on the CPU kernel (same signature and return value as
     :func:`ms_fa.spec.reference.fa_grad`): ``(dq, dk, dv)`` with the shapes and dtypes of q, k, v."""
-    if precision != "chip":
-        raise ValueError(f"[precision] the CPU kernel computes precision='chip' only, got {precision!r}")
-    q, k, v = _contig(query), _contig(key), _contig(value)
-    args = normalize(q, k, v, head_num, input_layout, pse=pse, atten_mask=atten_mask, scale=scale,
-                     keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                     inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-                     actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
-                     q_start_idx=q_start_idx, kv_start_idx=kv_start_idx, drop_mask=drop_mask)
+    q, k, v, args = _validated(query, key, value, head_num, input_layout, precision, pse=pse,
+                               atten_mask=atten_mask, scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens,
+                               next_tokens=next_tokens, inner_precise=inner_precise, prefix=prefix,
+                               actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
+                               sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
+                               kv_start_idx=kv_start_idx, drop_mask=drop_mask)
     d, ao = _contig(dy), _contig(attention_out)
     oshape = _out_shape(args, args.Dv, args.N1, q)
     for name, a in (("dy", d), ("attention_out", ao)):
