@@ -341,3 +341,84 @@ def test_flash_attn_varlen_causal_more_queries_than_keys():
         want[cu_q[b]:cu_q[b + 1]] = flash_ref(q[None, cu_q[b]:cu_q[b + 1]], k[None, cu_k[b]:cu_k[b + 1]],
                                               v[None, cu_k[b]:cu_k[b + 1]], causal=True)[0]
     np.testing.assert_allclose(run(args), want, **TOL)
+
+
+# ------------------------------------------------------------------------------- input validation
+
+def _q4(B=1, N=2, L=4, E=8):
+    return rnd(B, N, L, E)
+
+
+_QB = rnd(1, 4, 2, 8)      # BSND / BMHK
+_QT = rnd(4, 2, 8)         # TND
+
+
+@pytest.mark.parametrize("fn, kw, exc, rule", [
+    # int / uint8 masks would otherwise be read as an additive +1 bias (nothing masked)
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.eye(4, dtype=np.uint8)),
+     TypeError, "sdpa.attn_mask.dtype"),
+    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), mask=np.eye(4, dtype=np.int32)),
+     TypeError, "tensorrt.mask.dtype"),
+    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB, attn_bias=np.eye(4, dtype=np.uint8)),
+     TypeError, "xformers.bias.dtype"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=(1.7, 0)), TypeError, "flash_attn.window_size"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=(1,)), ValueError, "flash_attn.window_size"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=3), TypeError, "flash_attn.window_size"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 1.5, 4.0], cu_seqlens_k=[0, 2, 4]),
+     TypeError, "flash_attn.cu_seqlens"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[1, 4], cu_seqlens_k=[1, 4]),
+     ValueError, "flash_attn.cu_seqlens"),
+    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB,
+                              attn_bias=xf.LowerTriangularFromBottomRightLocalAttentionMask(2.5)),
+     TypeError, "xformers.window_size"),
+    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB,
+                              attn_bias=xf.BlockDiagonalCausalLocalAttentionMask.from_seqlens([2, 2])),
+     TypeError, "xformers.window_size"),
+    (flash_attn_func_to_ascend, dict(q=_QT, k=_QT, v=_QT), ValueError, "compat.qkv.rank"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4]),
+     ValueError, "compat.qkv.rank"),
+    (sdpa_to_ascend, dict(query=_q4(), key=rnd(4, 8), value=_q4()), ValueError, "compat.qkv.rank"),
+    (tensorrt_to_ascend, dict(query=_QT, key=_QT, value=_QT), ValueError, "compat.qkv.rank"),
+    (xformers_to_ascend, dict(query=rnd(8), key=rnd(8), value=rnd(8)), ValueError, "compat.qkv.rank"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=rnd(1, 4, 0, 8), v=rnd(1, 4, 0, 8)), ValueError, "compat.qkv.heads"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(N=0), value=_q4(N=0), enable_gqa=True), ValueError, "compat.qkv.heads"),
+    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(N=0), value=_q4(N=0)), ValueError, "compat.qkv.heads"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), scale="x"), TypeError, "scale.type"),
+    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), scale=None), TypeError, "scale.type"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, softmax_scale="x"), TypeError, "scale.type"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.ones((3, 3), bool)),
+     ValueError, "compat.mask.shape"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.zeros((3, 3), np.float32)),
+     ValueError, "compat.mask.shape"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p=1.5), ValueError, "compat.dropout_p"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p="0.1"), TypeError, "compat.dropout_p"),
+    # anything else: the spec's own rule, through ms_fa.spec.args.normalize on the translated call
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(E=4), value=_q4()), ValueError, "head_dim.qk"),
+    (sdpa_to_ascend, dict(query=_q4().astype(np.float64), key=_q4().astype(np.float64),
+                          value=_q4().astype(np.float64)), TypeError, "qkv.dtype"),
+])
+def test_input_validation_named_rules(fn, kw, exc, rule):
+    with pytest.raises(exc, match=r"^\[" + rule.replace(".", r"\.") + r"\]"):
+        fn(**kw)
+
+
+def test_int_mask_is_not_an_additive_bias():
+    """A 0/1 keep mask in an int dtype must raise, never translate to a +1 bias (nothing masked)."""
+    q = _q4()
+    for dt in (np.uint8, np.int8, np.int32, np.int64):
+        with pytest.raises(TypeError, match=r"^\[sdpa\.attn_mask\.dtype\].*" + np.dtype(dt).name):
+            sdpa_to_ascend(q, q, q, attn_mask=np.tril(np.ones((4, 4), dt)))
+    # bool / float keep working
+    sdpa_to_ascend(q, q, q, attn_mask=np.tril(np.ones((4, 4), bool)))
+    sdpa_to_ascend(q, q, q, attn_mask=np.zeros((4, 4), np.float32))
+
+
+def test_flash_attn_alibi_explicit_pse_matches_formula():
+    """Sq != Sk explicit pse = -slope * |i + Sk - Sq - j| bit for bit (negative slopes too)."""
+    sl = np.array([0.5, -0.25], np.float32)
+    q, k = rnd(1, 3, 2, 8), rnd(1, 5, 2, 8, seed=1)
+    args = flash_attn_func_to_ascend(q, k, k, alibi_slopes=sl)
+    i, j = np.arange(3)[:, None], np.arange(5)[None, :]
+    want = (np.float32(-1) * sl[None, :, None, None]) * np.abs(i + 5 - 3 - j).astype(np.float32)[None, None]
+    assert args["pse_type"] == 0
+    assert np.array_equal(args["pse"].view(np.uint32), want.view(np.uint32))

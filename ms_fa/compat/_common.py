@@ -5,7 +5,8 @@ import math
 
 import numpy as np
 
-INT_MAX = 2147483647
+from ms_fa.spec.args import check_scale, normalize
+from ms_fa.spec.masks import INT_MAX
 
 
 class AscendArgs(dict):
@@ -45,21 +46,77 @@ def to_numpy(x):
     return np.asarray(x)
 
 
+def fail(exc, rule: str, msg: str):
+    """Raise ``exc("[rule] msg")`` (the house style of ``ms_fa.spec.args``)."""
+    raise exc(f"[{rule}] {msg}")
+
+
+def _is_int(v) -> bool:
+    return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer))
+
+
+def check_qkv(q, k, v, ranks, api: str):
+    """``[compat.qkv.rank]``: q/k/v have one common rank, one of ``ranks`` (before any unpacking)."""
+    shapes = [tuple(getattr(x, "shape", ())) for x in (q, k, v)]
+    if len({len(s) for s in shapes}) != 1 or len(shapes[0]) not in ranks:
+        fail(ValueError, "compat.qkv.rank",
+             f"{api}: query/key/value must all have rank {' or '.join(map(str, ranks))}, "
+             f"got shapes {shapes[0]}, {shapes[1]}, {shapes[2]}")
+
+
+def check_heads(Hq, Hk, api: str):
+    """``[compat.qkv.heads]``: head counts > 0 and Hq a multiple of Hk."""
+    if Hq <= 0 or Hk <= 0 or Hq % Hk:
+        fail(ValueError, "compat.qkv.heads",
+             f"{api}: query heads {Hq} must be a positive multiple of key/value heads {Hk}")
+
+
+def scale_of(scale, D: int) -> float:
+    """``scale`` (None -> 1/sqrt(D)) as float; ``[scale.type]`` TypeError if it is not a number."""
+    if scale is None:
+        return default_scale(D)
+    check_scale(scale)
+    return float(scale)
+
+
+def check_mask_dtype(m, rule: str, what: str):
+    """``[rule]`` TypeError unless ``m`` is bool or floating (an int 0/1 mask would otherwise be
+    read as an additive bias of +1 and mask nothing)."""
+    dt = np.dtype(m.dtype)
+    if not (dt == np.bool_ or dt.kind == "f" or dt.name == "bfloat16"):
+        fail(TypeError, rule, f"{what} must be bool (keep mask) or floating (additive bias), got dtype {dt.name}")
+
+
+def validate(kw):
+    """Run the translated call (arrays and kwargs) through ``ms_fa.spec.args.normalize``, so that
+    anything the checks above do not cover fails with the spec's named rule at translation time."""
+    normalize(**kw)
+    return kw
+
+
 def default_scale(d: int) -> float:
     return 1.0 / math.sqrt(d)
 
 
 def keep_prob_of(dropout_p) -> float:
+    if dropout_p is not None and (isinstance(dropout_p, (bool, np.bool_))
+                                  or not isinstance(dropout_p, (int, float, np.integer, np.floating))):
+        fail(TypeError, "compat.dropout_p", f"dropout probability must be a number, got {type(dropout_p).__name__}")
     p = float(dropout_p or 0.0)
     if not (0.0 <= p < 1.0):
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        fail(ValueError, "compat.dropout_p", f"dropout probability must be in [0, 1), got {p}")
     return 1.0 - p
 
 
 def dense_mask_form(discard: np.ndarray, B: int, N: int, L: int, S: int) -> np.ndarray:
     """Broadcast a discard mask (any shape broadcastable to (B, N, L, S)) to the smallest form
     Ascend accepts: (L, S), (B, 1, L, S) or (B, N, L, S) (1 for B when it does not vary and B == 1)."""
-    m = np.broadcast_to(np.asarray(discard, dtype=bool), (B, N, L, S))
+    d = np.asarray(discard, dtype=bool)
+    try:
+        m = np.broadcast_to(d, (B, N, L, S))
+    except ValueError:
+        fail(ValueError, "compat.mask.shape",
+             f"mask shape {d.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}")
     heads_vary = N > 1 and not np.array_equal(m, np.broadcast_to(m[:, :1], m.shape))
     batch_vary = B > 1 and not np.array_equal(m, np.broadcast_to(m[:1], m.shape))
     if not heads_vary and not batch_vary:
@@ -76,6 +133,13 @@ def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
     masked rows give 0 with inner_precise=2 instead of NaN); the finite rest is the pse, broadcast to
     (B or 1, N, L or 1, S) in the query dtype (Ascend requires pse dtype == q dtype for type 0)."""
     b = np.asarray(bias)
+    try:
+        ok = np.broadcast_shapes(b.shape, (B, N, L, S)) == (B, N, L, S)
+    except ValueError:
+        ok = False
+    if not ok:
+        fail(ValueError, "compat.mask.shape",
+             f"mask shape {b.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}")
     discard = np.isneginf(b)
     if np.any(np.isposinf(b)) or np.any(np.isnan(b)):
         raise ValueError("an additive mask with +inf or NaN has no Ascend equivalent")

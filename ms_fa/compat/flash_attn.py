@@ -26,15 +26,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import AscendArgs, base_kwargs, default_scale, keep_prob_of, mask_kwargs, to_numpy
+from ._common import (AscendArgs, _is_int, base_kwargs, check_heads, check_qkv, fail, keep_prob_of, mask_kwargs,
+                      scale_of, to_numpy, validate)
 
 __all__ = ["flash_attn_func_to_ascend", "flash_attn_varlen_func_to_ascend"]
+
+
+def _window(window_size):
+    """``[flash_attn.window_size]``: None or a pair of ints (-1 = infinite); no silent truncation."""
+    if window_size is None:
+        return -1, -1
+    if not isinstance(window_size, (tuple, list)):
+        fail(TypeError, "flash_attn.window_size",
+             f"window_size must be a (left, right) pair of ints, got {type(window_size).__name__} {window_size!r}")
+    if len(window_size) != 2:
+        fail(ValueError, "flash_attn.window_size", f"window_size must be a (left, right) pair, got {tuple(window_size)!r}")
+    if not all(_is_int(w) for w in window_size):
+        fail(TypeError, "flash_attn.window_size", f"window_size must contain ints, got {tuple(window_size)!r}")
+    return int(window_size[0]), int(window_size[1])
+
+
+def _cu_seqlens(cu, name):
+    """``[flash_attn.cu_seqlens]``: a 1-D int sequence starting with 0, non-decreasing."""
+    a = np.asarray(to_numpy(cu))
+    if a.ndim != 1 or a.dtype.kind not in "iu" and not (a.dtype == object and all(_is_int(x) for x in a)):
+        fail(TypeError, "flash_attn.cu_seqlens", f"{name} must be a 1-D sequence of ints, got {a.dtype} {a.shape}: {a!r}")
+    a = [int(x) for x in a]
+    if not a or a[0] != 0 or any(y < x for x, y in zip(a, a[1:])):
+        fail(ValueError, "flash_attn.cu_seqlens", f"{name} must start with 0 and not decrease (flash-attn convention), got {a}")
+    return a
 
 
 def _mask_obj(causal, window_size):
     from ms_fa.masks.objects import CausalMask, SlidingWindow
 
-    left, right = (-1, -1) if window_size is None else (int(window_size[0]), int(window_size[1]))
+    left, right = _window(window_size)
     if causal:
         right = 0
     parts = []
@@ -72,11 +98,11 @@ def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal
     """``flash_attn_func`` arguments -> Ascend kwargs (layout BSND). See the module docstring."""
     _unsupported(softcap, return_attn_probs)
     q, k, v = to_numpy(q), to_numpy(k), to_numpy(v)
+    check_qkv(q, k, v, (4,), "flash_attn_func")
     B, Sq, Hq, D = q.shape
     Sk, Hk = k.shape[1], k.shape[2]
-    if Hq % Hk:
-        raise ValueError(f"flash-attn needs Hq % Hk == 0, got {Hq} and {Hk}")
-    sc = default_scale(D) if softmax_scale is None else float(softmax_scale)
+    check_heads(Hq, Hk, "flash_attn_func")
+    sc = scale_of(softmax_scale, D)
     kw = base_kwargs(q, k, v, Hq, "BSND", sc, keep_prob_of(dropout_p))
     notes = [f"scale = {sc!r}", "layout BSND (flash-attn's (B, S, H, D))"]
     m = _mask_obj(causal, window_size)
@@ -88,7 +114,7 @@ def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal
             notes.append("rows without keys -> inner_precise=2 (output 0, as flash-attn)")
     if alibi_slopes is not None:
         kw.update(_alibi(to_numpy(alibi_slopes), B, Hq, Sq, Sk, q.dtype, notes))
-    return AscendArgs(kw, notes=notes)
+    return AscendArgs(validate(kw), notes=notes)
 
 
 def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
@@ -98,12 +124,12 @@ def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
     if Sq == Sk:
         notes.append("alibi_slopes -> in-kernel ALiBi pse_type 2 (bias -slope*|j - i|)")
         return dict(pse=slopes, pse_type=2)
-    i = np.arange(Sq)[:, None]
-    j = np.arange(Sk)[None, :]
-    dist = np.abs(i + Sk - Sq - j).astype(np.float32)
+    from ms_fa.spec.pse import inner_alibi
+
     sl = slopes if slopes.ndim == 2 else slopes[None]
-    pse = (np.float32(-1) * sl[:, :, None, None]) * dist[None, None]
-    pse = pse.astype(dtype)
+    # the spec's pse_type-2 ALiBi, fp32(-slope) * |j - (i + Sk - Sq)|: bit-identical to flash-attn's
+    # -slope * |i + Sk - Sq - j| for every slope (alibi_bias_full's -|slope * d| differs for slope < 0)
+    pse = inner_alibi(sl, Sq, Sk, 2, q_start=Sk - Sq).reshape(sl.shape[0], H, Sq, Sk).astype(dtype)
     notes.append("alibi_slopes with Sq != Sk -> explicit pse (pse_type 0) -slope*|i + Sk - Sq - j| "
                  f"in {np.dtype(dtype).name} (Ascend needs Sq == Sk for in-kernel ALiBi)")
     return dict(pse=pse, pse_type=0)
@@ -119,24 +145,24 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
 
     _unsupported(softcap, return_attn_probs, block_table)
     q, k, v = to_numpy(q), to_numpy(k), to_numpy(v)
-    cq = [int(x) for x in to_numpy(cu_seqlens_q).reshape(-1)]
-    ck = [int(x) for x in to_numpy(cu_seqlens_k).reshape(-1)]
-    if not cq or cq[0] != 0 or not ck or ck[0] != 0 or len(cq) != len(ck):
-        raise ValueError("cu_seqlens_q / cu_seqlens_k must be equally long and start with 0 (flash-attn convention)")
-    sq, sk = np.diff(cq).tolist(), np.diff(ck).tolist()
+    check_qkv(q, k, v, (3,), "flash_attn_varlen_func")
+    cq, ck = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q"), _cu_seqlens(cu_seqlens_k, "cu_seqlens_k")
+    if len(cq) != len(ck) or len(cq) < 2:
+        fail(ValueError, "flash_attn.cu_seqlens",
+             f"cu_seqlens_q / cu_seqlens_k must be equally long with >= 1 sequence, got {cq} and {ck}")
+    pk = Packed.from_cu_seqlens(cq, ck)
+    sq, sk = list(pk.seqlens_q), list(pk.seqlens_kv)
     if max_seqlen_q is not None and max(sq) > int(max_seqlen_q):
         raise ValueError(f"max_seqlen_q={max_seqlen_q} < longest query sequence {max(sq)}")
     if max_seqlen_k is not None and max(sk) > int(max_seqlen_k):
         raise ValueError(f"max_seqlen_k={max_seqlen_k} < longest key sequence {max(sk)}")
     T, Hq, D = q.shape
     Hk = k.shape[1]
-    if Hq % Hk:
-        raise ValueError(f"flash-attn needs Hq % Hk == 0, got {Hq} and {Hk}")
-    sc = default_scale(D) if softmax_scale is None else float(softmax_scale)
+    check_heads(Hq, Hk, "flash_attn_varlen_func")
+    sc = scale_of(softmax_scale, D)
     kw = base_kwargs(q, k, v, Hq, "TND", sc, keep_prob_of(dropout_p))
     notes = [f"scale = {sc!r}", "layout TND; actual_seq_qlen/kvlen = cu_seqlens[1:] (Ascend lists have no leading 0)"]
     m = _mask_obj(causal, window_size)
-    pk = Packed(tuple(sq), tuple(sk))
     full = pk if m is None else pk & m
     try:
         kw.update(mask_kwargs(full, None, None))
@@ -159,4 +185,4 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
         if d:
             kw.update(q_start_idx=[d], kv_start_idx=[0])
         notes.append(f"alibi_slopes -> pse_type 2" + (f" with q_start_idx=[{d}]" if d else ""))
-    return AscendArgs(kw, notes=notes)
+    return AscendArgs(validate(kw), notes=notes)

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (AscendArgs, base_kwargs, bias_to_pse, default_scale, dense_mask_form,
-                      has_empty_rows, keep_prob_of, mask_kwargs, to_numpy)
+from ._common import (AscendArgs, base_kwargs, bias_to_pse, check_heads, check_mask_dtype, check_qkv,
+                      dense_mask_form, has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy,
+                      validate)
 
 __all__ = ["sdpa_to_ascend"]
 
@@ -43,21 +44,22 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
     from ms_fa.masks.objects import CausalMask, DenseMask
 
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
+    check_qkv(q, k, v, (3, 4), "sdpa")
     restore = None
     if q.ndim == 3:
         q, k, v = q[None], k[None], v[None]
         restore = lambda out: out[0]   # noqa: E731
-    if q.ndim != 4:
-        raise ValueError(f"SDPA adapter supports 3-D or 4-D inputs, got query shape {q.shape}")
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
+    check_heads(Hq, Hk, "sdpa")
     if Hq != Hk and not enable_gqa:
         raise ValueError(f"query has {Hq} heads and key {Hk}: SDPA needs enable_gqa=True for that")
-    if Hq % Hk != 0:
-        raise ValueError(f"enable_gqa needs Hq % Hkv == 0, got {Hq} and {Hk}")
     if is_causal and attn_mask is not None:
         raise ValueError("SDPA: attn_mask and is_causal cannot both be set")
-    sc = default_scale(E) if scale is None else float(scale)
+    sc = scale_of(scale, E)
+    m = None if attn_mask is None else to_numpy(attn_mask)
+    if m is not None:
+        check_mask_dtype(m, "sdpa.attn_mask.dtype", "attn_mask")
     kw = base_kwargs(q, k, v, Hq, "BNSD", sc, keep_prob_of(dropout_p))
     notes = [f"scale = {sc!r}" + (" (1/sqrt(E), SDPA default)" if scale is None else "")]
     if is_causal:
@@ -65,11 +67,10 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
         notes.append("is_causal (top-left, tril(0)) -> sparse_mode 2 with the compressed 2048x2048 mask")
         if L > 0 and S == 0:
             kw["inner_precise"] = 2
-        return AscendArgs(kw, notes=notes, restore=restore)
-    if attn_mask is None:
+        return AscendArgs(validate(kw), notes=notes, restore=restore)
+    if m is None:
         notes.append("no mask -> atten_mask=None (nothing masked)")
-        return AscendArgs(kw, notes=notes, restore=restore)
-    m = to_numpy(attn_mask)
+        return AscendArgs(validate(kw), notes=notes, restore=restore)
     if m.dtype == np.bool_:
         discard = ~m
         notes.append("bool attn_mask (True = take part) inverted to Ascend polarity (True = discard)")
@@ -87,4 +88,4 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
         if has_empty_rows(discard, B, Hq, L, S):
             kw["inner_precise"] = 2
             notes.append("fully masked rows -> inner_precise=2 (output 0, as torch)")
-    return AscendArgs(kw, notes=notes, restore=restore)
+    return AscendArgs(validate(kw), notes=notes, restore=restore)

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (AscendArgs, base_kwargs, bias_to_pse, dense_mask_form, has_empty_rows,
-                      mask_kwargs, to_numpy)
+from ._common import (AscendArgs, base_kwargs, bias_to_pse, check_heads, check_mask_dtype, check_qkv,
+                      dense_mask_form, has_empty_rows, mask_kwargs, to_numpy, validate)
+from ms_fa.spec.args import check_scale
 
 __all__ = ["tensorrt_to_ascend"]
 
@@ -35,18 +36,22 @@ def tensorrt_to_ascend(query, key, value, mask=None, causal=False, normalization
     if str(getattr(normalization_op, "name", normalization_op)).upper() != "SOFTMAX":
         raise ValueError(f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax")
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
+    check_qkv(q, k, v, (4,), "tensorrt")
     B, Nq, L, E = q.shape
     Nk, S = k.shape[1], k.shape[2]
-    if Nq % Nk:
-        raise ValueError(f"d_q={Nq} must be a multiple of d_kv={Nk}")
+    check_heads(Nq, Nk, "tensorrt")
+    check_scale(scale)                                    # IAttention has no default scale: None is an error
+    scale = float(scale)
+    m = None if mask is None else to_numpy(mask)
+    if m is not None:
+        check_mask_dtype(m, "tensorrt.mask.dtype", "mask")
     kw = base_kwargs(q, k, v, Nq, "BNSD", scale, 1.0)
     notes = [f"scale = {scale} (IAttention does not scale Q K^T)"]
     structural = CausalMask(causal_align) if causal else None
     discard = None
-    if mask is not None:
-        m = to_numpy(mask)
+    if m is not None:
         if m.dtype == np.bool_:
-            discard = ~np.broadcast_to(m, (B, Nq, L, S))
+            discard = ~m
             notes.append("bool mask (True = may attend) inverted")
         else:
             discard, pse = bias_to_pse(m, B, Nq, L, S, q.dtype)
@@ -63,4 +68,4 @@ def tensorrt_to_ascend(query, key, value, mask=None, causal=False, normalization
         if has_empty_rows(full if full.ndim != 3 else full[:, None], B, Nq, L, S):
             kw["inner_precise"] = 2
         notes.append(f"mask -> sparse_mode {kw['sparse_mode']}")
-    return AscendArgs(kw, notes=notes)
+    return AscendArgs(validate(kw), notes=notes)

@@ -31,8 +31,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ._common import (AscendArgs, base_kwargs, bias_to_pse, default_scale, dense_mask_form,
-                      has_empty_rows, keep_prob_of, mask_kwargs, to_numpy)
+from ._common import (AscendArgs, _is_int, base_kwargs, bias_to_pse, check_heads, check_mask_dtype, check_qkv,
+                      dense_mask_form, fail, has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy,
+                      validate)
 
 __all__ = ["xformers_to_ascend", "LowerTriangularMask", "LowerTriangularFromBottomRightMask",
            "LowerTriangularFromBottomRightLocalAttentionMask", "LowerTriangularMaskWithTensorBias",
@@ -108,9 +109,12 @@ def _window_mask(name, bias):
     if "Causal" in name or name.startswith("LowerTriangular"):
         m = CausalMask(align)
     if "LocalAttention" in name:
-        w = int(getattr(bias, "_window_size"))
+        w = getattr(bias, "_window_size", None)
+        if not _is_int(w):
+            fail(TypeError, "xformers.window_size", f"{name}: _window_size must be an int, got {w!r}")
+        w = int(w)
         if w <= 0:
-            raise ValueError(f"{name}: window size must be > 0, got {w}")
+            fail(ValueError, "xformers.window_size", f"{name}: _window_size must be > 0, got {w}")
         m = m & SlidingWindow(w - 1, 0, align)
     return m
 
@@ -120,24 +124,25 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
     from ms_fa.masks.objects import DenseMask, Packed
 
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
+    check_qkv(q, k, v, (3, 4), "xformers")
     restore = None
     if q.ndim == 3:
         q, k, v = q[:, :, None], k[:, :, None], v[:, :, None]
         restore = lambda out: out[:, :, 0]   # noqa: E731
-    if q.ndim != 4:
-        raise ValueError(f"xFormers adapter supports BMK / BMHK inputs, got query shape {q.shape}")
     B, M, H, K = q.shape
     Mk, Hk = k.shape[1], k.shape[2]
-    sc = default_scale(K) if scale is None else float(scale)
+    check_heads(H, Hk, "xformers")
+    sc = scale_of(scale, K)
     kp = keep_prob_of(p)
     notes = [f"scale = {sc!r}"]
     if attn_bias is None:
         kw = base_kwargs(q, k, v, H, "BSND", sc, kp)
-        return AscendArgs(kw, notes=notes + ["no bias"], restore=restore)
+        return AscendArgs(validate(kw), notes=notes + ["no bias"], restore=restore)
     name = type(attn_bias).__name__
     if hasattr(attn_bias, "shape") and hasattr(attn_bias, "dtype"):          # a tensor bias
-        kw = base_kwargs(q, k, v, H, "BSND", sc, kp)
         bias = to_numpy(attn_bias)
+        check_mask_dtype(bias, "xformers.bias.dtype", "attn_bias tensor")
+        kw = base_kwargs(q, k, v, H, "BSND", sc, kp)
         discard, pse = bias_to_pse(bias, B, H, M, Mk, q.dtype)
         if pse is not None:
             kw.update(pse=pse, pse_type=0)
@@ -146,23 +151,21 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
             if has_empty_rows(discard, B, H, M, Mk):
                 kw["inner_precise"] = 2
         notes.append(f"tensor bias -> pse_type 0, sparse_mode {kw['sparse_mode']}")
-        return AscendArgs(kw, notes=notes, restore=restore)
+        return AscendArgs(validate(kw), notes=notes, restore=restore)
     if name.startswith("BlockDiagonal"):
         if B != 1:
             raise ValueError(f"{name} needs batch 1 with the sequences concatenated (xFormers convention), got B={B}")
-        cq = [int(x) for x in attn_bias.q_seqinfo.seqstart_py]
-        ck = [int(x) for x in attn_bias.k_seqinfo.seqstart_py]
-        pk = Packed(tuple(np.diff(cq)), tuple(np.diff(ck)))
+        pk = Packed.from_cu_seqlens(attn_bias.q_seqinfo.seqstart_py, attn_bias.k_seqinfo.seqstart_py)
         wm = _window_mask(name, attn_bias) if name != "BlockDiagonalMask" else None
         full = pk if wm is None else pk & wm
         kw = base_kwargs(q[0], k[0], v[0], H, "TND", sc, kp)
         kw.update(mask_kwargs(full, M, Mk))
         kw["input_layout"] = "TND"
-        if wm is not None and any(wm.materialize(a, b).all(-1).any() for a, b in zip(np.diff(cq), np.diff(ck)) if a and b):
+        if wm is not None and any(wm.materialize(a, b).all(-1).any() for a, b in zip(pk.seqlens_q, pk.seqlens_kv) if a and b):
             kw["inner_precise"] = 2
         notes.append(f"{name} -> {full!r} -> TND sparse_mode {kw['sparse_mode']}")
         r0 = restore
-        return AscendArgs(kw, notes=notes, restore=lambda out: (r0 or (lambda x: x))(out[None]))
+        return AscendArgs(validate(kw), notes=notes, restore=lambda out: (r0 or (lambda x: x))(out[None]))
     if name.startswith("LowerTriangular"):
         kw = base_kwargs(q, k, v, H, "BSND", sc, kp)
         m = _window_mask(name.replace("WithTensorBias", ""), attn_bias)
@@ -171,6 +174,7 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
             kw["inner_precise"] = 2
         if name == "LowerTriangularMaskWithTensorBias":
             bias = to_numpy(attn_bias._bias)
+            check_mask_dtype(bias, "xformers.bias.dtype", "LowerTriangularMaskWithTensorBias._bias")
             discard, pse = bias_to_pse(bias, B, H, M, Mk, q.dtype)
             if discard is not None:
                 extra = DenseMask(dense_mask_form(discard, B, H, M, Mk))
@@ -178,6 +182,6 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
             if pse is not None:
                 kw.update(pse=pse, pse_type=0)
         notes.append(f"{name} -> {m!r} -> sparse_mode {kw['sparse_mode']}")
-        return AscendArgs(kw, notes=notes, restore=restore)
+        return AscendArgs(validate(kw), notes=notes, restore=restore)
     raise ValueError(f"xFormers bias {name} has no exact Ascend translation here; materialize it "
                      "(bias.materialize(shape)) and pass the tensor")
