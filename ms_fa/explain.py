@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 
 import numpy as np
@@ -53,7 +54,7 @@ def parse_mask(expr: str):
     try:
         tree = ast.parse(expr.strip(), mode="eval")
     except SyntaxError as e:
-        raise ValueError(f"cannot parse mask expression {expr!r}: {e.msg}") from None
+        raise ValueError(f"[explain.mask_expr] cannot parse mask expression {expr!r}: {e.msg}") from None
 
     def ev(node):
         if isinstance(node, ast.Expression):
@@ -64,7 +65,7 @@ def parse_mask(expr: str):
             args = [ev(a) for a in node.args]
             kwargs = {k.arg: ev(k.value) for k in node.keywords if k.arg is not None}
             if len(kwargs) != len(node.keywords):
-                raise ValueError("**kwargs are not allowed in mask expressions")
+                raise ValueError(f"[explain.mask_expr] **kwargs are not allowed in mask expressions, got {expr!r}")
             return ns[node.func.id](*args, **kwargs)
         if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (int, str))) \
                 and not isinstance(node.value, bool):
@@ -75,7 +76,7 @@ def parse_mask(expr: str):
                 return -v
         if isinstance(node, (ast.List, ast.Tuple)):
             return [ev(e) for e in node.elts]
-        raise ValueError(f"not allowed in a mask expression: {ast.dump(node)[:60]} "
+        raise ValueError(f"[explain.mask_expr] not allowed in a mask expression: {ast.dump(node)[:60]} "
                          f"(use {', '.join(sorted(ns))}, numbers, strings, lists and &)")
 
     return ev(tree)
@@ -89,8 +90,6 @@ def canonical_full_mask(mode, S1, S2, pre, nxt, prefix=None, B=1):
     mode 0 ``triu(k=next+1) | tril(k=-pre-1)`` (torch_npu doc golden; ``j > i`` for
     ``pre >= S1, next == 0``), mode 1 all False, mode 5 ``(B, 1, S1, S2)`` bottom-right causal
     outside the per-batch prefix."""
-    i = np.arange(S1)[:, None]
-    j = np.arange(S2)[None, :]
     if mode == 0:
         band = sm.band_for(0, S1, S2, pre, nxt, has_mask=True)
         return sm.structural_mask(band, S1, S2)
@@ -98,14 +97,52 @@ def canonical_full_mask(mode, S1, S2, pre, nxt, prefix=None, B=1):
         return np.zeros((S1, S2), dtype=bool)
     if mode == 5:
         pf = list(prefix) if prefix is not None else [0] * B
-        return np.stack([((j > i + S2 - S1) & (j >= p))[None] for p in pf])   # (B, 1, S1, S2)
-    raise ValueError(mode)
+        # a negative prefix discards like prefix 0 here (normalize rejects it anyway)
+        return np.stack([sm.structural_mask(sm.band_for(5, S1, S2, INT_MAX, INT_MAX, has_mask=True,
+                                                        prefix=max(int(p), 0)), S1, S2)[None]
+                         for p in pf])   # (B, 1, S1, S2)
+    raise ValueError(f"[explain.mode] canonical_full_mask is for sparse_mode 0, 1 or 5, got {mode!r}")
 
 
-def _int_list(s):
+def _usage(rule, msg):
+    raise ValueError(f"[{rule}] {msg}")
+
+
+def _int_list(s, rule="explain.int_list"):
     if s is None:
         return None
-    return [int(x) for x in str(s).replace(" ", "").split(",") if x != ""]
+    try:
+        return [int(x) for x in str(s).replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        _usage(rule, f"expected comma-separated ints, got {s!r}")
+
+
+def _check_cli(a):
+    """Validate the command-line values up front (usage errors, exit status 2)."""
+    for name in ("s1", "s2"):
+        v = getattr(a, name)
+        if v is not None and v < 0:
+            _usage(f"explain.{name}", f"--{name} must be >= 0, got {v}")
+    if a.heads < 1:
+        _usage("explain.heads", f"--heads must be >= 1, got {a.heads}")
+    if a.batch is not None and a.batch < 1:
+        _usage("explain.batch", f"--batch must be >= 1, got {a.batch}")
+    if a.max_cells < 1:
+        _usage("explain.max_cells", f"--max-cells must be >= 1, got {a.max_cells}")
+    block = _int_list(a.block, "explain.block")
+    if len(block) == 1:
+        block = block * 2
+    if len(block) != 2 or min(block) < 1:
+        _usage("explain.block", f"--block must be one or two ints >= 1 (s1_block,s2_block), got {a.block!r}")
+    if a.tnd_kv is not None and a.tnd_q is None:
+        _usage("explain.tnd_kv", f"--tnd-kv {a.tnd_kv} needs --tnd-q (actual_seq_qlen)")
+    if a.atten_mask is not None and not os.path.isfile(a.atten_mask):
+        _usage("explain.atten_mask", f"--atten-mask file not found: {a.atten_mask!r}")
+    if a.png is not None:
+        d = os.path.dirname(os.path.abspath(a.png))
+        if not os.path.isdir(d):
+            _usage("explain.png", f"--png directory does not exist: {d!r} (for {a.png!r})")
+    return tuple(block)
 
 
 def _fmt_mask(am, mode):
@@ -128,21 +165,6 @@ def _fmt_call(kw, layout, B, N, S1, S2):
             parts.append(f"{k}={list(kw[k]) if isinstance(kw[k], (list, tuple)) else kw[k]}")
     parts.append(f"atten_mask={_fmt_mask(kw.get('atten_mask'), kw.get('sparse_mode'))}")
     return "speed_fusion_attention(" + ", ".join(parts) + ")"
-
-
-def _dummies(layout, B, N, S1, S2, T1, T2, D=8):
-    z = np.zeros((), np.float32)
-    if layout == "TND":
-        shp = ((T1, N, D), (T2, N, D))
-    elif layout == "BSND":
-        shp = ((B, S1, N, D), (B, S2, N, D))
-    elif layout == "BSH":
-        shp = ((B, S1, N * D), (B, S2, N * D))
-    elif layout == "SBH":
-        shp = ((S1, B, N * D), (S2, B, N * D))
-    else:
-        shp = ((B, N, S1, D), (B, N, S2, D))
-    return np.broadcast_to(z, shp[0]), np.broadcast_to(z, shp[1]), np.broadcast_to(z, shp[1])
 
 
 def _plan_lines(band, S1b, S2b, bs1, bs2, max_cells):
@@ -176,25 +198,25 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
             atten_mask=None, block=(128, 128), max_cells=64, png=None, note=None):
     """Explain one call; returns ``(text, ok)``. Arguments as speed_fusion_attention (``S1``/``S2``
     for non-TND layouts, the cumulative ``actual_seq_*`` lists for TND)."""
-    from ms_fa.masks.objects import render, write_png
-    from ms_fa.spec.args import normalize
+    from ms_fa.masks.objects import _dummy_qkv, render, write_png
+    from ms_fa.spec.args import normalize, seqlens_from_cumulative
 
     lines = []
     if note:
         lines.append(note)
     tnd = actual_seq_qlen is not None or (layout or "").upper() == "TND"
     layout = (layout or ("TND" if tnd else "BNSD")).upper()
-    B = batch or (len(prefix) if prefix is not None else 1)
+    B = batch if batch is not None else (len(prefix) if prefix is not None else 1)
     T1 = T2 = None
     if tnd:
         aq, ak = list(actual_seq_qlen or []), list(actual_seq_kvlen or [])
-        sq = [max(a - (aq[b - 1] if b else 0), 0) for b, a in enumerate(aq)]
-        sk = [max(a - (ak[b - 1] if b else 0), 0) for b, a in enumerate(ak)]
+        sq, sk = list(seqlens_from_cumulative(aq)), list(seqlens_from_cumulative(ak))
         T1, T2 = sum(sq), sum(sk)
         S1, S2 = (max(sq) if sq else 0), (max(sk) if sk else 0)
         B = len(aq)
     if S1 is None or S2 is None:
-        raise ValueError("explain: --s1 and --s2 are required unless --tnd-q/--tnd-kv are given")
+        raise ValueError(f"[explain.s1] --s1 and --s2 are required unless --tnd-q/--tnd-kv are given, "
+                         f"got {S1}, {S2}")
     kw = dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens)
     if prefix is not None:
         kw["prefix"] = list(prefix)
@@ -216,7 +238,7 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
         am = None
     kw["atten_mask"] = am
     lines.append("call: " + _fmt_call(kw, layout, B, heads, S1, S2))
-    q, k, v = _dummies(layout, B, heads, S1, S2, T1, T2)
+    q, k, v = _dummy_qkv(layout, B, S1, S2, T1, T2, heads)
     try:
         args = normalize(q, k, v, heads, layout, **kw)
     except (TypeError, ValueError) as e:
@@ -300,19 +322,24 @@ def main(argv=None) -> int:
     except SystemExit as e:
         return int(e.code or 0)
     try:
-        block = tuple(_int_list(a.block))
-        if len(block) == 1:
-            block = block * 2
+        block = _check_cli(a)
         if a.mask:
             return _main_mask(a, block)
-        am = np.load(a.atten_mask) if a.atten_mask else None
+        try:
+            am = np.load(a.atten_mask) if a.atten_mask else None
+        except (OSError, ValueError) as e:
+            _usage("explain.atten_mask", f"cannot load --atten-mask {a.atten_mask!r}: {e}")
         text, ok = explain(sparse_mode=a.sparse_mode, S1=a.s1, S2=a.s2, pre_tokens=a.pre, next_tokens=a.next,
-                           prefix=_int_list(a.prefix), actual_seq_qlen=_int_list(a.tnd_q),
-                           actual_seq_kvlen=_int_list(a.tnd_kv), layout=a.layout, batch=a.batch,
+                           prefix=_int_list(a.prefix, "explain.prefix"),
+                           actual_seq_qlen=_int_list(a.tnd_q, "explain.tnd_q"),
+                           actual_seq_kvlen=_int_list(a.tnd_kv, "explain.tnd_kv"), layout=a.layout, batch=a.batch,
                            heads=a.heads, no_mask=a.no_mask, atten_mask=am, block=block,
                            max_cells=a.max_cells, png=a.png)
     except ValueError as e:
         print(f"explain: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"explain: [explain.io] {e}", file=sys.stderr)
         return 2
     print(text)
     return 0 if ok else 1
@@ -327,13 +354,15 @@ def _main_mask(a, block) -> int:
         return 2
     packed = any(isinstance(x, Packed) for x in mask.parts())
     if not packed and (a.s1 is None or a.s2 is None):
-        print("explain: --s1 and --s2 are required for this mask", file=sys.stderr)
+        print(f"explain: [explain.s1] --s1 and --s2 are required for this mask, got {a.s1}, {a.s2}", file=sys.stderr)
         return 2
     S1, S2 = (None, None) if packed else (a.s1, a.s2)
     print(f"mask: {mask!r}")
     try:
         kw = mask.to_ascend(S1, S2, allow_dense=a.allow_dense)
     except ValueError as e:
+        if not str(e).startswith("[mask.expressible]"):
+            raise                                   # a usage error (sizes that do not fit the mask)
         print(mask.picture(S1, S2, max_cells=a.max_cells))
         print("verdict: NOT EXPRESSIBLE without a full mask")
         print(str(e))

@@ -94,3 +94,29 @@ def test_sparse_mode_atlas_is_up_to_date():
     assert doc == gen.render_doc(), "run: python docs/gen_sparse_modes.py"
     for mode in range(9):
         assert f"## mode {mode}:" in doc
+
+
+@pytest.mark.parametrize("argv, rule", [
+    (["--s1", "4", "--s2", "4", "--max-cells", "0"], "explain.max_cells"),
+    (["--s1", "4", "--s2", "4", "--atten-mask", "missing-dir/missing.npy"], "explain.atten_mask"),
+    (["--s1", "4", "--s2", "4", "--png", "missing-dir/sub/x.png"], "explain.png"),
+    (["--s1", "4", "--s2", "4", "--block", "0,4"], "explain.block"),
+    (["--s1", "4", "--s2", "4", "--block", "4,4,4"], "explain.block"),
+    (["--s1", "4", "--s2", "4", "--block", "a"], "explain.block"),
+    (["--s1", "-3", "--s2", "4"], "explain.s1"),
+    (["--s1", "4", "--s2", "-1"], "explain.s2"),
+    (["--s1", "4", "--s2", "4", "--heads", "-1"], "explain.heads"),
+    (["--s1", "4", "--s2", "4", "--batch", "-2"], "explain.batch"),
+    (["--s1", "4", "--s2", "4", "--batch", "0"], "explain.batch"),
+    (["--tnd-kv", "3,5"], "explain.tnd_kv"),
+    (["--sparse-mode", "6", "--s1", "4", "--s2", "4", "--prefix", "x"], "explain.prefix"),
+    (["--mask", "PrefixLM(1.5)", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+    (["--mask", "PrefixLM([-1])", "--s1", "4", "--s2", "4"], "mask.prefix"),
+    (["--mask", "Packed([3])", "--s1", "1", "--s2", "1", "--heads", "0"], "explain.heads"),
+])
+def test_cli_usage_errors_name_rule(capsys, argv, rule):
+    rc, out = run(capsys, *argv)
+    assert rc == 2, out
+    err = out.err.strip()
+    assert len(err.splitlines()) == 1 and f"[{rule}]" in err, err
+    assert "Traceback" not in err and out.out == ""

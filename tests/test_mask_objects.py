@@ -309,3 +309,41 @@ def test_png(tmp_path):
     p = CausalMask().to_png(tmp_path / "m.png", 6, 8)
     with open(p, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("make, exc, rule", [
+    (lambda: PrefixLM([1.7]), TypeError, "mask.prefix.type"),
+    (lambda: PrefixLM(["x"]), TypeError, "mask.prefix.type"),
+    (lambda: PrefixLM(2.0), TypeError, "mask.prefix.type"),
+    (lambda: PrefixLM(True), TypeError, "mask.prefix.type"),
+    (lambda: PrefixLM(-3), ValueError, "mask.prefix"),
+    (lambda: PrefixLM([]), ValueError, "mask.prefix.empty"),
+    (lambda: Packed([1.5, 2]), TypeError, "mask.packed.type"),
+    (lambda: Packed(3), TypeError, "mask.packed.type"),
+    (lambda: Packed(["a"]), TypeError, "mask.packed.type"),
+    (lambda: Packed([True, 2]), TypeError, "mask.packed.type"),
+    (lambda: Packed([]), ValueError, "mask.packed.empty"),
+    (lambda: Packed([1, 2], [1]), ValueError, "mask.packed.length"),
+    (lambda: Packed([1, -2]), ValueError, "mask.packed.negative"),
+    (lambda: Packed.from_cu_seqlens([1, 3]), ValueError, "mask.packed.cu_seqlens"),
+    (lambda: CausalMask("diag"), ValueError, "mask.align"),
+    (lambda: SlidingWindow(1.5, 0), TypeError, "mask.sliding_window.type"),
+    (lambda: SlidingWindow(-3, 1), ValueError, "mask.sliding_window.empty"),
+    (lambda: DenseMask(np.zeros(3, bool)), ValueError, "mask.dense.rank"),
+    (lambda: DenseMask(np.zeros((1,) * 5, bool)), ValueError, "mask.dense.rank"),
+    (lambda: DenseMask("abc"), TypeError, "mask.dense.type"),
+    (lambda: Packed([2]) & Packed([2]), ValueError, "mask.packed.multiple"),
+    (lambda: CausalMask().to_ascend(4.5, 4), TypeError, "mask.size"),
+    (lambda: CausalMask().materialize(4, True), TypeError, "mask.size"),
+    (lambda: CausalMask().materialize(-1, 4), ValueError, "mask.size"),
+    (lambda: CausalMask().to_ascend(), ValueError, "mask.size"),
+    (lambda: DenseMask(np.zeros((3, 4), bool)).materialize(4, 4), ValueError, "mask.dense.shape"),
+    (lambda: (PrefixLM([1, 2]) & PrefixLM([1, 2, 3])).materialize(4, 4), ValueError, "mask.batch"),
+    (lambda: Packed([3]).materialize(2, 3), ValueError, "mask.packed.size"),
+    (lambda: (SlidingWindow(2, 2) & PrefixLM(4)).to_ascend(10, 10), ValueError, "mask.expressible"),
+])
+def test_bad_input_names_rule(make, exc, rule):
+    with pytest.raises(exc) as ei:
+        make()
+    assert type(ei.value) is exc
+    assert str(ei.value).startswith(f"[{rule}]"), str(ei.value)

@@ -136,9 +136,39 @@ def _dense_to_rows(d):
     return first.astype(np.int64), last.astype(np.int64)
 
 
+def _fail(exc, rule, msg):
+    """Raise ``exc("[rule] msg")`` (the house style of ms_fa.spec.args)."""
+    raise exc(f"[{rule}] {msg}")
+
+
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _int_seq(values, rule, what):
+    """``values`` (a list / tuple / 1-D array of ints, bool excluded) as a tuple of Python ints."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)):
+        _fail(TypeError, rule, f"{what} must be a list of int, got {values!r}")
+    bad = [x for x in values if not _is_int(x)]
+    if bad:
+        _fail(TypeError, rule, f"{what} must contain only ints, got {bad[0]!r} in {values!r}")
+    return tuple(int(x) for x in values)
+
+
+def _check_size(name, v):
+    """S1 / S2 given to materialize / to_ascend: None or an int >= 0."""
+    if v is None:
+        return None
+    if not _is_int(v):
+        _fail(TypeError, "mask.size", f"{name} must be an int >= 0, got {v!r}")
+    if v < 0:
+        _fail(ValueError, "mask.size", f"{name} must be >= 0, got {v}")
+    return int(v)
+
+
 def _check_align(align):
-    if align not in ALIGNS:
-        raise ValueError(f"align must be one of {ALIGNS}, got {align!r}")
+    if not isinstance(align, str) or align not in ALIGNS:
+        _fail(ValueError, "mask.align", f"align must be one of {ALIGNS}, got {align!r}")
 
 
 class Mask:
@@ -269,9 +299,11 @@ class SlidingWindow(Mask):
         for name in ("left", "right"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
-                raise TypeError(f"SlidingWindow.{name} must be an int or None, got {v!r}")
+                _fail(TypeError, "mask.sliding_window.type", f"SlidingWindow.{name} must be an int or None, got {v!r}")
         if self.left is not None and self.right is not None and self.left + self.right < 0:
-            raise ValueError(f"SlidingWindow keeps nothing: left + right = {self.left + self.right} < 0")
+            _fail(ValueError, "mask.sliding_window.empty",
+                  f"SlidingWindow keeps nothing: left + right = {self.left} + {self.right} = "
+                  f"{self.left + self.right} < 0")
 
     def _rows(self, S1, S2, b):
         c = np.arange(S1, dtype=np.int64) + (0 if self.align == "top_left" else S2 - S1)
@@ -292,17 +324,17 @@ class PrefixLM(Mask):
     def __post_init__(self):
         p = self.prefix
         if isinstance(p, (list, tuple, np.ndarray)):
-            p = tuple(int(x) for x in p)
+            p = _int_seq(p, "mask.prefix.type", "PrefixLM.prefix")
             if not p:
-                raise ValueError("PrefixLM.prefix list must not be empty")
+                _fail(ValueError, "mask.prefix.empty", "PrefixLM.prefix list must not be empty, got []")
             object.__setattr__(self, "prefix", p)
-        elif isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)):
-            raise TypeError(f"PrefixLM.prefix must be an int or a list of int, got {p!r}")
+        elif not _is_int(p):
+            _fail(TypeError, "mask.prefix.type", f"PrefixLM.prefix must be an int or a list of int, got {p!r}")
         else:
             object.__setattr__(self, "prefix", int(p))
         vals = self.prefix if isinstance(self.prefix, tuple) else (self.prefix,)
         if any(v < 0 for v in vals):
-            raise ValueError(f"PrefixLM.prefix must be >= 0, got {self.prefix}")
+            _fail(ValueError, "mask.prefix", f"PrefixLM.prefix must be >= 0, got {self.prefix}")
 
     def _nbatch(self):
         return len(self.prefix) if isinstance(self.prefix, tuple) else 1
@@ -310,7 +342,7 @@ class PrefixLM(Mask):
     def prefix_of(self, b: int) -> int:
         if isinstance(self.prefix, tuple):
             if b >= len(self.prefix):
-                raise ValueError(f"PrefixLM has {len(self.prefix)} prefixes, batch {b} has none")
+                _fail(ValueError, "mask.prefix.batch", f"PrefixLM has {len(self.prefix)} prefixes, batch {b} has none")
             return self.prefix[b]
         return self.prefix
 
@@ -332,22 +364,26 @@ class Packed(Mask):
     seqlens_kv: Optional[Tuple[int, ...]] = None
 
     def __post_init__(self):
-        q = tuple(int(x) for x in self.seqlens_q)
-        kv = q if self.seqlens_kv is None else tuple(int(x) for x in self.seqlens_kv)
-        if not q or len(q) != len(kv):
-            raise ValueError(f"Packed needs equally long, non-empty seqlens_q / seqlens_kv, got {q} and {kv}")
+        q = _int_seq(self.seqlens_q, "mask.packed.type", "Packed.seqlens_q")
+        kv = q if self.seqlens_kv is None else _int_seq(self.seqlens_kv, "mask.packed.type", "Packed.seqlens_kv")
+        if not q or not kv:
+            _fail(ValueError, "mask.packed.empty", f"Packed needs non-empty seqlens_q / seqlens_kv, got {q} and {kv}")
+        if len(q) != len(kv):
+            _fail(ValueError, "mask.packed.length",
+                  f"Packed needs equally long seqlens_q / seqlens_kv, got {len(q)} and {len(kv)}: {q} and {kv}")
         if any(x < 0 for x in q + kv):
-            raise ValueError(f"Packed lengths must be >= 0, got {q} and {kv}")
+            _fail(ValueError, "mask.packed.negative", f"Packed lengths must be >= 0, got {q} and {kv}")
         object.__setattr__(self, "seqlens_q", q)
         object.__setattr__(self, "seqlens_kv", kv)
 
     @classmethod
     def from_cu_seqlens(cls, cu_q, cu_kv=None):
         """From cumulative offsets **with** a leading 0 (flash-attn / Megatron ``cu_seqlens``)."""
-        cq = [int(x) for x in np.asarray(cu_q).reshape(-1)]
-        ck = cq if cu_kv is None else [int(x) for x in np.asarray(cu_kv).reshape(-1)]
+        cq = list(_int_seq(np.asarray(cu_q).reshape(-1), "mask.packed.type", "cu_seqlens_q"))
+        ck = cq if cu_kv is None else list(_int_seq(np.asarray(cu_kv).reshape(-1), "mask.packed.type", "cu_seqlens_kv"))
         if not cq or cq[0] != 0 or not ck or ck[0] != 0:
-            raise ValueError("cu_seqlens must start with 0 (use Packed(lengths) for lengths)")
+            _fail(ValueError, "mask.packed.cu_seqlens",
+                  f"cu_seqlens must start with 0 (use Packed(lengths) for lengths), got {cq} and {ck}")
         return cls(tuple(np.diff(cq)), tuple(np.diff(ck)))
 
     def _rows(self, S1, S2, b):
@@ -369,8 +405,11 @@ class DenseMask(Mask):
             m = self.mask.detach().cpu().numpy()
         elif hasattr(self.mask, "asnumpy"):
             m = self.mask.asnumpy()
+        if m.dtype.kind not in "biuf":
+            _fail(TypeError, "mask.dense.type",
+                  f"DenseMask needs a bool or numeric array, got {type(self.mask).__name__} of dtype {m.dtype}")
         if m.ndim not in (2, 3, 4):
-            raise ValueError(f"DenseMask must have 2, 3 or 4 dims, got shape {m.shape}")
+            _fail(ValueError, "mask.dense.rank", f"DenseMask must have 2, 3 or 4 dims, got {m.ndim} (shape {m.shape})")
         m = (m != 0)
         m.flags.writeable = False
         object.__setattr__(self, "mask", m)
@@ -384,7 +423,7 @@ class DenseMask(Mask):
     def _dense4(self, S1, S2):
         m = self.mask
         if m.shape[-2:] != (S1, S2):
-            raise ValueError(f"DenseMask has shape {m.shape}, which does not fit S1={S1}, S2={S2}")
+            _fail(ValueError, "mask.dense.shape", f"DenseMask has shape {m.shape}, which does not fit S1={S1}, S2={S2}")
         if m.ndim == 2:
             return m[None, None]
         if m.ndim == 3:
@@ -403,7 +442,8 @@ class And(Mask):
 
     def __post_init__(self):
         if sum(isinstance(m, Packed) for m in self.masks) > 1:
-            raise ValueError("at most one Packed per mask expression")
+            _fail(ValueError, "mask.packed.multiple",
+                  f"at most one Packed per mask expression, got {sum(isinstance(m, Packed) for m in self.masks)}")
 
     def parts(self):
         return tuple(self.masks)
@@ -514,7 +554,7 @@ def _target_dense(t, S2):
 def _nb(others):
     ns = {p._nbatch() for p in others} - {1}
     if len(ns) > 1:
-        raise ValueError(f"per-batch components disagree on the number of batches: {sorted(ns)}")
+        _fail(ValueError, "mask.batch", f"per-batch components disagree on the number of batches: {sorted(ns)}")
     return ns.pop() if ns else 1
 
 
@@ -526,7 +566,8 @@ def _packed_dense_global(packed, T1, T2):
         def slicer(p):
             m = p.mask
             if m.ndim != 2 or m.shape[0] < cq[-1] or m.shape[1] < ck[-1]:
-                raise ValueError(f"DenseMask inside Packed must be 2-D (T1, T2) = ({T1}, {T2}), got {m.shape}")
+                _fail(ValueError, "mask.dense.packed_shape",
+                      f"DenseMask inside Packed must be 2-D (T1, T2) = ({T1}, {T2}), got {m.shape}")
             return m[cq[b]:cq[b + 1], ck[b]:ck[b + 1]][None, None]
         return slicer
     return get
@@ -537,15 +578,17 @@ def _packed_targets(packed, others, T1=None, T2=None):
     T1 = sum(sq) if T1 is None else T1
     T2 = sum(sk) if T2 is None else T2
     if T1 < sum(sq) or T2 < sum(sk):
-        raise ValueError(f"Packed needs S1 >= {sum(sq)} and S2 >= {sum(sk)}, got {T1}, {T2}")
+        _fail(ValueError, "mask.packed.size", f"Packed needs S1 >= {sum(sq)} and S2 >= {sum(sk)}, got {T1}, {T2}")
     nb = _nb(others)
     if nb != 1 and nb != len(sq):
-        raise ValueError(f"per-document components have {nb} entries but Packed has {len(sq)} documents")
+        _fail(ValueError, "mask.packed.batch",
+              f"per-document components have {nb} entries but Packed has {len(sq)} documents")
     get = _packed_dense_global(packed, T1, T2)
     return [_local_target(others, sq[b], sk[b], b, dense_global=get(b)) for b in range(len(sq))], T1, T2
 
 
 def _materialize(parts, S1, S2):
+    S1, S2 = _check_size("S1", S1), _check_size("S2", S2)
     packed, others = _split(parts)
     if packed is not None:
         targets, T1, T2 = _packed_targets(packed, others, S1, S2)
@@ -560,8 +603,9 @@ def _materialize(parts, S1, S2):
     if S1 is None or S2 is None:
         dm = [p for p in others if isinstance(p, DenseMask)]
         if not dm:
-            raise ValueError("materialize(S1, S2): sizes are required for masks without a size")
+            _fail(ValueError, "mask.size", f"materialize(S1, S2): sizes are required for masks without a size, got S1={S1}, S2={S2}")
         S1, S2 = dm[0].mask.shape[-2:]
+    _nb(others)                                     # per-batch components must agree on B
     m = np.zeros((1, 1, S1, S2), dtype=bool)
     for p in others:
         if isinstance(p, DenseMask):
@@ -582,10 +626,20 @@ def _materialize(parts, S1, S2):
 # checking candidates against the spec
 
 def _dummy_qkv(layout, B, S1, S2, T1=None, T2=None, N=1, D=8):
+    """Zero-stride dummy q, k, v of the given layout (only their shapes matter to the spec)."""
     z = np.zeros((), np.float32)
+    layout = (layout or "BNSD").upper()
     if layout == "TND":
-        return (np.broadcast_to(z, (T1, N, D)), np.broadcast_to(z, (T2, N, D)), np.broadcast_to(z, (T2, N, D)))
-    return (np.broadcast_to(z, (B, N, S1, D)), np.broadcast_to(z, (B, N, S2, D)), np.broadcast_to(z, (B, N, S2, D)))
+        shp = ((T1, N, D), (T2, N, D))
+    elif layout == "BSND":
+        shp = ((B, S1, N, D), (B, S2, N, D))
+    elif layout == "BSH":
+        shp = ((B, S1, N * D), (B, S2, N * D))
+    elif layout == "SBH":
+        shp = ((S1, B, N * D), (S2, B, N * D))
+    else:
+        shp = ((B, N, S1, D), (B, N, S2, D))
+    return np.broadcast_to(z, shp[0]), np.broadcast_to(z, shp[1]), np.broadcast_to(z, shp[1])
 
 
 def spec_effective_mask(kwargs: dict, S1: int, S2: int, *, B: int = 1, N: int = 1, layout=None) -> np.ndarray:
@@ -730,10 +784,9 @@ def _candidates_tnd(mode, targets, sq, sk):
     if not rows_only:
         return
     if mode in (7, 8):
-        nzq = [b for b in range(len(sq)) if sq[b] > 0]
-        if not nzq:
+        bb = _sm.band_batch_index(mode, sq)
+        if bb < 0:
             return
-        bb = nzq[-1] if mode == 7 else nzq[0]
         pre = sk[bb]
         pn = _tight(targets[bb], sq[bb], sk[bb]) if sk[bb] > 0 else None
         cands = []
@@ -807,6 +860,9 @@ def _band_from_dense(targets, S1s, S2s):
 
 
 def _compile(mask, S1, S2, *, allow_dense, batch, builder):
+    S1, S2 = _check_size("S1", S1), _check_size("S2", S2)
+    if batch is not None and (not _is_int(batch) or batch < 1):
+        _fail(TypeError if not _is_int(batch) else ValueError, "mask.batch", f"batch must be an int >= 1 or None, got {batch!r}")
     parts = mask.parts()
     packed, others = _split(parts)
     has_dense = any(isinstance(p, DenseMask) for p in others)
@@ -864,7 +920,7 @@ def _compile(mask, S1, S2, *, allow_dense, batch, builder):
     if S1 is None or S2 is None:
         dm = [p for p in others if isinstance(p, DenseMask)]
         if not dm:
-            raise ValueError("to_ascend(S1, S2): the sizes are required for this mask")
+            _fail(ValueError, "mask.size", f"to_ascend(S1, S2): the sizes are required for this mask, got S1={S1}, S2={S2}")
         S1, S2 = dm[0].mask.shape[-2:]
     S1, S2 = int(S1), int(S2)
     nb = _nb(others)
@@ -961,7 +1017,7 @@ def _raise(mask, sizes, reasons, dense_ok):
     by_mode = {}
     for m, r in reasons:
         by_mode.setdefault(m, r)
-    lines = [f"Ascend cannot express {mask!r} at {sizes} with a compressed/structural sparse_mode:"]
+    lines = [f"[mask.expressible] Ascend cannot express {mask!r} at {sizes} with a compressed/structural sparse_mode:"]
     for m, r in by_mode.items():
         lines.append(f"  - {'no atten_mask' if m == 'none' else f'sparse_mode {m}'}: {r}")
     if not dense_ok:
