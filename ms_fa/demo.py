@@ -82,18 +82,18 @@ def build_model(weights, naive):
     import mindspore as ms
     from mindspore import Parameter, Tensor, nn, ops
     from ms_fa.mindspore.cell import FlashAttention
-    from ms_fa.spec.pse import alibi_slopes
+    from ms_fa.spec.pse import alibi_slopes, inner_alibi
 
     slopes = alibi_slopes(N_HEADS)
 
     class NaiveAttention(nn.Cell):
-        """softmax(QK^T*scale - slope*|i-j|, masked by the dense block-diagonal causal mask) V."""
+        """Plain MindSpore attention, the twin's baseline: softmax(QK^T*scale + ALiBi, masked by the dense
+        block-diagonal causal mask) V, with ALiBi and the mask from ms_fa's spec / mask objects."""
 
         def construct(self, q, k, v, mask=None):
             T = q.shape[0]
             dense = mask.materialize(T, T)                            # (T, T) True = discard
-            d = np.abs(np.arange(T)[None, :] - np.arange(T)[:, None]).astype(np.float32)
-            bias = Tensor((-slopes[:, None, None] * d[None]).astype(np.float32))
+            bias = Tensor(inner_alibi(slopes, T, T, 2))                 # the spec's pse_type-2 ALiBi, (N, T, T)
             qh, kh, vh = q.transpose(1, 0, 2), k.transpose(1, 0, 2), v.transpose(1, 0, 2)
             s = ops.matmul(qh, kh.transpose(0, 2, 1)) * (1.0 / math.sqrt(HEAD_DIM)) + bias
             s = ops.masked_fill(s, Tensor(dense), Tensor(NEG, ms.float32))

@@ -353,3 +353,16 @@ def test_cast_round_half_away():
     out = K.fa_forward(q, k, v, 1, "BNSD")[0]
     ref = round_to(np.float32(1 + 2 ** -11), "float16")
     assert as_float32(out)[0, 0, 0, 0] == ref == np.float32(1 + 2 ** -10)
+
+
+def test_binding_arguments_are_validated_with_named_rules():
+    case = make_case("BNSD", 0, "float32", B=1, N1=2, S1=4, S2=4, D=8, seed=3)
+    a, kw = split_case(case)
+    out = K.fa_forward(*a, **kw)
+    with pytest.raises(TypeError, match=r"\[kernel\.seed\]"):
+        K.fa_forward(*a, **dict(kw, seed="a"))
+    g = grad_kwargs(kw, out)
+    with pytest.raises(TypeError, match=r"\[grad\.dy\]"):
+        K.fa_grad(None, *a, **g)
+    with pytest.raises(ValueError, match=r"\[grad\.softmax_stats\]"):     # used to be cast silently
+        K.fa_grad(out[0], *a, **dict(g, softmax_max=out[1].astype(np.int32)))

@@ -64,8 +64,13 @@ def test_slopes_known_values_and_tp():
     np.testing.assert_array_equal(alibi_slopes(16, tp_size=4, tp_rank=2), alibi_slopes(16)[8:12])
     np.testing.assert_array_equal(alibi_slopes(16, tp_size=4, tp_rank=1),
                                   ft_generate_alibi_slopes(16, tp_size=4, tp_rank=1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"\[alibi.n_heads\]"):
         alibi_slopes(0)
+    with pytest.raises(TypeError, match=r"\[alibi.n_heads\]"):
+        alibi_slopes(3.0)
+    for kw in (dict(tp_size=3), dict(tp_size=0), dict(tp_size=2, tp_rank=5), dict(tp_size=16)):
+        with pytest.raises(ValueError, match=r"\[alibi.tp\]"):       # used to return too few / wrong slopes
+            alibi_slopes(8, **kw)
 
 
 def test_full_and_compressed_bias():

@@ -241,13 +241,7 @@ def make_problem(args, *, atten_mask=None, pse=None, drop_mask=None, seed=0, off
             p.pse_stride_b, p.pse_stride_n, p.pse_stride_s1 = st[0], st[1], st[2]
     # --- dropout
     if args.keep_prob < 1.0 and drop_mask is not None:
-        dm = _contig(drop_mask)
-        if dm.dtype != np.uint8:
-            raise TypeError(f"[drop_mask.dtype] drop_mask must be uint8 (packed bits, LSB first), got {dm.dtype}")
-        total = (args.N1 * sum(a * b for a, b in zip(args.seqlens_q, args.seqlens_kv)) if args.is_tnd
-                 else args.B * args.N1 * args.S1 * args.S2)
-        if dm.size * 8 < total:
-            raise ValueError(f"[drop_mask.size] drop_mask holds {dm.size * 8} bits, need {total}")
+        dm = _contig(drop_mask)          # dtype and size: checked by normalize ([drop_mask.dtype], [drop_mask.shape])
         keep.append(dm)
         p.drop_mask = dm.ctypes.data
     p.seed = int(seed) & 0xFFFFFFFFFFFFFFFF
@@ -289,6 +283,12 @@ def _validated(query, key, value, head_num, input_layout, precision, **kw):
     return q, k, v, normalize(q, k, v, head_num, input_layout, **kw)
 
 
+def _check_seed(seed, offset):
+    for name, x in (("seed", seed), ("offset", offset)):
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
+            raise TypeError(f"[kernel.seed] {name} must be an int (the dropout stream), got {type(x).__name__}")
+
+
 def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mask=None, scale=1.0,
                keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0, prefix=None,
                actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1, q_start_idx=None,
@@ -305,6 +305,7 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
                                actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
                                sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
                                kv_start_idx=kv_start_idx, drop_mask=drop_mask)
+    _check_seed(seed, offset)
     lib = load_library()
     prob, keep = make_problem(args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset)
     out = np.empty(_out_shape(args, args.Dv, args.N1, q), dtype=q.dtype)
@@ -332,6 +333,11 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
                                actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
                                sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
                                kv_start_idx=kv_start_idx, drop_mask=drop_mask)
+    _check_seed(seed, offset)
+    for name, a in (("dy", dy), ("attention_out", attention_out), ("softmax_max", softmax_max),
+                    ("softmax_sum", softmax_sum)):
+        if not hasattr(a, "shape"):
+            raise TypeError(f"[grad.{name}] {name} must be an array, got {type(a).__name__}")
     d, ao = _contig(dy), _contig(attention_out)
     oshape = _out_shape(args, args.Dv, args.N1, q)
     for name, a in (("dy", d), ("attention_out", ao)):
@@ -340,11 +346,9 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
                              f"got {tuple(a.shape)} {dtype_name(a.dtype)}")
     sm, ss = _contig(softmax_max), _contig(softmax_sum)
     sshape = _stat_shape(args)
-    sm = np.ascontiguousarray(sm, dtype=np.float32)
-    ss = np.ascontiguousarray(ss, dtype=np.float32)
-    if sm.shape != sshape or ss.shape != sshape:
-        raise ValueError(f"[grad.softmax_stats] softmax_max/softmax_sum must have shape {sshape}, "
-                         f"got {sm.shape} and {ss.shape}")
+    if sm.shape != sshape or ss.shape != sshape or sm.dtype != np.float32 or ss.dtype != np.float32:
+        raise ValueError(f"[grad.softmax_stats] softmax_max/softmax_sum must be float32 of shape {sshape} (the "
+                         f"forward's outputs), got {sm.dtype}{sm.shape} and {ss.dtype}{ss.shape}")
     lib = load_library()
     prob, keep = make_problem(args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset)
     dq = np.empty(q.shape, dtype=q.dtype)

@@ -133,8 +133,14 @@ class FlashAttention(nn.Cell):
         if mask is not None and not callable(getattr(mask, "to_ascend", None)):
             raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got "
                             f"{type(mask).__name__}")
-        if mask is not None and atten_mask is not None:
-            raise ValueError("[flash_attention.mask_twice] give either a mask object or atten_mask, not both")
+        if mask is not None:
+            given = _mask_params_given(atten_mask=atten_mask, sparse_mode=sparse_mode, pre_tokens=pre_tokens,
+                                       next_tokens=next_tokens, prefix=prefix)
+            if given:
+                raise ValueError(f"[flash_attention.mask_twice] a mask object decides the mask arguments; do not "
+                                 f"also give {', '.join(given)}")
+        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
+            raise ValueError(f"[flash_attention.cache_size] cache_size must be an int >= 0, got {cache_size!r}")
         if alibi_mode not in ("slopes", "bias"):
             raise ValueError(f"[flash_attention.alibi_mode] alibi_mode must be 'slopes' or 'bias', got {alibi_mode!r}")
         if alibi and alibi_mode == "bias" and input_layout.upper() == "TND":
@@ -170,6 +176,8 @@ class FlashAttention(nn.Cell):
                                                      self.next_tokens, self.prefix)
         aq, akv = actual_seq_qlen, actual_seq_kvlen
         if mask is not None:
+            _check_mask_alone(self.mask is None, self.atten_mask is None, self.sparse_mode, self.pre_tokens,
+                              self.next_tokens, self.prefix is None, aq is None and akv is None)
             sparse_mode, atten_mask, pre, nxt, prefix, aq, akv = _mask_plan(self.cache, mask, self.input_layout,
                                                                              query.shape, key.shape)
         pse, pse_type = None, 1
@@ -194,7 +202,27 @@ def _head_dim(layout, head_num, qshape):
 
 @constexpr
 def _default_scale(scale, D):
-    return float(scale) if scale is not None else 1.0 / math.sqrt(D)
+    # D <= 0 is invalid: leave it to spec.args.normalize, which names the rule ([head_dim.range])
+    return float(scale) if scale is not None else (1.0 / math.sqrt(D) if D > 0 else 1.0)
+
+
+def _mask_params_given(**kw):
+    """Names of the mask arguments that differ from their defaults (a mask object replaces them all)."""
+    defaults = dict(atten_mask=None, sparse_mode=0, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None,
+                    actual_seq_qlen=None, actual_seq_kvlen=None)
+    return [k for k, v in kw.items() if not (v is defaults[k] or (defaults[k] is not None and v == defaults[k]))]
+
+
+@constexpr
+def _check_mask_alone(ctor_mask_none, atten_mask_none, sparse_mode, pre, nxt, prefix_none, lists_none):
+    """A per-call mask object must not meet the constructor's mask arguments or per-call actual_seq lists:
+    it would silently replace them."""
+    given = _mask_params_given(atten_mask=None if atten_mask_none else "given", sparse_mode=sparse_mode,
+                               pre_tokens=pre, next_tokens=nxt, prefix=None if prefix_none else "given",
+                               actual_seq_qlen=None if lists_none else "given")
+    if given:
+        raise ValueError(f"[flash_attention.mask_twice] a mask object decides the mask arguments; do not also give "
+                         f"{', '.join(given)}")
 
 
 @constexpr(check=False)

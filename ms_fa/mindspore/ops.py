@@ -164,6 +164,11 @@ def _run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_m
     Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels); seed / offset as int64 scalar
     tensors, numels as int."""
     if not _in_jit():
+        for name, t in (("query", query), ("key", key), ("value", value), ("pse", pse), ("atten_mask", atten_mask),
+                        ("drop_mask", drop_mask)):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
+                                f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)")
         kw_e = dict(zip(_KW, kw))
         for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
             kw_e[name] = _as_tuple(kw_e.get(name))

@@ -38,8 +38,18 @@ def alibi_slopes(n_heads: int, *, tp_size: int = 1, tp_rank: int = 0, alibi_scal
     ``2**(-8/c) ** (h + 1)``; the others ``2**(-4/c) ** (2*(h - c) + 1)`` (every other slope of
     ``2c`` heads). ``n = 8`` gives ``2**-1 .. 2**-8``.
     """
-    if isinstance(n_heads, bool) or not isinstance(n_heads, (int, np.integer)) or n_heads <= 0:
-        raise ValueError(f"[alibi.n_heads] n_heads must be a positive int, got {n_heads!r}")
+    def is_int(x):
+        return not isinstance(x, bool) and isinstance(x, (int, np.integer))
+
+    if not is_int(n_heads):
+        raise TypeError(f"[alibi.n_heads] n_heads must be an int, got {type(n_heads).__name__}")
+    if n_heads <= 0:
+        raise ValueError(f"[alibi.n_heads] n_heads must be > 0, got {n_heads}")
+    if not (is_int(tp_size) and is_int(tp_rank)):
+        raise TypeError(f"[alibi.tp] tp_size and tp_rank must be ints, got {tp_size!r}, {tp_rank!r}")
+    if tp_size < 1 or n_heads % tp_size != 0 or not 0 <= tp_rank < tp_size:
+        raise ValueError(f"[alibi.tp] need tp_size >= 1 dividing n_heads and 0 <= tp_rank < tp_size, got "
+                         f"n_heads={n_heads}, tp_size={tp_size}, tp_rank={tp_rank}")
     n = int(n_heads)
     c = 2 ** int(math.floor(math.log2(n)))
     start, end = 0, n
