@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-pytest.importorskip("mindspore")
+import mindspore  # noqa: E402,F401  (a dependency of ms_fa)
 
 from ms_fa import demo  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
@@ -28,14 +28,13 @@ def test_batches_are_packed_copy_documents():
         pos += L
 
 
-@pytest.mark.skipif(not os.path.isfile(library_path()), reason="ms_fa CPU library not built; pip install -e .")
 def test_demo_trains_and_matches_naive_twin(capsys):
     rc = demo.main(["--steps", "8", "--tokens", "48", "--quiet"])
     out = capsys.readouterr().out
     rows = [ln.split() for ln in out.splitlines() if re.match(r"^\s+\d+\s+\d", ln)]
     assert len(rows) == 8
     fa, nv = np.array([float(r[1]) for r in rows]), np.array([float(r[2]) for r in rows])
-    assert np.all(np.abs(fa - nv) <= 1e-3 * np.abs(nv))
+    assert np.all(np.abs(fa - nv) <= 1e-5 * np.abs(nv))       # the issue asks 1e-3; measured ~3e-7
     assert fa[-2:].mean() < fa[:2].mean()
     assert "<= 1e-3: OK" in out and "decreased" in out
     assert rc == 0

@@ -94,6 +94,9 @@ def test_sparse_mode_atlas_is_up_to_date():
     assert doc == gen.render_doc(), "run: python docs/gen_sparse_modes.py"
     for mode in range(9):
         assert f"## mode {mode}:" in doc
+    # independent of the generator: SPEC §8.2's mode-4 figure rows (S1=13, S2=16, pre=6, next=4), by hand
+    for row in ("........xxxxxxxx", "x...........xxxx", "xxxxx...........", "xxxxxxxxx......."):
+        assert "\n" + row + "\n" in doc, row
 
 
 @pytest.mark.parametrize("argv, rule", [

@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 
 from ms_fa.spec.args import normalize
 from reference_cases import make_case, split_case
-from test_kernel_cpu import _HAVE_LIB, check_case
+from test_kernel_cpu import check_case
 
-pytestmark = pytest.mark.skipif(not _HAVE_LIB, reason="ms_fa CPU kernel library not built (pip install -e .)")
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -85,7 +84,8 @@ def cases(draw):
 
 
 @settings(max_examples=int(os.environ.get("MS_FA_PROP_EXAMPLES", "120")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+          suppress_health_check=[HealthCheck.too_slow])   # filter_too_much stays on: a normalize that wrongly
+                                                            # rejected valid cases would trip it
 @given(cases())
 def test_kernel_matches_oracle(c):
     case, (bm, bn), bwd_mode = c

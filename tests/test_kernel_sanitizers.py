@@ -22,9 +22,8 @@ import pytest
 from ms_fa.kernels import cpu as K
 from ms_fa.spec.args import normalize
 from reference_cases import make_case, split_case
-from test_kernel_cpu import _HAVE_LIB, check_case
+from test_kernel_cpu import check_case
 
-pytestmark = pytest.mark.skipif(not _HAVE_LIB, reason="ms_fa CPU kernel library not built (pip install -e .)")
 
 FPTR = ctypes.POINTER(ctypes.c_float)
 I64P = ctypes.POINTER(ctypes.c_int64)

@@ -27,13 +27,13 @@ import sys
 
 import pytest
 
-pytest.importorskip("mindspore")
+import mindspore  # noqa: E402,F401  (a dependency of ms_fa)
 from ms_fa.mindspore._custom import library_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "ms_fa", "csrc")
-pytestmark = pytest.mark.skipif(not os.path.isfile(library_path()),
-                                reason=f"ms_fa CPU library not built ({library_path()}); pip install -e .")
+# the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip
+library_path()
 
 SCRIPT = r'''
 import json, os, numpy as np
@@ -252,7 +252,6 @@ int main(int argc, char** argv) {
 '''
 
 
-@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ for the C++ harness")
 def test_op_plugin_rejects_layout_with_wrong_stride_count(tmp_path):
     src, exe = tmp_path / "harness.cc", tmp_path / "harness"
     src.write_text(HARNESS)

@@ -123,7 +123,7 @@ def test_user_masked_row_invalid_line_off():
     np.testing.assert_allclose(dk[0, 0], fd_k + sc * np.outer(dS, q[1]), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("float16", 2e-2), ("bfloat16", 1e-1)])
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-6), ("float16", 4e-3), ("bfloat16", 3e-2)])
 def test_chip_grads_close_to_float64(dtype, tol):
     c = make_case("BSH", 4, dtype, B=2, N1=4, N2=2, S1=16, S2=16, D=8, seed=1, keep_prob=0.9)
     out = fa_forward(**c)
@@ -134,17 +134,3 @@ def test_chip_grads_close_to_float64(dtype, tol):
     for a, b, x in zip(g, g64, (c["query"], c["key"], c["value"])):
         assert a.dtype == x.dtype and a.shape == x.shape
         np.testing.assert_allclose(a.astype(np.float64), b, atol=tol * np.abs(b).max())
-
-
-def test_oracle_speed():
-    """B=2, N=4, S=64, D=32 forward + grad well under 100 ms (loose bound, shared CI machine)."""
-    import time
-    c = make_case("BNSD", 2, "float16", B=2, N1=4, S1=64, S2=64, D=32, seed=0, keep_prob=0.9)
-    dy = make_dy(c)
-    best = 1e9
-    for _ in range(3):
-        t = time.perf_counter()
-        out = fa_forward(**c)
-        fa_grad(dy, **grad_kwargs(c, out))
-        best = min(best, time.perf_counter() - t)
-    assert best < 0.5, best

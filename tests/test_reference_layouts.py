@@ -120,8 +120,6 @@ def test_tnd_softmax_order():
                          [("BNSD", 5), ("TND", 7), ("TND", 8)])
 def test_batch_masks_match_masks_py(layout, mode):
     """The reference's per-batch masks equal masks.effective_mask_for (the single mask rule)."""
-    if not hasattr(masks, "effective_mask_for"):
-        pytest.skip("masks.effective_mask_for not available")
     for seed in range(3):
         if layout == "TND":
             ql, kl = ([3, 0, 5, 2], [4, 3, 6, 3]) if mode != 6 else ([3, 0, 5, 2], [3, 2, 5, 2])
@@ -147,7 +145,7 @@ def test_random_cases_valid_and_chip_close_to_float64(chunk):
     """reference_cases.random_case builds valid calls; chip results are float64 results up to the
     input dtype's rounding (a loose Dao-style bound)."""
     from reference_cases import random_case
-    tol = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 1.5e-1}
+    tol = {"float32": 1e-6, "float16": 4e-3, "bfloat16": 3e-2}     # ~ a few ulp of the dtype (measured <= 2)
     for seed in range(chunk * 25, chunk * 25 + 25):
         c = random_case(seed)
         out = fa_forward(**c)
