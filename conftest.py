@@ -1,9 +1,18 @@
 """Test tiers (DESIGN §6): L0 runs everywhere; L1 (`requires_cann`) needs the CANN toolkit;
-L2 (`requires_npu`) needs an Atlas A2 NPU. L1/L2 tests skip here with the reason."""
+L2 (`requires_npu`) needs an Atlas A2 NPU. L1/L2 tests skip here with the reason.
+
+Hypothesis runs a fixed, repeatable set of examples by default, so that a CI result depends on the
+code and nothing else; ``MS_FA_HYPOTHESIS=explore`` draws fresh random examples each run (with
+``MS_FA_PROP_EXAMPLES=3000`` for a long search) and prints a reproduction blob on failure."""
 import os
 import shutil
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("repeatable", derandomize=True, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("MS_FA_HYPOTHESIS", "repeatable"))
 
 
 def _have_cann():

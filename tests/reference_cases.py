@@ -24,6 +24,7 @@ from ms_fa.spec.dropout import pack_bits
 from ms_fa.spec.dtypes import as_float32, numpy_dtype
 from ms_fa.spec.layouts import from_bnsd
 from ms_fa.spec.masks import INT_MAX
+from ms_fa.spec import reference as R
 from ms_fa.spec.pse import alibi_bias_full, alibi_compressed, alibi_slopes
 
 __all__ = ["make_case", "random_config", "random_case", "make_dy", "grad_kwargs", "split_case", "compressed_mask", "compressed_prefix_mask",
@@ -439,7 +440,7 @@ def to_f64(a) -> np.ndarray:
     return a if a.dtype == np.float64 else as_float32(a).astype(np.float64)
 
 
-def assert_design_rule(name, got, ref_x, ref64, dtype):
+def assert_design_rule(name, got, ref_x, ref64, dtype, magnitude=None):
     """Assert ``max|got - ref64| <= 2 * max|ref_X - ref64| + eps`` for one output; returns the two errors.
 
     ``ref_X`` is the oracle run in the tested dtype (``precision="chip"``), ``ref64`` in float64.
@@ -448,6 +449,10 @@ def assert_design_rule(name, got, ref_x, ref64, dtype):
     oracle's products are ideally accumulated, so where ref_X happens to be exact (heavy
     cancellation, a true value of ~0) any real fp32 product still errs by ~1e-7. Entries that are
     +-FLT_MAX in ref64 (invalid-row markers, SPEC §6.1) must match exactly.
+
+    ``magnitude`` adds two float32 ulps of it to ``eps``. A gradient is a cancellation --
+    ``dS = P * (dP - D)``, both fp32 -- so its rounding error scales with ``dP`` and ``D``, not
+    with the (possibly ~0) result: :func:`gradient_magnitudes` propagates them to dq / dk.
     """
     k, x, r = to_f64(got), to_f64(ref_x), to_f64(ref64)
     assert k.shape == r.shape, f"{name}: shape {k.shape} != {r.shape}"
@@ -460,5 +465,47 @@ def assert_design_rule(name, got, ref_x, ref64, dtype):
     assert np.all(np.isfinite(k)), f"{name}: non-finite values"
     ek, ex = float(np.max(np.abs(k - r))), float(np.max(np.abs(x - r)))
     eps = (8 * ULP["float32"] if dtype == "float32" else ULP[dtype]) * float(np.max(np.abs(r))) + 1e-6
+    if magnitude:                  # the cancelling intermediates are fp32 in every kernel
+        eps += 2 * ULP["float32"] * magnitude
     assert ek <= 2 * ex + eps, f"{name}: err {ek:.3e} > 2*{ex:.3e} + {eps:.3e} (dtype {dtype})"
     return ek, ex
+
+
+def _max_row_norm(x, width):
+    """Largest L2 norm of one head's row of ``x`` (the last axis split into heads of ``width``)."""
+    x = to_f64(x)
+    return float(np.max(np.linalg.norm(x.reshape(-1, width), axis=-1))) if x.size else 0.0
+
+
+def gradient_magnitudes(dy, query, key, value, head_num, input_layout, **kw):
+    """``(dq, dk, dv)`` magnitudes for :func:`assert_design_rule`: first-order rounding-error scales.
+
+    With ``B >= |dP_ij|, |D_i|`` (Cauchy-Schwarz: the largest head row norm of dy times that of
+    value, over keep_prob when dropout scales dP), the error of ``dS_ij = P_ij (dP_ij - D_i)`` is a
+    few ulp of ``2 B P_ij``, so ``dq_i = scale sum_j dS_ij k_j`` errs by ulps of
+    ``scale * 2B * max|k|`` (rows of P sum to 1) and ``dk_j`` by ulps of
+    ``scale * 2B * max|q| * max_j sum_i P_ij`` -- the column sums, read off the float64 oracle as
+    ``dv`` of an all-ones ``dy`` without dropout. ``dv = P^T dy`` does not cancel: its own size.
+    """
+    layout = input_layout.upper()
+    q, k, v = (to_f64(t) for t in (query, key, value))
+    dv_width = to_f64(dy).shape[-1] // head_num if layout in ("BSH", "SBH") else v.shape[-1]
+    bound = _max_row_norm(dy, dv_width) * _max_row_norm(v, dv_width)
+    bound /= float(kw.get("keep_prob", 1.0))
+    plain = {n: x for n, x in kw.items() if n not in ("keep_prob", "drop_mask", "attention_out",
+                                                      "softmax_max", "softmax_sum")}
+    o64 = R.fa_forward(query, key, value, head_num, input_layout, **plain, precision="float64")
+    ones = np.ones(o64[0].shape, np.float64)
+    colsum = R.fa_grad(ones, query, key, value, head_num, input_layout, attention_out=o64[0],
+                       softmax_max=o64[1], softmax_sum=o64[2], **plain, precision="float64")[2]
+    scale = abs(float(kw.get("scale", 1.0)))
+    return (scale * 2 * bound * float(np.max(np.abs(k), initial=0.0)),
+            scale * 2 * bound * float(np.max(np.abs(q), initial=0.0)) * float(np.max(np.abs(colsum), initial=0.0)),
+            None)
+
+
+def assert_gradients_design_rule(got, ref_x, ref64, dtype, dy, query, key, value, head_num, input_layout, **kw):
+    """:func:`assert_design_rule` for ``(dq, dk, dv)`` with :func:`gradient_magnitudes`."""
+    mags = gradient_magnitudes(dy, query, key, value, head_num, input_layout, **kw)
+    for name, g, x, r, m in zip(("dq", "dk", "dv"), got, ref_x, ref64, mags):
+        assert_design_rule(name, g, x, r, dtype, magnitude=m)

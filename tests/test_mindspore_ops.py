@@ -22,7 +22,7 @@ from ms_fa.mindspore import ops as F  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
 from ms_fa.spec import reference as R  # noqa: E402
 from ms_fa.spec.dtypes import as_float32, dtype_name  # noqa: E402
-from reference_cases import assert_design_rule, make_case, make_dy, random_config  # noqa: E402
+from reference_cases import assert_design_rule, assert_gradients_design_rule, make_case, make_dy, random_config  # noqa: E402
 
 # the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip
 library_path()
@@ -33,6 +33,7 @@ TENSOR_KW = ("pse", "atten_mask")
 
 
 compare = assert_design_rule     # DESIGN §6 (also used by tests/test_mindspore_cell.py)
+compare_grads = assert_gradients_design_rule
 
 
 def T(a):
@@ -124,9 +125,9 @@ def check(case, how="pynative", grad=True):
         gX = R.fa_grad(dy, q, k, v, n, lay, **gkw)
         g64 = R.fa_grad(dy, q, k, v, n, lay, **dict(rkw, attention_out=o64[0], softmax_max=o64[1],
                                                      softmax_sum=o64[2]), precision="float64")
-        for name, gm, x, r, src in zip(("dq", "dk", "dv"), grads, gX, g64, (q, k, v)):
+        for gm, src in zip(grads, (q, k, v)):
             assert tuple(gm.shape) == src.shape
-            compare(name, gm, x, r, dt)
+        compare_grads(grads, gX, g64, dt, dy, q, k, v, n, lay, **rkw)
 
 
 # --- PYNATIVE: every layout, every sparse mode, the three dtypes, GQA, pse kinds, dropout -----------------
@@ -202,9 +203,8 @@ def test_graph_dropout_fresh_bits_each_step_and_matching_grads():
     g64kw = dict(gkw, attention_out=o64[0], softmax_max=o64[1], softmax_sum=o64[2])
     gkw.update(attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
     dy = np.ones(oX[0].shape, np.float32)
-    for name, g, x, r in zip(("dq", "dk", "dv"), grads, R.fa_grad(dy, q, k, v, n, lay, **gkw),
-                             R.fa_grad(dy, q, k, v, n, lay, **g64kw, precision="float64")):
-        compare(name, g, x, r, "float32")
+    compare_grads(grads, R.fa_grad(dy, q, k, v, n, lay, **gkw),
+                  R.fa_grad(dy, q, k, v, n, lay, **g64kw, precision="float64"), "float32", dy, q, k, v, n, lay, **gkw)
 
 
 
@@ -244,8 +244,7 @@ def test_flash_attention_score_pse_type1_and_drop_mask():
     gkw = dict(kw, attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
     g64kw = dict(kw, attention_out=o64[0], softmax_max=o64[1], softmax_sum=o64[2])
     gX, g64 = R.fa_grad(dy, q, k, v, n, "BSH", **gkw), R.fa_grad(dy, q, k, v, n, "BSH", **g64kw, precision="float64")
-    for name, a, x, r in zip(("dq", "dk", "dv"), g, gX, g64):
-        compare(name, a, x, r, "float32")
+    compare_grads(g, gX, g64, "float32", dy, q, k, v, n, "BSH", **kw)
 
 
 def test_flash_attention_score_under_jit():
