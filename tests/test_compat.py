@@ -116,7 +116,7 @@ def test_sdpa_bool_mask_polarity_and_cheapest_mode():
 
 def test_sdpa_rejects_mask_and_causal():
     q = rnd(1, 1, 4, 8)
-    with pytest.raises(ValueError, match="both"):
+    with pytest.raises(ValueError, match=r"^\[sdpa\.mask_and_causal\].*both"):
         sdpa_to_ascend(q, q, q, attn_mask=np.ones((4, 4), bool), is_causal=True)
 
 
@@ -210,7 +210,7 @@ def test_flash_attn_varlen(kw):
 
 def test_flash_attn_unsupported():
     q = rnd(1, 4, 2, 8)
-    with pytest.raises(ValueError, match="softcap"):
+    with pytest.raises(ValueError, match=r"^\[flash_attn\.softcap\]"):
         flash_attn_func_to_ascend(q, q, q, softcap=30.0)
 
 
@@ -392,6 +392,34 @@ _QT = rnd(4, 2, 8)         # TND
      ValueError, "compat.mask.shape"),
     (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p=1.5), ValueError, "compat.dropout_p"),
     (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p="0.1"), TypeError, "compat.dropout_p"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.ones((4, 4), bool), is_causal=True),
+     ValueError, "sdpa.mask_and_causal"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(N=1), value=_q4(N=1)), ValueError, "sdpa.enable_gqa"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.full((4, 4), np.inf, np.float32)),
+     ValueError, "compat.mask.values"),
+    (sdpa_to_ascend, dict(query=_q4().astype(np.float16), key=_q4().astype(np.float16),
+                          value=_q4().astype(np.float16), attn_mask=np.full((4, 4), 0.1, np.float32)),
+     ValueError, "compat.mask.values"),                      # 0.1 is not a float16: the pse would differ
+    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), normalization_op="NONE"),
+     ValueError, "tensorrt.normalization_op"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, softcap=30.0), ValueError, "flash_attn.softcap"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, return_attn_probs=True),
+     ValueError, "flash_attn.return_attn_probs"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
+                                            block_table=np.zeros((1, 1), np.int32)), ValueError, "flash_attn.block_table"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, alibi_slopes=np.ones(3, np.float32)),
+     ValueError, "flash_attn.alibi_slopes"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
+                                            max_seqlen_q=3), ValueError, "flash_attn.max_seqlen"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
+                                            max_seqlen_k=2), ValueError, "flash_attn.max_seqlen"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 1, 4], cu_seqlens_k=[0, 2, 4],
+                                            alibi_slopes=np.ones(2, np.float32)), ValueError, "flash_attn.varlen_alibi"),
+    (xformers_to_ascend, dict(query=rnd(2, 4, 2, 8), key=rnd(2, 4, 2, 8), value=rnd(2, 4, 2, 8),
+                              attn_bias=xf.BlockDiagonalMask.from_seqlens([2, 2])),
+     ValueError, "xformers.block_diagonal.batch"),
+    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB, attn_bias=type("PagedBlockDiagonalPaddedKeysMask", (), {})()),
+     ValueError, "xformers.bias.unsupported"),
     # anything else: the spec's own rule, through ms_fa.spec.args.normalize on the translated call
     (sdpa_to_ascend, dict(query=_q4(), key=_q4(E=4), value=_q4()), ValueError, "head_dim.qk"),
     (sdpa_to_ascend, dict(query=_q4().astype(np.float64), key=_q4().astype(np.float64),

@@ -142,7 +142,7 @@ def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
              f"mask shape {b.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}")
     discard = np.isneginf(b)
     if np.any(np.isposinf(b)) or np.any(np.isnan(b)):
-        raise ValueError("an additive mask with +inf or NaN has no Ascend equivalent")
+        fail(ValueError, "compat.mask.values", "an additive mask with +inf or NaN has no Ascend equivalent")
     finite = np.where(discard, 0, b)
     full = np.broadcast_to(finite, (B, N, L, S))
     pse = None
@@ -153,7 +153,7 @@ def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
         pse = pse[:, :, :1] if row_one else pse
         pse = np.ascontiguousarray(pse).astype(dtype)
         if not np.array_equal(pse.astype(np.float64), np.broadcast_to(finite, (B, N, L, S))[:pse.shape[0], :, :pse.shape[2]].astype(np.float64)):
-            raise ValueError(f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
+            fail(ValueError, "compat.mask.values", f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
                              "(Ascend requires pse dtype == query dtype for pse_type 0)")
     return (discard if discard.any() else None), pse
 
@@ -173,3 +173,21 @@ def base_kwargs(query, key, value, head_num, layout, scale, keep_prob):
     return dict(query=query, key=key, value=value, head_num=int(head_num), input_layout=layout,
                 scale=float(scale), keep_prob=float(keep_prob), pse=None, pse_type=1,
                 atten_mask=None, sparse_mode=0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0)
+
+
+def torch_mask_to_ascend(m, B: int, N: int, L: int, S: int, dtype, kw: dict, notes: list, what: str):
+    """A torch-style mask -- bool (True = take part) or an additive float bias -- in Ascend terms.
+
+    Returns the discard mask (True = discard; None when nothing is discarded). The finite part of a
+    float bias goes into ``kw`` as ``pse`` with ``pse_type=0`` (:func:`bias_to_pse`); ``notes`` says
+    what was decided."""
+    if m.dtype == np.bool_:
+        notes.append(f"bool {what} (True = take part) inverted to Ascend polarity (True = discard)")
+        return ~m
+    discard, pse = bias_to_pse(m, B, N, L, S, dtype)
+    if pse is not None:
+        kw.update(pse=pse, pse_type=0)
+        notes.append(f"float {what} -> pse {pse.shape} with pse_type 0 (QK^T*scale + pse)")
+    if discard is not None:
+        notes.append(f"-inf entries of the float {what} -> atten_mask discards")
+    return discard

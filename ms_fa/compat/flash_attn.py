@@ -78,12 +78,12 @@ def _mask_obj(causal, window_size):
 
 def _unsupported(softcap, return_attn_probs, block_table=None):
     if softcap:
-        raise ValueError("softcap > 0 has no Ascend FlashAttentionScore equivalent (no tanh soft-capping)")
+        fail(ValueError, "flash_attn.softcap", "softcap > 0 has no Ascend FlashAttentionScore equivalent (no tanh soft-capping)")
     if return_attn_probs:
-        raise ValueError("return_attn_probs: Ascend returns softmax_max / softmax_sum (log-sum-exp parts), "
-                         "not the probabilities; call without it")
+        fail(ValueError, "flash_attn.return_attn_probs", "return_attn_probs: Ascend returns softmax_max / softmax_sum "
+             "(log-sum-exp parts), not the probabilities; call without it")
     if block_table is not None:
-        raise ValueError("block_table (paged KV) is not part of FlashAttentionScore")
+        fail(ValueError, "flash_attn.block_table", "block_table (paged KV) is not part of FlashAttentionScore")
 
 
 def _empty_rows(m, S1, S2):
@@ -120,7 +120,7 @@ def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal
 def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
     slopes = np.asarray(slopes, dtype=np.float32)
     if slopes.shape not in ((H,), (B, H)):
-        raise ValueError(f"alibi_slopes must be (nheads,) or (batch, nheads) = ({H},) or ({B}, {H}), got {slopes.shape}")
+        fail(ValueError, "flash_attn.alibi_slopes", f"alibi_slopes must be (nheads,) or (batch, nheads) = ({H},) or ({B}, {H}), got {slopes.shape}")
     if Sq == Sk:
         notes.append("alibi_slopes -> in-kernel ALiBi pse_type 2 (bias -slope*|j - i|)")
         return dict(pse=slopes, pse_type=2)
@@ -153,9 +153,9 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
     pk = Packed.from_cu_seqlens(cq, ck)
     sq, sk = list(pk.seqlens_q), list(pk.seqlens_kv)
     if max_seqlen_q is not None and max(sq) > int(max_seqlen_q):
-        raise ValueError(f"max_seqlen_q={max_seqlen_q} < longest query sequence {max(sq)}")
+        fail(ValueError, "flash_attn.max_seqlen", f"max_seqlen_q={max_seqlen_q} < longest query sequence {max(sq)}")
     if max_seqlen_k is not None and max(sk) > int(max_seqlen_k):
-        raise ValueError(f"max_seqlen_k={max_seqlen_k} < longest key sequence {max(sk)}")
+        fail(ValueError, "flash_attn.max_seqlen", f"max_seqlen_k={max_seqlen_k} < longest key sequence {max(sk)}")
     T, Hq, D = q.shape
     Hk = k.shape[1]
     check_heads(Hq, Hk, "flash_attn_varlen_func")
@@ -167,7 +167,7 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
     try:
         kw.update(mask_kwargs(full, None, None))
     except ValueError as e:
-        raise ValueError(f"flash_attn_varlen_func mask cannot be expressed in TND: {e}") from None
+        fail(ValueError, "flash_attn.varlen_mask", f"flash_attn_varlen_func mask cannot be expressed in TND: {e}")
     kw.pop("input_layout", None)
     kw["input_layout"] = "TND"
     notes.append(f"{full!r} -> sparse_mode {kw['sparse_mode']}")
@@ -178,8 +178,8 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
         sl = np.asarray(to_numpy(alibi_slopes), dtype=np.float32)
         deltas = {b - a for a, b in zip(sq, sk) if a}
         if len(deltas) != 1:
-            raise ValueError("varlen ALiBi with different Sk - Sq per sequence: Ascend's in-kernel ALiBi has one "
-                             "q_start_idx for all sequences and TND accepts no full explicit pse; not expressible")
+            fail(ValueError, "flash_attn.varlen_alibi", "varlen ALiBi with different Sk - Sq per sequence: Ascend's in-kernel "
+                 "ALiBi has one q_start_idx for all sequences and TND accepts no full explicit pse; not expressible")
         d = deltas.pop()
         kw.update(pse=sl, pse_type=2)
         if d:

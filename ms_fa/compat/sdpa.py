@@ -21,10 +21,8 @@ Note: ``pse_type`` exists in ``speed_fusion_attention`` / ``npu_fusion_attention
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ._common import (AscendArgs, base_kwargs, bias_to_pse, check_heads, check_mask_dtype, check_qkv,
-                      dense_mask_form, has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy,
+from ._common import (AscendArgs, base_kwargs, check_heads, check_mask_dtype, check_qkv, dense_mask_form, fail,
+                      has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy, torch_mask_to_ascend,
                       validate)
 
 __all__ = ["sdpa_to_ascend"]
@@ -53,9 +51,9 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
     Hk, S = k.shape[1], k.shape[2]
     check_heads(Hq, Hk, "sdpa")
     if Hq != Hk and not enable_gqa:
-        raise ValueError(f"query has {Hq} heads and key {Hk}: SDPA needs enable_gqa=True for that")
+        fail(ValueError, "sdpa.enable_gqa", f"query has {Hq} heads and key {Hk}: SDPA needs enable_gqa=True for that")
     if is_causal and attn_mask is not None:
-        raise ValueError("SDPA: attn_mask and is_causal cannot both be set")
+        fail(ValueError, "sdpa.mask_and_causal", "SDPA: attn_mask and is_causal cannot both be set")
     sc = scale_of(scale, E)
     m = None if attn_mask is None else to_numpy(attn_mask)
     if m is not None:
@@ -71,16 +69,7 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
     if m is None:
         notes.append("no mask -> atten_mask=None (nothing masked)")
         return AscendArgs(validate(kw), notes=notes, restore=restore)
-    if m.dtype == np.bool_:
-        discard = ~m
-        notes.append("bool attn_mask (True = take part) inverted to Ascend polarity (True = discard)")
-    else:
-        discard, pse = bias_to_pse(m, B, Hq, L, S, q.dtype)
-        if pse is not None:
-            kw.update(pse=pse, pse_type=0)
-            notes.append(f"float attn_mask -> pse {pse.shape} with pse_type 0 (QK^T*scale + pse)")
-        if discard is not None:
-            notes.append("-inf entries of the float mask -> atten_mask discards")
+    discard = torch_mask_to_ascend(m, B, Hq, L, S, q.dtype, kw, notes, "attn_mask")
     if discard is not None:
         dm = dense_mask_form(discard, B, Hq, L, S)
         kw.update(mask_kwargs(DenseMask(dm), L, S, batch=B))

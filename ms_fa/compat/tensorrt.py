@@ -19,10 +19,8 @@ GQA: query head h uses kv head ``h // (d_q / d_kv)`` (the ONNX Attention / Ascen
 """
 from __future__ import annotations
 
-import numpy as np
-
-from ._common import (AscendArgs, base_kwargs, bias_to_pse, check_heads, check_mask_dtype, check_qkv,
-                      dense_mask_form, has_empty_rows, mask_kwargs, to_numpy, validate)
+from ._common import (AscendArgs, base_kwargs, check_heads, check_mask_dtype, check_qkv, dense_mask_form, fail,
+                      has_empty_rows, mask_kwargs, to_numpy, torch_mask_to_ascend, validate)
 from ms_fa.spec.args import check_scale
 
 __all__ = ["tensorrt_to_ascend"]
@@ -34,7 +32,7 @@ def tensorrt_to_ascend(query, key, value, mask=None, causal=False, normalization
     from ms_fa.masks.objects import CausalMask, DenseMask
 
     if str(getattr(normalization_op, "name", normalization_op)).upper() != "SOFTMAX":
-        raise ValueError(f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax")
+        fail(ValueError, "tensorrt.normalization_op", f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax")
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
     check_qkv(q, k, v, (4,), "tensorrt")
     B, Nq, L, E = q.shape
@@ -48,16 +46,7 @@ def tensorrt_to_ascend(query, key, value, mask=None, causal=False, normalization
     kw = base_kwargs(q, k, v, Nq, "BNSD", scale, 1.0)
     notes = [f"scale = {scale} (IAttention does not scale Q K^T)"]
     structural = CausalMask(causal_align) if causal else None
-    discard = None
-    if m is not None:
-        if m.dtype == np.bool_:
-            discard = ~m
-            notes.append("bool mask (True = may attend) inverted")
-        else:
-            discard, pse = bias_to_pse(m, B, Nq, L, S, q.dtype)
-            if pse is not None:
-                kw.update(pse=pse, pse_type=0)
-                notes.append("float add-mask -> pse_type 0")
+    discard = None if m is None else torch_mask_to_ascend(m, B, Nq, L, S, q.dtype, kw, notes, "mask")
     mobj = structural
     if discard is not None:
         dm = DenseMask(dense_mask_form(discard, B, Nq, L, S))

@@ -338,7 +338,6 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
   BlasSingleThread guard;
   /* an exception must not leave an OpenMP region (std::terminate): items flag it instead */
   int failed = 0;
-  const char* oom = "[kernel.memory] out of memory for the per-thread tile buffers";
   if (mode_a) {
     const int64_t n = (int64_t)ia.size();
     int nt = (int)std::min<int64_t>(c.nthreads, std::max<int64_t>(n, 1));
@@ -346,20 +345,10 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
     {
       BwdBuffers w;
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t x = 0; x < n; ++x) {
-        try {
-          item_a(c, vw, ia[x].b, ia[x].n2, softmax_max, softmax_sum, w);
-        } catch (...) {
-#pragma omp atomic write
-          failed = 1;
-        }
-      }
+      for (int64_t x = 0; x < n; ++x)
+        omp_guarded(&failed, [&] { item_a(c, vw, ia[x].b, ia[x].n2, softmax_max, softmax_sum, w); });
     }
-    if (failed) {
-      snprintf(err, errlen, "%s", oom);
-      return 1;
-    }
-    return 0;
+    return omp_failure(failed, err, errlen);
   }
   /* mode B */
   struct ItemKV {
@@ -391,28 +380,15 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
     for (int64_t x = 0; x < n1; ++x) {
       const ItemKV& it = ikv[x];
       const int cols = (int)std::min<int64_t>(c.bn, c.bi[it.b].S2b - it.j0);
-      try {
+      omp_guarded(&failed, [&] {
         kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w);
-      } catch (...) {
-#pragma omp atomic write
-        failed = 1;
-      }
+      });
     }
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n2i; ++x) {
-      try {
-        q_item(c, vw, iq[x].b, iq[x].h, iq[x].i0, softmax_max, softmax_sum, w);
-      } catch (...) {
-#pragma omp atomic write
-        failed = 1;
-      }
-    }
+    for (int64_t x = 0; x < n2i; ++x)
+      omp_guarded(&failed, [&] { q_item(c, vw, iq[x].b, iq[x].h, iq[x].i0, softmax_max, softmax_sum, w); });
   }
-  if (failed) {
-    snprintf(err, errlen, "%s", oom);
-    return 1;
-  }
-  return 0;
+  return omp_failure(failed, err, errlen);
 }
 
 }  // namespace

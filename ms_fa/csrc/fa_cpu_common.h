@@ -60,6 +60,25 @@ inline int c_abi_guard(const FaProblem* p, char* err, int errlen, Body&& body) {
   return 1;
 }
 
+/* One work item inside an OpenMP region: an exception must not leave the region (std::terminate),
+ * so it is flagged in *failed and the caller reports it after the region. */
+template <class Item>
+inline void omp_guarded(int* failed, Item&& item) {
+  try {
+    item();
+  } catch (...) {
+#pragma omp atomic write
+    *failed = 1;
+  }
+}
+
+/* After an OpenMP region run with omp_guarded: 1 with the error text if any item failed. */
+inline int omp_failure(int failed, char* err, int errlen) {
+  if (!failed) return 0;
+  snprintf(err, errlen, "[kernel.memory] out of memory for the per-thread tile buffers");
+  return 1;
+}
+
 static const float kNegFltMax = -FLT_MAX; /* 0xFF7FFFFF */
 static const float kPosFltMax = FLT_MAX;  /* 0x7F7FFFFF */
 static const float kNegInf = -INFINITY;
@@ -130,43 +149,17 @@ static inline float row_max(const float* s, int n) {
   return r;
 }
 
-/* e[k] = exp(s[k] - m) (in place allowed); returns the fp32 sum of e. */
-static inline float exp_sub_sum(const float* s, float* e, int n, float m) {
-  const simd::F8 mv = simd::set1(m);
-  simd::F8 acc = simd::zero();
-  int k = 0;
-  for (; k + 8 <= n; k += 8) {
-    simd::F8 v = simd::exp(simd::sub(simd::load(s + k), mv));
-    simd::store(e + k, v);
-    acc = simd::add(acc, v);
-  }
-  float sum = simd::hsum(acc);
-  if (k < n) {
-    float buf[8];
-    int t = n - k;
-    for (int q = 0; q < 8; ++q) buf[q] = q < t ? s[k + q] - m : kNegInf;
-    simd::F8 v = simd::exp(simd::load(buf));
-    simd::store(buf, v);
-    for (int q = 0; q < t; ++q) {
-      e[k + q] = buf[q];
-      sum += buf[q];
-    }
-  }
-  return sum;
-}
-
-/* forward helper without dropout: e = exp(s - m) summed in fp32 (the un-rounded E, SPEC 1), and
- * s[k] := E rounded to dtype dt (the P of P @ V); one pass. */
-static inline simd::F8 round8(simd::F8 v, int dt);
-static inline float exp_sum_round(float* s, int n, float m, int dt) {
-  if (dt == 0) return exp_sub_sum(s, s, n, m);
+/* e[k] = out(exp(s[k] - m)) (in place allowed); returns the fp32 sum of the exp values before out
+ * (the un-rounded E of SPEC 1). One pass; out maps 8 lanes (identity, or rounding to a dtype). */
+template <class Out>
+static inline float exp_sum_into(const float* s, float* e, int n, float m, Out out) {
   const simd::F8 mv = simd::set1(m);
   simd::F8 acc = simd::zero();
   int k = 0;
   for (; k + 8 <= n; k += 8) {
     simd::F8 v = simd::exp(simd::sub(simd::load(s + k), mv));
     acc = simd::add(acc, v);
-    simd::store(s + k, round8(v, dt));
+    simd::store(e + k, out(v));
   }
   float sum = simd::hsum(acc);
   if (k < n) {
@@ -176,10 +169,23 @@ static inline float exp_sum_round(float* s, int n, float m, int dt) {
     simd::F8 v = simd::exp(simd::load(buf));
     simd::store(buf, v);
     for (int q = 0; q < t; ++q) sum += buf[q];
-    simd::store(buf, round8(v, dt));
-    for (int q = 0; q < t; ++q) s[k + q] = buf[q];
+    simd::store(buf, out(v));
+    for (int q = 0; q < t; ++q) e[k + q] = buf[q];
   }
   return sum;
+}
+
+/* e[k] = exp(s[k] - m) (in place allowed); returns the fp32 sum of e. */
+static inline float exp_sub_sum(const float* s, float* e, int n, float m) {
+  return exp_sum_into(s, e, n, m, [](simd::F8 v) { return v; });
+}
+
+/* forward helper without dropout: e = exp(s - m) summed in fp32 (the un-rounded E, SPEC 1), and
+ * s[k] := E rounded to dtype dt (the P of P @ V); one pass. */
+static inline simd::F8 round8(simd::F8 v, int dt);
+static inline float exp_sum_round(float* s, int n, float m, int dt) {
+  if (dt == 0) return exp_sub_sum(s, s, n, m);
+  return exp_sum_into(s, s, n, m, [dt](simd::F8 v) { return round8(v, dt); });
 }
 
 /* ------------------------------------------------------------------------------------------ */

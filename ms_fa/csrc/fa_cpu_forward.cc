@@ -214,20 +214,10 @@ int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v
   {
     FwdBuffers w;
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n; ++x) {
-      try { /* an exception must not leave an OpenMP region (std::terminate): flag it instead */
-        run_item(c, items[x], Qv, Kv, Vv, Ov, softmax_max, softmax_sum, w);
-      } catch (...) {
-#pragma omp atomic write
-        failed = 1;
-      }
-    }
+    for (int64_t x = 0; x < n; ++x)
+      omp_guarded(&failed, [&] { run_item(c, items[x], Qv, Kv, Vv, Ov, softmax_max, softmax_sum, w); });
   }
-  if (failed) {
-    snprintf(err, errlen, "[kernel.memory] out of memory for the per-thread tile buffers");
-    return 1;
-  }
-  return 0;
+  return omp_failure(failed, err, errlen);
 }
 
 }  // namespace

@@ -747,19 +747,20 @@ def _candidates_plain(mode, targets, S1, S2):
                 yield dict(pre_tokens=c[0], next_tokens=c[1])
         return
     if mode == 6:
-        pf = []
-        for t in targets:
-            found = None
-            for P in _prefix_candidates(t, S1, S2):
-                band = _sm.band_for(6, S1, S2, INT_MAX, INT_MAX, has_mask=True, prefix=P)
-                lo, hi = _canon(*_sm.row_range(band, S2, np.arange(S1)), S2)
-                if np.array_equal(lo, t[1]) and np.array_equal(hi, t[2]):
-                    found = P
-                    break
-            if found is None:
-                return
-            pf.append(found)
-        yield dict(pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=pf)
+        pf = [_exact_prefix(t, S1, S2, tnd=False) for t in targets]
+        if None not in pf:
+            yield dict(pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=pf)
+
+
+def _exact_prefix(t, S1b, S2b, tnd):
+    """The prefix P for which mode 6's band (spec.masks.band_for) keeps exactly the rows of target
+    ``t`` of one batch, or None."""
+    for P in _prefix_candidates(t, S1b, S2b):
+        band = _sm.band_for(6, S1b, S2b, INT_MAX, INT_MAX, has_mask=True, prefix=P, tnd=tnd)
+        lo, hi = _canon(*_sm.row_range(band, S2b, np.arange(S1b)), S2b)
+        if np.array_equal(lo, t[1]) and np.array_equal(hi, t[2]):
+            return P
+    return None
 
 
 def _prefix_candidates(t, S1b, S2b):
@@ -821,14 +822,7 @@ def _candidates_tnd(mode, targets, sq, sk):
             if not (sq[b] and sk[b]):
                 pf.append(max(sk[b] - sq[b], 0) if sk[b] else 0)
                 continue
-            t = targets[b]
-            found = None
-            for P in _prefix_candidates(t, sq[b], sk[b]):
-                band = _sm.band_for(6, sq[b], sk[b], INT_MAX, INT_MAX, has_mask=True, prefix=P, tnd=True)
-                lo, hi = _canon(*_sm.row_range(band, sk[b], np.arange(sq[b])), sk[b])
-                if np.array_equal(lo, t[1]) and np.array_equal(hi, t[2]):
-                    found = P
-                    break
+            found = _exact_prefix(targets[b], sq[b], sk[b], tnd=True)
             if found is None:
                 return
             pf.append(found)

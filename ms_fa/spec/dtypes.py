@@ -82,4 +82,4 @@ def round_to(x, name: str) -> np.ndarray:
             nxt = np.nextafter(h, away).astype(np.float32)
             tie = np.isfinite(hf) & (np.abs(x - hf) == np.abs(nxt - x)) & (np.abs(hf) < np.abs(nxt))
         return np.where(tie, nxt, hf).astype(np.float32)
-    raise ValueError(f"round_to: unsupported dtype {name!r}")
+    raise TypeError(f"[qkv.dtype] round_to: unsupported dtype {name!r}")

@@ -76,7 +76,7 @@ def tnd_join(blocks, seqlens, T: int, dtype=None) -> np.ndarray:
     blocks = list(blocks)
     ref = next((b for b in blocks if b is not None), None)
     if ref is None:
-        raise ValueError("tnd_join needs at least one block to know N and D")
+        raise ValueError("[input_layout.value] tnd_join needs at least one block to know N and D")
     n, _, d = np.asarray(ref).shape
     out = np.zeros((T, n, d), dtype=dtype or np.asarray(ref).dtype)
     for o, s, blk in zip(tnd_offsets(seqlens), seqlens, blocks):

@@ -108,7 +108,7 @@ def band_for(sparse_mode: int, S1: int, S2: int, pre_tokens: int, next_tokens: i
         return Band(INT_MAX, S2 - S1 + (nxt if is_band_batch else 0))
     if sparse_mode == 8:
         return Band(INT_MAX, S2 - max(S1 - nxt, 0) if is_band_batch else 0)
-    raise ValueError(f"sparse_mode must be in [0, 8], got {sparse_mode}")
+    raise ValueError(f"[sparse_mode.range] sparse_mode must be in [0, 8], got {sparse_mode}")
 
 
 def band_batch_index(sparse_mode: int, seqlens_q) -> int:
