@@ -420,6 +420,12 @@ _QT = rnd(4, 2, 8)         # TND
      ValueError, "xformers.block_diagonal.batch"),
     (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB, attn_bias=type("PagedBlockDiagonalPaddedKeysMask", (), {})()),
      ValueError, "xformers.bias.unsupported"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), is_causal="false"), TypeError, "compat.flag"),
+    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), enable_gqa=1), TypeError, "compat.flag"),
+    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), causal="yes"), TypeError, "compat.flag"),
+    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, causal="x"), TypeError, "compat.flag"),
+    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
+                                            causal=None), TypeError, "compat.flag"),
     # anything else: the spec's own rule, through ms_fa.spec.args.normalize on the translated call
     (sdpa_to_ascend, dict(query=_q4(), key=_q4(E=4), value=_q4()), ValueError, "head_dim.qk"),
     (sdpa_to_ascend, dict(query=_q4().astype(np.float64), key=_q4().astype(np.float64),

@@ -55,6 +55,14 @@ def _is_int(v) -> bool:
     return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer))
 
 
+def check_flags(api: str, **flags):
+    """``[compat.flag]``: switches such as ``is_causal`` / ``causal`` are bools, as the source APIs
+    require (a string like "false" would otherwise count as True)."""
+    for name, v in flags.items():
+        if not isinstance(v, (bool, np.bool_)):
+            fail(TypeError, "compat.flag", f"{api}: {name} must be a bool, got {type(v).__name__} {v!r}")
+
+
 def check_qkv(q, k, v, ranks, api: str):
     """``[compat.qkv.rank]``: q/k/v have one common rank, one of ``ranks`` (before any unpacking)."""
     shapes = [tuple(getattr(x, "shape", ())) for x in (q, k, v)]
@@ -153,8 +161,9 @@ def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
         pse = pse[:, :, :1] if row_one else pse
         pse = np.ascontiguousarray(pse).astype(dtype)
         if not np.array_equal(pse.astype(np.float64), np.broadcast_to(finite, (B, N, L, S))[:pse.shape[0], :, :pse.shape[2]].astype(np.float64)):
-            fail(ValueError, "compat.mask.values", f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
-                             "(Ascend requires pse dtype == query dtype for pse_type 0)")
+            fail(ValueError, "compat.mask.values",
+                 f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
+                 "(Ascend requires pse dtype == query dtype for pse_type 0)")
     return (discard if discard.any() else None), pse
 
 

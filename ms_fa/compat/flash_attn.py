@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._common import (AscendArgs, _is_int, base_kwargs, check_heads, check_qkv, fail, keep_prob_of, mask_kwargs,
-                      scale_of, to_numpy, validate)
+from ._common import (AscendArgs, _is_int, base_kwargs, check_flags, check_heads, check_qkv, fail, keep_prob_of,
+                      mask_kwargs, scale_of, to_numpy, validate)
 
 __all__ = ["flash_attn_func_to_ascend", "flash_attn_varlen_func_to_ascend"]
 
@@ -78,7 +78,8 @@ def _mask_obj(causal, window_size):
 
 def _unsupported(softcap, return_attn_probs, block_table=None):
     if softcap:
-        fail(ValueError, "flash_attn.softcap", "softcap > 0 has no Ascend FlashAttentionScore equivalent (no tanh soft-capping)")
+        fail(ValueError, "flash_attn.softcap",
+             "softcap > 0 has no Ascend FlashAttentionScore equivalent (no tanh soft-capping)")
     if return_attn_probs:
         fail(ValueError, "flash_attn.return_attn_probs", "return_attn_probs: Ascend returns softmax_max / softmax_sum "
              "(log-sum-exp parts), not the probabilities; call without it")
@@ -97,6 +98,7 @@ def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal
                               ) -> AscendArgs:
     """``flash_attn_func`` arguments -> Ascend kwargs (layout BSND). See the module docstring."""
     _unsupported(softcap, return_attn_probs)
+    check_flags("flash_attn_func", causal=causal, deterministic=deterministic)
     q, k, v = to_numpy(q), to_numpy(k), to_numpy(v)
     check_qkv(q, k, v, (4,), "flash_attn_func")
     B, Sq, Hq, D = q.shape
@@ -120,7 +122,8 @@ def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal
 def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
     slopes = np.asarray(slopes, dtype=np.float32)
     if slopes.shape not in ((H,), (B, H)):
-        fail(ValueError, "flash_attn.alibi_slopes", f"alibi_slopes must be (nheads,) or (batch, nheads) = ({H},) or ({B}, {H}), got {slopes.shape}")
+        fail(ValueError, "flash_attn.alibi_slopes",
+             f"alibi_slopes must be (nheads,) or (batch, nheads) = ({H},) or ({B}, {H}), got {slopes.shape}")
     if Sq == Sk:
         notes.append("alibi_slopes -> in-kernel ALiBi pse_type 2 (bias -slope*|j - i|)")
         return dict(pse=slopes, pse_type=2)
@@ -144,6 +147,7 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
     from ms_fa.masks.objects import Packed
 
     _unsupported(softcap, return_attn_probs, block_table)
+    check_flags("flash_attn_varlen_func", causal=causal, deterministic=deterministic)
     q, k, v = to_numpy(q), to_numpy(k), to_numpy(v)
     check_qkv(q, k, v, (3,), "flash_attn_varlen_func")
     cq, ck = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q"), _cu_seqlens(cu_seqlens_k, "cu_seqlens_k")
@@ -178,8 +182,9 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
         sl = np.asarray(to_numpy(alibi_slopes), dtype=np.float32)
         deltas = {b - a for a, b in zip(sq, sk) if a}
         if len(deltas) != 1:
-            fail(ValueError, "flash_attn.varlen_alibi", "varlen ALiBi with different Sk - Sq per sequence: Ascend's in-kernel "
-                 "ALiBi has one q_start_idx for all sequences and TND accepts no full explicit pse; not expressible")
+            fail(ValueError, "flash_attn.varlen_alibi",
+                 "varlen ALiBi with different Sk - Sq per sequence: Ascend's in-kernel ALiBi has one "
+                 "q_start_idx for all sequences and TND accepts no full explicit pse; not expressible")
         d = deltas.pop()
         kw.update(pse=sl, pse_type=2)
         if d:

@@ -21,8 +21,8 @@ Note: ``pse_type`` exists in ``speed_fusion_attention`` / ``npu_fusion_attention
 """
 from __future__ import annotations
 
-from ._common import (AscendArgs, base_kwargs, check_heads, check_mask_dtype, check_qkv, dense_mask_form, fail,
-                      has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy, torch_mask_to_ascend,
+from ._common import (AscendArgs, base_kwargs, check_flags, check_heads, check_mask_dtype, check_qkv, dense_mask_form,
+                      fail, has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy, torch_mask_to_ascend,
                       validate)
 
 __all__ = ["sdpa_to_ascend"]
@@ -43,6 +43,7 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
 
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
     check_qkv(q, k, v, (3, 4), "sdpa")
+    check_flags("sdpa", is_causal=is_causal, enable_gqa=enable_gqa)
     restore = None
     if q.ndim == 3:
         q, k, v = q[None], k[None], v[None]

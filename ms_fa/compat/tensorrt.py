@@ -19,8 +19,8 @@ GQA: query head h uses kv head ``h // (d_q / d_kv)`` (the ONNX Attention / Ascen
 """
 from __future__ import annotations
 
-from ._common import (AscendArgs, base_kwargs, check_heads, check_mask_dtype, check_qkv, dense_mask_form, fail,
-                      has_empty_rows, mask_kwargs, to_numpy, torch_mask_to_ascend, validate)
+from ._common import (AscendArgs, base_kwargs, check_flags, check_heads, check_mask_dtype, check_qkv, dense_mask_form,
+                      fail, has_empty_rows, mask_kwargs, to_numpy, torch_mask_to_ascend, validate)
 from ms_fa.spec.args import check_scale
 
 __all__ = ["tensorrt_to_ascend"]
@@ -32,9 +32,11 @@ def tensorrt_to_ascend(query, key, value, mask=None, causal=False, normalization
     from ms_fa.masks.objects import CausalMask, DenseMask
 
     if str(getattr(normalization_op, "name", normalization_op)).upper() != "SOFTMAX":
-        fail(ValueError, "tensorrt.normalization_op", f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax")
+        fail(ValueError, "tensorrt.normalization_op",
+             f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax")
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
     check_qkv(q, k, v, (4,), "tensorrt")
+    check_flags("tensorrt", causal=causal)
     B, Nq, L, E = q.shape
     Nk, S = k.shape[1], k.shape[2]
     check_heads(Nq, Nk, "tensorrt")

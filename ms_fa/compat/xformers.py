@@ -154,7 +154,8 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
         return AscendArgs(validate(kw), notes=notes, restore=restore)
     if name.startswith("BlockDiagonal"):
         if B != 1:
-            fail(ValueError, "xformers.block_diagonal.batch", f"{name} needs batch 1 with the sequences concatenated (xFormers convention), got B={B}")
+            fail(ValueError, "xformers.block_diagonal.batch",
+                 f"{name} needs batch 1 with the sequences concatenated (xFormers convention), got B={B}")
         pk = Packed.from_cu_seqlens(attn_bias.q_seqinfo.seqstart_py, attn_bias.k_seqinfo.seqstart_py)
         wm = _window_mask(name, attn_bias) if name != "BlockDiagonalMask" else None
         full = pk if wm is None else pk & wm
@@ -183,5 +184,6 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
                 kw.update(pse=pse, pse_type=0)
         notes.append(f"{name} -> {m!r} -> sparse_mode {kw['sparse_mode']}")
         return AscendArgs(validate(kw), notes=notes, restore=restore)
-    fail(ValueError, "xformers.bias.unsupported", f"xFormers bias {name} has no exact Ascend translation here; materialize it "
-                     "(bias.materialize(shape)) and pass the tensor")
+    fail(ValueError, "xformers.bias.unsupported",
+         f"xFormers bias {name} has no exact Ascend translation here; materialize it (bias.materialize(shape)) and "
+         "pass the tensor")
