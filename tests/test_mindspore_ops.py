@@ -4,7 +4,8 @@ the float64 oracle ms_fa/spec/reference.py, in PYNATIVE, GRAPH and ms.jit, with 
     max|out - ref64| <= 2 * max|ref_X - ref64| + eps
 
 (ref_X: the oracle with precision="chip" in the input dtype; eps: reference_cases.assert_design_rule, a few
-ulp of the quantity's magnitude plus 1e-6). Gradients via ms.grad against the oracle's fa_grad. Validation errors raise before
+ulp of the quantity's magnitude plus 1e-6; for dq / dk also two fp32 ulps of the error scale of the cancellation
+dS = P * (dP - D), reference_cases.gradient_magnitudes). Gradients via ms.grad against the oracle's fa_grad. Validation errors raise before
 any kernel runs, with the rule named.
 """
 from __future__ import annotations
