@@ -3,7 +3,7 @@
     python docs/gen_sparse_modes.py            # rewrite docs/sparse_modes.md and docs/img/*.png
     python docs/gen_sparse_modes.py --check    # exit 1 if the markdown is out of date
 
-Every picture in the atlas is printed by ms_fa.explain from the spec (ms_fa.spec.masks), so the doc
+Every picture in the atlas is printed by ms_fa.explain from the spec (ms_fa.semantics.plan), so the doc
 cannot drift from the code: tests/test_explain.py checks that the file equals this script's output.
 """
 from __future__ import annotations
@@ -119,7 +119,7 @@ CASES = [
     ("8", "... card 1 runs mode 2", "Card 1: two whole batches, plain mode 2.",
      dict(sparse_mode=2, actual_seq_qlen=[3, 5], actual_seq_kvlen=[3, 7]), "mode8_card1"),
     ("-", "an invalid call: TND mode 3 with S1b > S2b",
-     "The verdict names the broken rule (from `ms_fa.spec.args.normalize`).",
+     "The verdict names the broken rule (from `ms_fa.semantics.args.normalize`).",
      dict(sparse_mode=3, actual_seq_qlen=[4, 6], actual_seq_kvlen=[2, 6]), None),
     ("-", "from a mask object",
      "`--mask` compiles a mask expression with `to_ascend` (cheapest exact mode) and explains the result.",

@@ -23,7 +23,7 @@ _LAZY = {
     "PrefixLM": "ms_fa.masks.objects",
     "Packed": "ms_fa.masks.objects",
     "DenseMask": "ms_fa.masks.objects",
-    "alibi_slopes": "ms_fa.spec.pse",
+    "alibi_slopes": "ms_fa.semantics.pse",
 }
 
 __all__ = sorted(_LAZY)

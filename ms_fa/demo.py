@@ -82,7 +82,7 @@ def build_model(weights, naive):
     import mindspore as ms
     from mindspore import Parameter, Tensor, nn, ops
     from ms_fa.mindspore.cell import FlashAttention
-    from ms_fa.spec.pse import alibi_slopes, inner_alibi
+    from ms_fa.semantics.pse import alibi_slopes, inner_alibi
 
     slopes = alibi_slopes(N_HEADS)
 

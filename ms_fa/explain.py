@@ -12,9 +12,9 @@ or from a mask expression (parsed safely: only the mask classes, numbers, lists 
     python -m ms_fa explain --mask "CausalMask('bottom_right') & SlidingWindow(4, 0)" --s1 16 --s2 16
     python -m ms_fa explain --mask "Packed([3, 5], [3, 9]) & CausalMask('bottom_right')"
 
-Prints the call, the verdict of :func:`ms_fa.spec.args.normalize` (``OK`` or ``INVALID`` with the
+Prints the call, the verdict of :func:`ms_fa.semantics.args.normalize` (``OK`` or ``INVALID`` with the
 rule names), the effective mask per batch (``x`` = discarded, ``.`` = kept; large sizes in blocks)
-and the block plan of :mod:`ms_fa.spec.masks` (tiles visited / skipped, fraction of the dense FLOPs
+and the block plan of :mod:`ms_fa.semantics.plan` (tiles visited / skipped, fraction of the dense FLOPs
 computed). ``--png FILE`` also writes the picture. Without ``--no-mask`` the matching atten_mask is
 passed: the compressed mask for modes 2/3/4/6/7/8, and for modes 0/1/5 the canonical full mask
 consistent with pre/next/prefix (``--atten-mask FILE.npy`` to use your own). Exit status: 0 valid,
@@ -29,7 +29,7 @@ import sys
 
 import numpy as np
 
-from ms_fa.spec import masks as sm
+from ms_fa.semantics import plan as sm
 
 __all__ = ["main", "explain", "parse_mask", "canonical_full_mask"]
 
@@ -199,7 +199,7 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
     """Explain one call; returns ``(text, ok)``. Arguments as speed_fusion_attention (``S1``/``S2``
     for non-TND layouts, the cumulative ``actual_seq_*`` lists for TND)."""
     from ms_fa.masks.objects import _dummy_qkv, render, write_png
-    from ms_fa.spec.args import normalize, seqlens_from_cumulative
+    from ms_fa.semantics.args import normalize, seqlens_from_cumulative
 
     lines = []
     if note:
@@ -227,10 +227,10 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
     elif atten_mask is not None:
         am = atten_mask
     elif sparse_mode in (2, 3, 4, 7, 8):
-        from ms_fa.spec.masks import canonical_compressed_mask
+        from ms_fa.semantics.plan import canonical_compressed_mask
         am = canonical_compressed_mask("causal")
     elif sparse_mode == 6:
-        from ms_fa.spec.masks import canonical_compressed_mask
+        from ms_fa.semantics.plan import canonical_compressed_mask
         am = canonical_compressed_mask("prefix")
     elif sparse_mode in (0, 1, 5):
         am = canonical_full_mask(sparse_mode, S1, S2, pre_tokens, next_tokens, prefix, B)
@@ -245,7 +245,7 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
         lines.append("verdict: INVALID")
         lines.append(f"  {type(e).__name__}: {e}")
         return "\n".join(lines), False
-    lines.append("verdict: OK (ms_fa.spec.args.normalize accepts the call)")
+    lines.append("verdict: OK (ms_fa.semantics.args.normalize accepts the call)")
     for w in args.warnings:
         lines.append(f"  warning: {w}")
     if am is None:

@@ -11,7 +11,7 @@ def test_speed_fusion_attention_on_ascend_matches_oracle(mode, compressed):
     import mindspore as ms
 
     import ms_fa
-    from ms_fa.spec.reference import fa_forward
+    from ms_fa.semantics.reference import fa_forward
 
     ms.set_context(device_target="Ascend")
     rng = np.random.default_rng(1)

@@ -7,7 +7,7 @@ these have run on one.
 import numpy as np
 import pytest
 
-from ms_fa.spec.reference import fa_forward
+from ms_fa.semantics.reference import fa_forward
 
 pytestmark = pytest.mark.requires_npu
 

@@ -7,7 +7,7 @@ Main entry point::
     dy = make_dy(case, seed=4)
     dq, dk, dv = fa_grad(dy, **grad_kwargs(case, out))
 
-``make_case`` returns a dict of keyword arguments for :func:`ms_fa.spec.reference.fa_forward`
+``make_case`` returns a dict of keyword arguments for :func:`ms_fa.semantics.reference.fa_forward`
 (``query, key, value, head_num, input_layout`` and every option the case sets) that satisfies the
 Ascend rules (SPEC §2-§5, §9): consistent full masks for modes 0/1/5, canonical compressed masks for
 2/3/4/6/7/8, pre/next chosen inside the band checks when not given, valid prefixes, TND lengths
@@ -20,12 +20,12 @@ import functools
 
 import numpy as np
 
-from ms_fa.spec.dropout import pack_bits
-from ms_fa.spec.dtypes import as_float32, numpy_dtype
-from ms_fa.spec.layouts import from_bnsd
-from ms_fa.spec.masks import INT_MAX
-from ms_fa.spec import reference as R
-from ms_fa.spec.pse import alibi_bias_full, alibi_compressed, alibi_slopes
+from ms_fa.semantics.dropout import pack_bits
+from ms_fa.semantics.dtypes import as_float32, numpy_dtype
+from ms_fa.semantics.layouts import from_bnsd
+from ms_fa.semantics.plan import INT_MAX
+from ms_fa.semantics import reference as R
+from ms_fa.semantics.pse import alibi_bias_full, alibi_compressed, alibi_slopes
 
 __all__ = ["make_case", "random_config", "random_case", "make_dy", "grad_kwargs", "split_case", "compressed_mask", "compressed_prefix_mask",
            "SPARSE_MODES", "PSE_KINDS", "band_mode_ok", "cast"]
@@ -128,7 +128,7 @@ def _pick_tokens(rng, layout, mode, S1, S2, sq, skv, band_b, pre, nxt):
 
 
 def _band_keep(mode, S1b, S2b, pre, nxt, pfx, tnd, is_band, maxS1, maxS2):
-    from ms_fa.spec.masks import band_for
+    from ms_fa.semantics.plan import band_for
     band = band_for(mode, S1b, S2b, pre, nxt, has_mask=True, prefix=pfx, tnd=tnd, is_band_batch=is_band,
                     max_s1=maxS1, max_s2=maxS2)
     i = np.arange(S1b)[:, None]

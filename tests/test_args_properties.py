@@ -1,4 +1,4 @@
-"""Property tests of ms_fa.spec.args.normalize (hypothesis).
+"""Property tests of ms_fa.semantics.args.normalize (hypothesis).
 
 * random VALID argument sets (every layout and sparse mode, GQA, TND lengths with empty batches,
   pse kinds incl. compressed ALiBi and slopes, drop masks, all APIs) never raise and normalize to
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ms_fa.spec.args import APIS, INT_MAX, RULES, canonical_compressed_mask, normalize
+from ms_fa.semantics.args import APIS, INT_MAX, RULES, canonical_compressed_mask, normalize
 
 F16, F32, BF16 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(ml_dtypes.bfloat16)
 CAUSAL = canonical_compressed_mask("causal")

@@ -1,5 +1,5 @@
 """Migration adapters (ms_fa.compat): each translation, run through the spec oracle
-(ms_fa.spec.reference.fa_forward), must reproduce the source API computed independently:
+(ms_fa.semantics.reference.fa_forward), must reproduce the source API computed independently:
 torch SDPA on CPU, and from-the-docs numpy references for flash-attn, xFormers and TensorRT.
 fp32 inputs, tolerance 1e-5 (DESIGN §6)."""
 import math
@@ -12,7 +12,7 @@ import torch  # noqa: E402  (CI installs the torch extra: ./dev.sh)
 from ms_fa.compat import (flash_attn_func_to_ascend, flash_attn_varlen_func_to_ascend, sdpa_to_ascend,
                           tensorrt_to_ascend, xformers_to_ascend)
 from ms_fa.compat import xformers as xf
-from ms_fa.spec.reference import fa_forward
+from ms_fa.semantics.reference import fa_forward
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -426,7 +426,7 @@ _QT = rnd(4, 2, 8)         # TND
     (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, causal="x"), TypeError, "compat.flag"),
     (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
                                             causal=None), TypeError, "compat.flag"),
-    # anything else: the spec's own rule, through ms_fa.spec.args.normalize on the translated call
+    # anything else: the spec's own rule, through ms_fa.semantics.args.normalize on the translated call
     (sdpa_to_ascend, dict(query=_q4(), key=_q4(E=4), value=_q4()), ValueError, "head_dim.qk"),
     (sdpa_to_ascend, dict(query=_q4().astype(np.float64), key=_q4().astype(np.float64),
                           value=_q4().astype(np.float64)), TypeError, "qkv.dtype"),

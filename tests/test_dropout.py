@@ -1,4 +1,4 @@
-"""ms_fa's dropout keep-bit generator (ms_fa/spec/dropout.py, ms_fa/csrc/fa_dropout.h) and the
+"""ms_fa's dropout keep-bit generator (ms_fa/semantics/dropout.py, ms_fa/csrc/fa_dropout.h) and the
 dropout semantics of the reference (SPEC §4)."""
 import ctypes
 import os
@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 from reference_cases import grad_kwargs, make_case, make_dy  # noqa: E402
 
-from ms_fa.spec import dropout as dr  # noqa: E402
-from ms_fa.spec.reference import fa_forward, fa_grad  # noqa: E402
+from ms_fa.semantics import dropout as dr  # noqa: E402
+from ms_fa.semantics.reference import fa_forward, fa_grad  # noqa: E402
 
 HEADER = os.path.join(os.path.dirname(__file__), "..", "ms_fa", "csrc", "fa_dropout.h")
 

@@ -1,5 +1,5 @@
 """The blockwise CPU kernel (ms_fa/kernels/cpu.py -> ms_fa/_lib/libms_fa_cpu.so) against the
-float64 oracle ms_fa/spec/reference.py, with DESIGN §6's rule, per output X in {attention_out,
+float64 oracle ms_fa/semantics/reference.py, with DESIGN §6's rule, per output X in {attention_out,
 softmax_max, softmax_sum, dq, dk, dv}::
 
     max|kernel - ref64| <= 2 * max|ref_X - ref64| + eps
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 
 from ms_fa.kernels import cpu as K
-from ms_fa.spec import reference as R
-from ms_fa.spec.dtypes import as_float32, dtype_name
+from ms_fa.semantics import reference as R
+from ms_fa.semantics.dtypes import as_float32, dtype_name
 from reference_cases import FLT_MAX, assert_design_rule, assert_gradients_design_rule, grad_kwargs, make_case, make_dy, split_case
 
 LAYOUTS4 = ("BSH", "SBH", "BSND", "BNSD")
@@ -242,8 +242,8 @@ def test_dropout(layout, dtype, explicit):
 
 
 def test_generated_dropout_matches_explicit_bits():
-    """Generated bits (seed/offset) == the same bits passed explicitly (fa_dropout.h == spec/dropout.py)."""
-    from ms_fa.spec.dropout import keep_bits, pack_bits
+    """Generated bits (seed/offset) == the same bits passed explicitly (fa_dropout.h == semantics/dropout.py)."""
+    from ms_fa.semantics.dropout import keep_bits, pack_bits
     case = make_case("BNSD", 1, "float32", B=1, N1=2, S1=24, S2=32, D=8, keep_prob=0.5, seed=4)
     a, kw = split_case(case)
     o1 = K.fa_forward(*a, **kw)
@@ -358,7 +358,7 @@ def test_validation_errors_come_from_args():
 def test_cast_round_half_away():
     """P and out use CAST_ROUND: a value exactly between two fp16 numbers goes away from zero."""
     import ml_dtypes  # noqa: F401
-    from ms_fa.spec.dtypes import round_to
+    from ms_fa.semantics.dtypes import round_to
     # V = ties for fp16 after averaging two keys with equal scores: (a + b) / 2 lands on a tie
     q = np.zeros((1, 1, 1, 8), np.float16)
     k = np.zeros((1, 1, 2, 8), np.float16)

@@ -146,21 +146,21 @@ int main() {
   for (int dt = 0; dt < 3; ++dt)
     for (int variant = 0; variant < 4; ++variant) {
       FaProblem p; memset(&p, 0, sizeof(p));
-      p.layout = FA_BNSD; p.dtype = dt; p.B = B; p.N1 = N1; p.N2 = N2; p.S1 = S1; p.S2 = S2; p.D = D; p.Dv = D;
-      p.scale = 0.2236068f; p.keep_prob = 1.f; p.pre_tokens = 2147483647; p.next_tokens = 2147483647;
-      p.num_threads = 1; p.pse_type = 1;
+      p.s.layout = FA_BNSD; p.s.dtype = dt; p.s.B = B; p.s.N1 = N1; p.s.N2 = N2; p.s.S1 = S1; p.s.S2 = S2; p.s.D = D; p.s.Dv = D;
+      p.s.scale = 0.2236068f; p.s.keep_prob = 1.f; p.s.pre_tokens = 2147483647; p.s.next_tokens = 2147483647;
+      p.s.num_threads = 1; p.s.pse_type = 1;
       std::vector<uint8_t> mask, pse;
       if (variant == 1) {               /* band (next_tokens 0) + full user mask, row 5 all masked */
-        p.sparse_mode = 0; p.mask_kind = FA_MASK_FULL;
+        p.s.sparse_mode = 0; p.s.mask_kind = FA_MASK_FULL;
         mask.assign(S1 * S2, 0);
         for (int64_t i = 0; i < S1; ++i) for (int64_t j = 0; j < S2; ++j) mask[i * S2 + j] = j > i || i == 5;
-        p.mask = mask.data(); p.mask_stride_s1 = S2; p.next_tokens = 0; p.inner_precise = 0;
+        p.mask = mask.data(); p.s.mask_stride_s1 = S2; p.s.next_tokens = 0; p.s.inner_precise = 0;
       } else if (variant == 2) {        /* full pse in the input dtype, pse_type 0 */
-        p.pse_kind = FA_PSE_FULL; p.pse_type = 0; p.pse_dtype = dt; p.pse_b = B;
+        p.s.pse_kind = FA_PSE_FULL; p.s.pse_type = 0; p.s.pse_dtype = dt; p.s.pse_b = B;
         fill(pse, B * N1 * S1 * S2, dt, 99);
-        p.pse = pse.data(); p.pse_stride_b = N1 * S1 * S2; p.pse_stride_n = S1 * S2; p.pse_stride_s1 = S2;
+        p.pse = pse.data(); p.s.pse_stride_b = N1 * S1 * S2; p.s.pse_stride_n = S1 * S2; p.s.pse_stride_s1 = S2;
       } else if (variant == 3) {        /* generated dropout */
-        p.keep_prob = 0.875f; p.seed = 1234; p.offset = 64;
+        p.s.keep_prob = 0.875f; p.s.seed = 1234; p.s.offset = 64;
       }
       std::vector<uint8_t> q, k, v, dy;
       fill(q, B * N1 * S1 * D, dt, 1); fill(k, B * N2 * S2 * D, dt, 2); fill(v, B * N2 * S2 * D, dt, 3);

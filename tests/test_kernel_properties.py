@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ms_fa.spec.args import normalize
+from ms_fa.semantics.args import normalize
 from reference_cases import make_case, split_case
 from test_kernel_cpu import check_case
 

@@ -1,7 +1,7 @@
 """Regression tests from the sanitizer (ASan + UBSan) pass over the CPU kernel (ms_fa/csrc/fa_cpu_*).
 
 They run on the normal library. Each calls the C ABI directly with a FaProblem that ms_fa's own
-validation (ms_fa/spec/args.py) would never build, since other callers (the MindSpore glue) fill
+validation (ms_fa/semantics/args.py) would never build, since other callers (the MindSpore glue) fill
 FaProblem themselves. The kernel must refuse such a problem with an error, not overflow an int64
 (undefined behaviour) and then read out of bounds or abort. Also: an out-of-range tile size in the
 environment is clamped (atoi overflow was UB).
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from ms_fa.kernels import cpu as K
-from ms_fa.spec.args import normalize
+from ms_fa.semantics.args import normalize
 from reference_cases import make_case, split_case
 from test_kernel_cpu import check_case
 
@@ -82,8 +82,8 @@ def test_tnd_dropout_numels_overflow_rejected():
     # N1 * sum(S1b * S2b) (flat dropout index range) past INT64_MAX, with lengths within T1 / T2
     case = make_case("TND", 1, "float32", N1=1, D=4, tnd_q=[1], tnd_kv=[1], seed=3)
     a, prob, keep = _problem(case)
-    prob.T1 = prob.T2 = 1 << 40
-    prob.N1 = prob.N2 = 1 << 20
+    prob.s.T1 = prob.s.T2 = 1 << 40
+    prob.s.N1 = prob.s.N2 = 1 << 20
     big = np.array([1 << 40], np.int64)
     keep.append(big)
     prob.actual_seq_qlen = prob.actual_seq_kvlen = big.ctypes.data_as(I64P)
@@ -95,8 +95,8 @@ def test_bnsd_numels_overflow_rejected():
     # B * N1 * S1 * S2 (dropout base of each batch) past INT64_MAX
     case = make_case("BNSD", 0, "float32", B=1, N1=1, S1=2, S2=2, D=4, with_mask=False, seed=4)
     a, prob, keep = _problem(case)
-    prob.B = 4
-    prob.S1 = prob.S2 = 1 << 31
+    prob.s.B = 4
+    prob.s.S1 = prob.s.S2 = 1 << 31
     for rc, msg in _call_both(prob, a):
         assert rc != 0 and "[kernel.dims]" in msg, msg
 
@@ -105,7 +105,7 @@ def test_huge_head_dim_rejected():
     # D is an int in the tile loops and sgemm
     case = make_case("BNSD", 0, "float32", B=1, N1=1, S1=2, S2=2, D=4, with_mask=False, seed=5)
     a, prob, keep = _problem(case)
-    prob.D = prob.Dv = 1 << 32
+    prob.s.D = prob.s.Dv = 1 << 32
     for rc, msg in _call_both(prob, a):
         assert rc != 0 and "[kernel.dims]" in msg, msg
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ms_fa.spec import masks as M
-from ms_fa.spec.args import canonical_compressed_mask, normalize
+from ms_fa.semantics import plan as M
+from ms_fa.semantics.args import canonical_compressed_mask, normalize
 
 INT_MAX = M.INT_MAX
 
@@ -190,7 +190,7 @@ def test_quoted_rows_literally():
 
 
 def test_masks_module_docstring_pictures():
-    """The pictures in the docstring of ms_fa/spec/masks.py (S1 = 4, S2 = 6)."""
+    """The pictures in the docstring of ms_fa/semantics/plan.py (S1 = 4, S2 = 6)."""
     assert_pic(nontnd(2, 4, 6), "011111 001111 000111 000011")
     assert_pic(nontnd(3, 4, 6), "000111 000011 000001 000000")
     assert_pic(nontnd(4, 4, 6, 1, 0), "100111 110011 111001 111100")

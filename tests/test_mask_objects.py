@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ms_fa.masks.objects import (COST_ORDER, COST_ORDER_TND, AscendMaskBuilder, CausalMask, DenseMask,
                                  Packed, PrefixLM, SlidingWindow)
-from ms_fa.spec import masks as sm
-from ms_fa.spec.args import canonical_compressed_mask, normalize
+from ms_fa.semantics import plan as sm
+from ms_fa.semantics.args import canonical_compressed_mask, normalize
 
 INT_MAX = 2147483647
 

@@ -13,8 +13,8 @@ from mindspore import Tensor  # noqa: E402
 
 import ms_fa  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
-from ms_fa.spec import reference as R  # noqa: E402
-from ms_fa.spec.pse import alibi_bias_full, alibi_slopes  # noqa: E402
+from ms_fa.semantics import reference as R  # noqa: E402
+from ms_fa.semantics.pse import alibi_bias_full, alibi_slopes  # noqa: E402
 from test_mindspore_ops import compare, compare_grads  # noqa: E402
 
 # the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip

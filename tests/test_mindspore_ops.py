@@ -1,5 +1,5 @@
 """ms_fa.speed_fusion_attention / ms_fa.flash_attention_score (MindSpore frontend, AOT Custom ops) against
-the float64 oracle ms_fa/spec/reference.py, in PYNATIVE, GRAPH and ms.jit, with DESIGN §6's rule::
+the float64 oracle ms_fa/semantics/reference.py, in PYNATIVE, GRAPH and ms.jit, with DESIGN §6's rule::
 
     max|out - ref64| <= 2 * max|ref_X - ref64| + eps
 
@@ -21,8 +21,8 @@ from mindspore import Tensor, nn  # noqa: E402
 import ms_fa  # noqa: E402
 from ms_fa.mindspore import ops as F  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
-from ms_fa.spec import reference as R  # noqa: E402
-from ms_fa.spec.dtypes import as_float32, dtype_name  # noqa: E402
+from ms_fa.semantics import reference as R  # noqa: E402
+from ms_fa.semantics.dtypes import as_float32, dtype_name  # noqa: E402
 from reference_cases import assert_design_rule, assert_gradients_design_rule, make_case, make_dy, random_config  # noqa: E402
 
 # the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip

@@ -1,7 +1,7 @@
 """The MindSpore op plugin (ms_fa/csrc/ms_op_plugin.cc) checks what its kernels will read.
 
 MindSpore's CPU shape inference does not check atten_mask / pse / drop_mask of FlashAttentionScore /
-SpeedFusionAttention, so the plugin checks rank, extents and dtype against the forms of spec/args.py
+SpeedFusionAttention, so the plugin checks rank, extents and dtype against the forms of semantics/args.py
 (same ``[rule.name]``s) before the kernel runs; a failure is a C++ exception that MindSpore turns into a
 Python ``RuntimeError`` carrying our message (no crash, no heap garbage: an atten_mask (1, S) used to be
 read as (S, S)). One subprocess (the plugin must be set before MindSpore's first kernel) checks:
@@ -40,7 +40,7 @@ import json, os, numpy as np
 import mindspore as ms
 from mindspore import ops, Tensor as T
 import ms_fa
-from ms_fa.spec.reference import fa_forward, fa_grad
+from ms_fa.semantics.reference import fa_forward, fa_grad
 res = {"rejected": {}}
 ms.set_context(mode=ms.PYNATIVE_MODE)
 st = ms_fa.patch(mechanism="op_plugin")        # MS_OP_PLUGIN_PATH set before the process started
@@ -272,13 +272,13 @@ def test_op_plugin_rejects_layout_with_wrong_stride_count(tmp_path):
 
 
 def test_plugin_rules_are_the_spec_rules():
-    """The plugin cannot call ms_fa.spec (MindSpore runs it from C++ kernel threads, with no ms_fa
+    """The plugin cannot call ms_fa.semantics (MindSpore runs it from C++ kernel threads, with no ms_fa
     frontend in the loop), so it re-states the checks that keep bad input from the kernel. Like
-    fa_plan.h against masks.py, the copy is tied to the single source: every rule the plugin raises is
-    a rule of spec.args.RULES (same name, same meaning), except the two that exist only on this path."""
+    fa_plan.h against plan.py, the copy is tied to the single source: every rule the plugin raises is
+    a rule of semantics.args.RULES (same name, same meaning), except the two that exist only on this path."""
     import re
 
-    from ms_fa.spec.args import rule_names
+    from ms_fa.semantics.args import rule_names
 
     plugin_only = {
         "plugin.layout",        # MindSpore's tensor-layout record (rank vs strides); no such input in Python

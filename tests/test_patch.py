@@ -25,7 +25,7 @@ from mindspore import Tensor, nn  # noqa: E402
 
 import ms_fa  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
-from ms_fa.spec import reference as R  # noqa: E402
+from ms_fa.semantics import reference as R  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "tests", "models")
@@ -103,7 +103,7 @@ ABI_SCRIPT = r'''
 import json, numpy as np
 import mindspore as ms
 from mindspore import ops, Tensor
-from ms_fa.spec.reference import fa_forward, fa_grad
+from ms_fa.semantics.reference import fa_forward, fa_grad
 import ms_fa
 res = {}
 # patch() in GRAPH mode before any kernel: the op plugin (set here, checked by a one-element probe call)
@@ -249,7 +249,7 @@ def test_patch_python_mechanism_replaces_and_restores():
         assert tuple(sout.shape) == (1,)
 
         # the stand-in behaves as a Primitive: add_prim_attr stores and returns self; padding_mask raises
-        # spec.args' [padding_mask.none] like ms_fa.flash_attention_score (PYNATIVE and GRAPH)
+        # semantics.args' [padding_mask.none] like ms_fa.flash_attention_score (PYNATIVE and GRAPH)
         prim = nn_ops.FlashAttentionScore(head_num=N, input_layout="BSH")
         assert prim.add_prim_attr("enable_ring_attention", True) is prim
         assert prim.attrs["enable_ring_attention"] is True and prim.attrs["head_num"] == N

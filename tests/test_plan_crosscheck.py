@@ -1,4 +1,4 @@
-"""ms_fa/csrc/fa_plan.h (C++) against its Python mirror ms_fa/spec/masks.py, and the block plan
+"""ms_fa/csrc/fa_plan.h (C++) against its Python mirror ms_fa/semantics/plan.py, and the block plan
 against brute force.
 
 The header is compiled at test time (g++, -Wall -Wextra -Werror) together with tests/plan_shim.cc,
@@ -16,7 +16,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from ms_fa.spec import masks as M
+from ms_fa.semantics import plan as M
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "ms_fa", "csrc")
@@ -253,7 +253,7 @@ def test_block_kind_matches(cases, shim):
 
 def test_band_batch_index_and_seqlen_match(shim):
     rng = np.random.default_rng(7)
-    from ms_fa.spec.args import seqlens_from_cumulative
+    from ms_fa.semantics.args import seqlens_from_cumulative
     for _ in range(2000):
         B = int(rng.integers(1, 7))
         lens = rng.integers(0, 5, B) * (rng.random(B) < 0.7)

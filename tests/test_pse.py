@@ -6,13 +6,12 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 from reference_cases import compressed_mask  # noqa: E402
 
-from ms_fa.spec.args import normalize  # noqa: E402
-from ms_fa.spec.pse import (alibi_bias_full, alibi_compressed, alibi_slopes, expand_pse,  # noqa: E402
+from ms_fa.semantics.args import normalize  # noqa: E402
+from ms_fa.semantics.pse import (alibi_bias_full, alibi_compressed, alibi_slopes, expand_pse,  # noqa: E402
                             inner_alibi)
-from ms_fa.spec.reference import fa_forward  # noqa: E402
+from ms_fa.semantics.reference import fa_forward  # noqa: E402
 
 
 def ft_generate_alibi_slopes(num_heads, tp_size=1, tp_rank=0, alibi_scale=1.0):

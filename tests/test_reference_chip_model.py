@@ -1,17 +1,17 @@
 """The oracle's ``precision="chip"`` rounding points, pinned bit for bit against an independent model.
 
 The model below is written from SPEC §1 / §7 and Appendix A only (it shares no code with
-``ms_fa.spec``): fp32 scores, -FLT_MAX select, P cast to the input dtype before P@V, output cast,
+``ms_fa.semantics``): fp32 scores, -FLT_MAX select, P cast to the input dtype before P@V, output cast,
 D from the stored output, dS cast before the dS@K / dS^T@Q products, scale after the product.
 Casts use its own round-half-away-from-zero (nearest neighbours compared in float64), not
-``ms_fa.spec.dtypes.round_to``. Dropping any one rounding point changes hundreds of elements, so
+``ms_fa.semantics.dtypes.round_to``. Dropping any one rounding point changes hundreds of elements, so
 these tests fail if the oracle loses one (the closeness tests against float64 would not notice).
 """
 import ml_dtypes
 import numpy as np
 import pytest
 
-from ms_fa.spec.reference import fa_forward, fa_grad
+from ms_fa.semantics.reference import fa_forward, fa_grad
 
 NEG = np.float32(-3.4028234663852886e38)
 
@@ -105,7 +105,7 @@ def test_cast_half_away_ties():
 
 @pytest.mark.parametrize("name", ["float16", "bfloat16"])
 def test_round_to_agrees_with_independent_cast(name):
-    from ms_fa.spec.dtypes import round_to
+    from ms_fa.semantics.dtypes import round_to
     dt = np.float16 if name == "float16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(20000) * 10.0 ** rng.integers(-8, 4, 20000)).astype(np.float32)

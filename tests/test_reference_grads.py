@@ -7,10 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 from reference_cases import grad_kwargs, make_case, make_dy  # noqa: E402
 
-from ms_fa.spec.reference import fa_forward, fa_grad  # noqa: E402
+from ms_fa.semantics.reference import fa_forward, fa_grad  # noqa: E402
 
 H = 1e-5
 

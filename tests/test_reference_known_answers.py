@@ -7,10 +7,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 from reference_cases import compressed_mask, make_case  # noqa: E402
 
-from ms_fa.spec.reference import NEG_FLT_MAX, POS_FLT_MAX, fa_forward, fa_grad  # noqa: E402
+from ms_fa.semantics.reference import NEG_FLT_MAX, POS_FLT_MAX, fa_forward, fa_grad  # noqa: E402
 
 
 def randn16(shape):
@@ -96,7 +95,7 @@ def test_bf16_and_fp32_dtypes():
 
 def test_chip_rounding_points_fp16():
     """chip mode casts P to fp16 (half away) before P@V and casts out half-away."""
-    from ms_fa.spec.dtypes import round_to
+    from ms_fa.semantics.dtypes import round_to
     kw = st_case(4)
     out = fa_forward(**kw)
     q = kw["query"][0].astype(np.float32)

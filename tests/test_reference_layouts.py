@@ -1,18 +1,17 @@
 """Layout equivalences of the reference: BSH == SBH == BSND == BNSD on the same data; a TND batch ==
-the same sequence run alone in BNSD (empty batches, trailing padding); per-batch masks == masks.py."""
+the same sequence run alone in BNSD (empty batches, trailing padding); per-batch masks == plan.py."""
 import os
 import sys
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(__file__))
 from reference_cases import compressed_mask, grad_kwargs, make_case, make_dy  # noqa: E402
 
-from ms_fa.spec import masks  # noqa: E402
-from ms_fa.spec.args import normalize  # noqa: E402
-from ms_fa.spec.layouts import from_bnsd, tnd_join, tnd_split, to_bnsd  # noqa: E402
-from ms_fa.spec.reference import _batch_mask, fa_forward, fa_grad  # noqa: E402
+from ms_fa.semantics import plan  # noqa: E402
+from ms_fa.semantics.args import normalize  # noqa: E402
+from ms_fa.semantics.layouts import from_bnsd, tnd_join, tnd_split, to_bnsd  # noqa: E402
+from ms_fa.semantics.reference import _batch_mask, fa_forward, fa_grad  # noqa: E402
 
 LAYOUTS = ("BSH", "SBH", "BSND", "BNSD")
 
@@ -118,8 +117,8 @@ def test_tnd_softmax_order():
 
 @pytest.mark.parametrize("layout,mode", [(l_, m) for l_ in ("BSH", "TND") for m in (0, 1, 2, 3, 4, 6)] +
                          [("BNSD", 5), ("TND", 7), ("TND", 8)])
-def test_batch_masks_match_masks_py(layout, mode):
-    """The reference's per-batch masks equal masks.effective_mask_for (the single mask rule)."""
+def test_batch_masks_match_plan_py(layout, mode):
+    """The reference's per-batch masks equal plan.effective_mask_for (the single mask rule)."""
     for seed in range(3):
         if layout == "TND":
             ql, kl = ([3, 0, 5, 2], [4, 3, 6, 3]) if mode != 6 else ([3, 0, 5, 2], [3, 2, 5, 2])
@@ -137,7 +136,7 @@ def test_batch_masks_match_masks_py(layout, mode):
             m, _ = _batch_mask(a, c.get("atten_mask"), b, int(oq[b]), int(ok[b]), s1, s2)
             for h in range(a.N1):
                 np.testing.assert_array_equal(np.broadcast_to(m, (a.N1, s1, s2))[h],
-                                              masks.effective_mask_for(a, b, h, c.get("atten_mask")))
+                                              plan.effective_mask_for(a, b, h, c.get("atten_mask")))
 
 
 @pytest.mark.parametrize("chunk", range(4))

@@ -1,4 +1,4 @@
-"""Validation rules of ms_fa.spec.args (SPEC §2.3, §2.4, §3, §5, §9; docs/validation.md).
+"""Validation rules of ms_fa.semantics.args (SPEC §2.3, §2.4, §3, §5, §9; docs/validation.md).
 
 Every rule in ``args.RULES`` has at least one failing case here that checks the exception type and
 that the message starts with ``[rule]``; positive cases check the normalized dimensions, forms,
@@ -12,8 +12,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from ms_fa.spec import args as A
-from ms_fa.spec.args import INT_MAX, RULES, canonical_compressed_mask, normalize, normalize_npu
+from ms_fa.semantics import args as A
+from ms_fa.semantics.args import INT_MAX, RULES, canonical_compressed_mask, normalize, normalize_npu
 
 F16, F32, BF16 = np.float16, np.float32, ml_dtypes.bfloat16
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from ms_fa.spec.args import check_scale, normalize
-from ms_fa.spec.masks import INT_MAX
+from ms_fa.semantics.args import check_scale, normalize
+from ms_fa.semantics.plan import INT_MAX
 
 
 class AscendArgs(dict):
@@ -47,7 +47,7 @@ def to_numpy(x):
 
 
 def fail(exc, rule: str, msg: str):
-    """Raise ``exc("[rule] msg")`` (the house style of ``ms_fa.spec.args``)."""
+    """Raise ``exc("[rule] msg")`` (the house style of ``ms_fa.semantics.args``)."""
     raise exc(f"[{rule}] {msg}")
 
 
@@ -96,7 +96,7 @@ def check_mask_dtype(m, rule: str, what: str):
 
 
 def validate(kw):
-    """Run the translated call (arrays and kwargs) through ``ms_fa.spec.args.normalize``, so that
+    """Run the translated call (arrays and kwargs) through ``ms_fa.semantics.args.normalize``, so that
     anything the checks above do not cover fails with the spec's named rule at translation time."""
     normalize(**kw)
     return kw

@@ -127,7 +127,7 @@ def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
     if Sq == Sk:
         notes.append("alibi_slopes -> in-kernel ALiBi pse_type 2 (bias -slope*|j - i|)")
         return dict(pse=slopes, pse_type=2)
-    from ms_fa.spec.pse import inner_alibi
+    from ms_fa.semantics.pse import inner_alibi
 
     sl = slopes if slopes.ndim == 2 else slopes[None]
     # the spec's pse_type-2 ALiBi, fp32(-slope) * |j - (i + Sk - Sq)|: bit-identical to flash-attn's

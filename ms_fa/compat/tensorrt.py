@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from ._common import (AscendArgs, base_kwargs, check_flags, check_heads, check_mask_dtype, check_qkv, dense_mask_form,
                       fail, has_empty_rows, mask_kwargs, to_numpy, torch_mask_to_ascend, validate)
-from ms_fa.spec.args import check_scale
+from ms_fa.semantics.args import check_scale
 
 __all__ = ["tensorrt_to_ascend"]
 

@@ -13,7 +13,9 @@
  *   mode B (few items): pass 1 over (b, n2, S2 tile) computes dK/dV, pass 2 over (b, h, S1 block)
  *     computes dQ -> 7 GEMMs per tile, but both passes use all threads.
  */
-#include "fa_cpu_common.h"
+#include "fa_gemm.h"
+#include "fa_guard.h"
+#include "fa_tile.h"
 
 #include <exception>
 
@@ -100,7 +102,7 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
         float* mu = mul + (int64_t)r * bn;
         drop_row(c, bi, h, i0 + r, j0, cols, mu);
         memcpy(pd, s, sizeof(float) * cols);
-        apply_drop(pd, mu, cols, c.p->keep_prob);
+        apply_drop(pd, mu, cols, c.p->s.keep_prob);
       } else {
         memcpy(pd, s, sizeof(float) * cols);
       }
@@ -120,7 +122,7 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
     /* A row the user mask discards entirely (invalid-line off) is NOT skipped: as on the chip
      * (SPEC 7) its recomputed P is 1/sum on the kept columns, so dS = P (dP - D) is not zero
      * (docs/semantics.md, item 2). */
-    if (c.dropout) apply_drop(dp, mul + (int64_t)r * bn, cols, c.p->keep_prob);
+    if (c.dropout) apply_drop(dp, mul + (int64_t)r * bn, cols, c.p->s.keep_prob);
     const simd::F8 dv = simd::set1(dr);
     int q = 0;
     for (; q + 8 <= cols; q += 8) simd::store(dp + q, simd::mul(simd::load(s + q), simd::sub(simd::load(dp + q), dv)));
@@ -218,7 +220,7 @@ void kv_tile(const Ctx& c, const Views& vw, int64_t b, int64_t n2, int64_t j0, i
     }
   }
   float* tmp = w.tmp.get((size_t)std::max(D, Dv) + 8);
-  store_scaled(c, vw.dK, b, bi.k0, n2, j0, cols, D, dK, D, c.p->scale, tmp);
+  store_scaled(c, vw.dK, b, bi.k0, n2, j0, cols, D, dK, D, c.p->s.scale, tmp);
   store_scaled(c, vw.dV, b, bi.k0, n2, j0, cols, Dv, dV, Dv, 1.f, tmp);
 }
 
@@ -242,7 +244,7 @@ void item_a(const Ctx& c, const Views& vw, int64_t b, int64_t n2, const float* s
   }
   float* tmp = w.tmp.get((size_t)D + 8);
   for (int64_t g = 0; g < c.G; ++g)
-    store_scaled(c, vw.dQ, b, bi.q0, n2 * c.G + g, 0, (int)bi.S1b, D, dq + g * bi.S1b * D, D, c.p->scale, tmp);
+    store_scaled(c, vw.dQ, b, bi.q0, n2 * c.G + g, 0, (int)bi.S1b, D, dq + g * bi.S1b * D, D, c.p->s.scale, tmp);
 }
 
 /* mode B pass 2 item: dQ of (b, h, S1 block i0) */
@@ -275,7 +277,7 @@ void q_item(const Ctx& c, const Views& vw, int64_t b, int64_t h, int64_t i0, con
                    nullptr, dq, w);
   }
   float* tmp = w.tmp.get((size_t)D + 8);
-  store_scaled(c, vw.dQ, b, bi.q0, h, i0, rows, D, dq, D, c.p->scale, tmp);
+  store_scaled(c, vw.dQ, b, bi.q0, h, i0, rows, D, dq, D, c.p->s.scale, tmp);
 }
 
 int backward_impl(const FaProblem* p, const void* q, const void* k, const void* v, const void* dy,
@@ -284,16 +286,16 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
   Ctx c;
   if (make_ctx(p, &c, err, errlen, true)) return 1;
   const bool tnd = c.tnd;
-  const int64_t qrows = tnd ? p->T1 : p->B * p->S1;
-  const int64_t krows = tnd ? p->T2 : p->B * p->S2;
-  const size_t nq = (size_t)(qrows * p->N1 * p->D), nk = (size_t)(krows * p->N2 * p->D),
-               nv = (size_t)(krows * p->N2 * p->Dv);
+  const int64_t qrows = tnd ? p->s.T1 : p->s.B * p->s.S1;
+  const int64_t krows = tnd ? p->s.T2 : p->s.B * p->s.S2;
+  const size_t nq = (size_t)(qrows * p->s.N1 * p->s.D), nk = (size_t)(krows * p->s.N2 * p->s.D),
+               nv = (size_t)(krows * p->s.N2 * p->s.Dv);
   auto zero_all = [&]() {
     if (dq && nq) memset(dq, 0, nq * c.esz);
     if (dk && nk) memset(dk, 0, nk * c.esz);
     if (dv && nv) memset(dv, 0, nv * c.esz);
   };
-  if (nq == 0 || nk == 0 || p->Dv == 0) { /* empty inputs: zero grads (SPEC 7) */
+  if (nq == 0 || nk == 0 || p->s.Dv == 0) { /* empty inputs: zero grads (SPEC 7) */
     zero_all();
     return 0;
   }
@@ -304,21 +306,21 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
   if (tnd) zero_all(); /* trailing rows, empty batches */
 
   Views vw;
-  vw.Q = make_view(q, p->layout, p->B, p->N1, p->S1, p->D, c.esz);
-  vw.K = make_view(k, p->layout, p->B, p->N2, p->S2, p->D, c.esz);
-  vw.V = make_view(v, p->layout, p->B, p->N2, p->S2, p->Dv, c.esz);
-  vw.dY = make_view(dy, p->layout, p->B, p->N1, p->S1, p->Dv, c.esz);
-  vw.O = make_view(attention_out, p->layout, p->B, p->N1, p->S1, p->Dv, c.esz);
-  vw.dQ = make_view(dq, p->layout, p->B, p->N1, p->S1, p->D, c.esz);
-  vw.dK = make_view(dk, p->layout, p->B, p->N2, p->S2, p->D, c.esz);
-  vw.dV = make_view(dv, p->layout, p->B, p->N2, p->S2, p->Dv, c.esz);
+  vw.Q = make_view(q, p->s.layout, p->s.B, p->s.N1, p->s.S1, p->s.D, c.esz);
+  vw.K = make_view(k, p->s.layout, p->s.B, p->s.N2, p->s.S2, p->s.D, c.esz);
+  vw.V = make_view(v, p->s.layout, p->s.B, p->s.N2, p->s.S2, p->s.Dv, c.esz);
+  vw.dY = make_view(dy, p->s.layout, p->s.B, p->s.N1, p->s.S1, p->s.Dv, c.esz);
+  vw.O = make_view(attention_out, p->s.layout, p->s.B, p->s.N1, p->s.S1, p->s.Dv, c.esz);
+  vw.dQ = make_view(dq, p->s.layout, p->s.B, p->s.N1, p->s.S1, p->s.D, c.esz);
+  vw.dK = make_view(dk, p->s.layout, p->s.B, p->s.N2, p->s.S2, p->s.D, c.esz);
+  vw.dV = make_view(dv, p->s.layout, p->s.B, p->s.N2, p->s.S2, p->s.Dv, c.esz);
 
   /* mode A items, heaviest first */
   struct ItemA {
     int64_t b, n2, cost;
   };
   std::vector<ItemA> ia;
-  for (int64_t b = 0; b < p->B; ++b) {
+  for (int64_t b = 0; b < p->s.B; ++b) {
     const BatchInfo& bi = c.bi[b];
     if (bi.S1b <= 0 || bi.S2b <= 0) continue;
     int64_t cost = 0;
@@ -327,7 +329,7 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
       fa_s2_range(&bi.band, bi.S1b, bi.S2b, i0, std::min<int64_t>(i0 + c.bm, bi.S1b), c.bn, &jb, &je);
       cost += je - jb + 16;
     }
-    for (int64_t n2 = 0; n2 < p->N2; ++n2) ia.push_back({b, n2, cost});
+    for (int64_t n2 = 0; n2 < p->s.N2; ++n2) ia.push_back({b, n2, cost});
   }
   std::stable_sort(ia.begin(), ia.end(), [](const ItemA& a, const ItemA& b) { return a.cost > b.cost; });
   const char* mode_env = getenv("MS_FA_BWD_MODE");
@@ -359,15 +361,15 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
   };
   std::vector<ItemKV> ikv;
   std::vector<ItemQ> iq;
-  for (int64_t b = 0; b < p->B; ++b) {
+  for (int64_t b = 0; b < p->s.B; ++b) {
     const BatchInfo& bi = c.bi[b];
     if (bi.S1b <= 0 || bi.S2b <= 0) continue;
-    for (int64_t n2 = 0; n2 < p->N2; ++n2)
+    for (int64_t n2 = 0; n2 < p->s.N2; ++n2)
       for (int64_t j0 = 0; j0 < bi.S2b; j0 += c.bn) ikv.push_back({b, n2, j0});
     for (int64_t i0 = 0; i0 < bi.S1b; i0 += c.bm) {
       int64_t jb, je;
       fa_s2_range(&bi.band, bi.S1b, bi.S2b, i0, std::min<int64_t>(i0 + c.bm, bi.S1b), c.bn, &jb, &je);
-      for (int64_t h = 0; h < p->N1; ++h) iq.push_back({b, h, i0, je - jb + 16});
+      for (int64_t h = 0; h < p->s.N1; ++h) iq.push_back({b, h, i0, je - jb + 16});
     }
   }
   std::stable_sort(iq.begin(), iq.end(), [](const ItemQ& a, const ItemQ& b) { return a.cost > b.cost; });

@@ -7,7 +7,9 @@
  * pse / mask, online softmax (running max m, un-dropped fp32 sum l), dropout, P rounded to the
  * input dtype (CAST_ROUND) and O += P V by sgemm. Never an S1 x S2 buffer: O(bm*(bn+D)) per thread.
  */
-#include "fa_cpu_common.h"
+#include "fa_gemm.h"
+#include "fa_guard.h"
+#include "fa_tile.h"
 
 #include <exception>
 
@@ -29,10 +31,10 @@ struct FwdBuffers {
 
 void zero_outputs(const Ctx& c, void* out, float* smax, float* ssum) {
   const FaProblem* p = c.p;
-  int64_t rows = c.tnd ? p->T1 : p->B * p->S1;
-  if (out) memset(out, 0, (size_t)(rows * p->N1 * p->Dv) * c.esz);
-  if (smax) memset(smax, 0, (size_t)(rows * p->N1 * 8) * 4);
-  if (ssum) memset(ssum, 0, (size_t)(rows * p->N1 * 8) * 4);
+  int64_t rows = c.tnd ? p->s.T1 : p->s.B * p->s.S1;
+  if (out) memset(out, 0, (size_t)(rows * p->s.N1 * p->s.Dv) * c.esz);
+  if (smax) memset(smax, 0, (size_t)(rows * p->s.N1 * 8) * 4);
+  if (ssum) memset(ssum, 0, (size_t)(rows * p->s.N1 * 8) * 4);
 }
 
 void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv, const TView& Vv,
@@ -138,7 +140,7 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
         }
         if (c.dropout) {
           drop_row(c, bi, h, i0 + r, c0, cc, mul);
-          apply_drop(s, mul, cc, p->keep_prob);
+          apply_drop(s, mul, cc, p->s.keep_prob);
           if (!f32) round_inplace(s, cc, dt);
         }
       }
@@ -172,9 +174,9 @@ int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v
   Ctx c;
   if (make_ctx(p, &c, err, errlen, false)) return 1;
   const bool tnd = c.tnd;
-  const int64_t qrows = tnd ? p->T1 : p->B * p->S1;
-  const int64_t krows = tnd ? p->T2 : p->B * p->S2;
-  if (qrows * p->N1 == 0 || p->Dv == 0) {
+  const int64_t qrows = tnd ? p->s.T1 : p->s.B * p->s.S1;
+  const int64_t krows = tnd ? p->s.T2 : p->s.B * p->s.S2;
+  if (qrows * p->s.N1 == 0 || p->s.Dv == 0) {
     zero_outputs(c, out, softmax_max, softmax_sum);
     return 0;
   }
@@ -182,26 +184,26 @@ int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v
     snprintf(err, errlen, "[kernel.null] a tensor pointer is NULL");
     return 1;
   }
-  if (krows * p->N2 == 0 || p->D == 0) { /* empty inputs: zeros (SPEC 6.1) */
+  if (krows * p->s.N2 == 0 || p->s.D == 0) { /* empty inputs: zeros (SPEC 6.1) */
     zero_outputs(c, out, softmax_max, softmax_sum);
     return 0;
   }
   if (tnd) zero_outputs(c, out, softmax_max, softmax_sum); /* trailing rows, S2b == 0 batches */
 
-  const TView Qv = make_view(q, p->layout, p->B, p->N1, p->S1, p->D, c.esz);
-  const TView Kv = make_view(k, p->layout, p->B, p->N2, p->S2, p->D, c.esz);
-  const TView Vv = make_view(v, p->layout, p->B, p->N2, p->S2, p->Dv, c.esz);
-  const TView Ov = make_view(out, p->layout, p->B, p->N1, p->S1, p->Dv, c.esz);
+  const TView Qv = make_view(q, p->s.layout, p->s.B, p->s.N1, p->s.S1, p->s.D, c.esz);
+  const TView Kv = make_view(k, p->s.layout, p->s.B, p->s.N2, p->s.S2, p->s.D, c.esz);
+  const TView Vv = make_view(v, p->s.layout, p->s.B, p->s.N2, p->s.S2, p->s.Dv, c.esz);
+  const TView Ov = make_view(out, p->s.layout, p->s.B, p->s.N1, p->s.S1, p->s.Dv, c.esz);
 
   std::vector<FwdItem> items;
-  for (int64_t b = 0; b < p->B; ++b) {
+  for (int64_t b = 0; b < p->s.B; ++b) {
     const BatchInfo& bi = c.bi[b];
     if (bi.S1b <= 0 || bi.S2b <= 0) continue; /* TND S2b == 0: rows stay 0 / 0 / 0 */
     for (int64_t i0 = 0; i0 < bi.S1b; i0 += c.bm) {
       int64_t jb, je;
       fa_s2_range(&bi.band, bi.S1b, bi.S2b, i0, std::min<int64_t>(i0 + c.bm, bi.S1b), c.bn, &jb, &je);
       const int64_t cost = (je - jb) + 16;
-      for (int64_t h = 0; h < p->N1; ++h) items.push_back({b, h, i0, cost});
+      for (int64_t h = 0; h < p->s.N1; ++h) items.push_back({b, h, i0, cost});
     }
   }
   std::stable_sort(items.begin(), items.end(), [](const FwdItem& a, const FwdItem& b) { return a.cost > b.cost; });

@@ -16,7 +16,7 @@
 //
 // This is NOT the Ascend DSA Philox stream of the chip (SPEC §4 / §10.1: unconfirmed, not public).
 // It is seeded, replayable and statistically Bernoulli(keep_prob) (24-bit resolution).
-// Mirror in Python: ms_fa/spec/dropout.py (tests check both agree bit for bit).
+// Mirror in Python: ms_fa/semantics/dropout.py (tests check both agree bit for bit).
 #ifndef MS_FA_FA_DROPOUT_H_
 #define MS_FA_FA_DROPOUT_H_
 

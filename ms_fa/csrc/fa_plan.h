@@ -11,7 +11,7 @@
  *     FA_PLAN_INLINE becomes "__aicore__ inline".
  * Who includes it: ms_fa/csrc (CPU kernel, now), custom_ops/ (Ascend C op, later), tests/plan_shim.cc.
  *
- * ms_fa/spec/masks.py is the Python mirror of every function here (same names without the fa_
+ * ms_fa/semantics/plan.py is the Python mirror of every function here (same names without the fa_
  * prefix: band_for, keep, row_range, s2_range, block_kind, band_batch_index, auto_invalid_line);
  * tests/test_plan_crosscheck.py compiles tests/plan_shim.cc and checks both on >= 10,000 random
  * configurations. Change one, change the other.
@@ -63,7 +63,7 @@
  *
  * Integers: everything is int64_t; additions that involve pre/next saturate, so INT32_MAX (or even
  * INT64_MAX) defaults never overflow. Invalid arguments (sparse_mode outside 0..8) are the caller's
- * to reject (ms_fa/spec/args.py); fa_band then returns a band that keeps nothing.
+ * to reject (ms_fa/semantics/args.py); fa_band then returns a band that keeps nothing.
  */
 #ifndef MS_FA_FA_PLAN_H_
 #define MS_FA_FA_PLAN_H_

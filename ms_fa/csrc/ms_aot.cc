@@ -10,11 +10,12 @@
  *   MsFaBackward: q, k, v, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out,
  *                 meta, rng                                       ->  dq, dk, dv
  *
- * Absent optional tensors (pse, drop_mask, atten_mask) are 1-element placeholders; the meta
- * tensor says what is present. meta is an int64 tensor of shape (N1, L) (its first dimension
- * carries head_num to the shape inference); only row 0 is read. Its fields (kMeta* below) are
- * produced by ms_fa/mindspore/_custom.py from the validated ms_fa.spec.args.AttnArgs: this file
- * derives nothing, it only unpacks. rng = int64 (seed, offset) of the in-kernel dropout.
+ * Absent optional tensors (pse, drop_mask, atten_mask) are 1-element placeholders. meta is an int64
+ * tensor of shape (N1, L) (its first dimension carries head_num to the shape inference); only row 0 is
+ * read. Row 0 is the bytes of one FaScalars (fa_kernel.h), filled by the one marshaller
+ * (ms_fa/kernels/abi.py: make_scalars, from the validated AttnArgs), then the int64 lists: prefix[B]
+ * if has_prefix, actual_seq_qlen[B] and actual_seq_kvlen[B] if TND. This file derives nothing: it
+ * copies the bytes and points at the tensors. rng = int64 (seed, offset) of the in-kernel dropout.
  *
  * No attributes, no Init: everything travels in tensors, so one compiled op serves every call
  * (shapes, lists and scalars may change between calls in PYNATIVE, GRAPH and ms.jit).
@@ -27,22 +28,8 @@
 
 namespace {
 
-enum MetaField {
-  kMetaVersion = 0, kMetaLayout, kMetaDtype, kMetaB, kMetaN1, kMetaN2, kMetaS1, kMetaS2, kMetaD, kMetaDv,
-  kMetaT1, kMetaT2, kMetaScaleBits, kMetaKeepBits, kMetaSparse, kMetaInner, kMetaPre, kMetaNext,
-  kMetaMaskKind, kMetaMaskSb, kMetaMaskSn, kMetaMaskSs1,
-  kMetaPseKind, kMetaPseType, kMetaPseDtype, kMetaPseB, kMetaPseSb, kMetaPseSn, kMetaPseSs1,
-  kMetaQStart, kMetaKvStart, kMetaHasDrop, kMetaThreads, kMetaHasPrefix,
-  kMetaFixed  /* then: prefix[B] if HasPrefix, actual_seq_qlen[B], actual_seq_kvlen[B] if TND */
-};
-constexpr int64_t kMetaVersionValue = 1;
-
-float BitsToFloat(int64_t bits) {
-  uint32_t u = static_cast<uint32_t>(bits & 0xffffffffLL);
-  float f;
-  memcpy(&f, &u, sizeof(f));
-  return f;
-}
+constexpr int64_t kScalarWords = static_cast<int64_t>(sizeof(FaScalars) / sizeof(int64_t));
+static_assert(sizeof(FaScalars) % sizeof(int64_t) == 0, "FaScalars must fill whole int64 words of the meta row");
 
 int DtypeOf(const char* s) {
   if (strcmp(s, "float32") == 0) return FA_F32;
@@ -54,66 +41,42 @@ int DtypeOf(const char* s) {
 /* Fill p from the meta row; returns 0 or writes a message. */
 int Unpack(const int64_t* m, int64_t len, const int64_t* rng, const void* pse, const void* drop_mask,
            const void* atten_mask, const char* qdtype, FaProblem* p, char* err, int errlen) {
-  if (len < kMetaFixed || m[kMetaVersion] != kMetaVersionValue) {
-    snprintf(err, errlen, "ms_fa AOT: bad meta tensor (length %ld, version %ld); rebuild ms_fa",
-             static_cast<long>(len), static_cast<long>(len > 0 ? m[0] : -1));
-    return 1;
-  }
   memset(p, 0, sizeof(*p));
-  p->layout = static_cast<int32_t>(m[kMetaLayout]);
-  p->dtype = static_cast<int32_t>(m[kMetaDtype]);
-  if (DtypeOf(qdtype) != p->dtype) {
-    snprintf(err, errlen, "ms_fa AOT: query dtype %s does not match the validated dtype %d", qdtype, p->dtype);
+  if (len < kScalarWords) {
+    snprintf(err, errlen, "ms_fa AOT: meta row of %ld words is shorter than FaScalars (%ld); rebuild ms_fa",
+             static_cast<long>(len), static_cast<long>(kScalarWords));
     return 1;
   }
-  p->B = m[kMetaB];
-  p->N1 = m[kMetaN1];
-  p->N2 = m[kMetaN2];
-  p->S1 = m[kMetaS1];
-  p->S2 = m[kMetaS2];
-  p->D = m[kMetaD];
-  p->Dv = m[kMetaDv];
-  p->T1 = m[kMetaT1];
-  p->T2 = m[kMetaT2];
-  p->scale = BitsToFloat(m[kMetaScaleBits]);
-  p->keep_prob = BitsToFloat(m[kMetaKeepBits]);
-  p->sparse_mode = static_cast<int32_t>(m[kMetaSparse]);
-  p->inner_precise = static_cast<int32_t>(m[kMetaInner]);
-  p->pre_tokens = m[kMetaPre];
-  p->next_tokens = m[kMetaNext];
-  p->mask_kind = static_cast<int32_t>(m[kMetaMaskKind]);
-  p->mask = p->mask_kind == FA_MASK_NONE ? nullptr : static_cast<const uint8_t*>(atten_mask);
-  p->mask_stride_b = m[kMetaMaskSb];
-  p->mask_stride_n = m[kMetaMaskSn];
-  p->mask_stride_s1 = m[kMetaMaskSs1];
-  p->pse_kind = static_cast<int32_t>(m[kMetaPseKind]);
-  p->pse_type = static_cast<int32_t>(m[kMetaPseType]);
-  p->pse_dtype = static_cast<int32_t>(m[kMetaPseDtype]);
-  p->pse = p->pse_kind == FA_PSE_NONE ? nullptr : pse;
-  p->pse_b = m[kMetaPseB];
-  p->pse_stride_b = m[kMetaPseSb];
-  p->pse_stride_n = m[kMetaPseSn];
-  p->pse_stride_s1 = m[kMetaPseSs1];
-  p->q_start_idx = m[kMetaQStart];
-  p->kv_start_idx = m[kMetaKvStart];
-  p->drop_mask = m[kMetaHasDrop] ? static_cast<const uint8_t*>(drop_mask) : nullptr;
-  p->seed = static_cast<uint64_t>(rng[0]);
-  p->offset = static_cast<uint64_t>(rng[1]);
-  p->num_threads = static_cast<int32_t>(m[kMetaThreads]);
-  int64_t pos = kMetaFixed;
-  const int64_t need = kMetaFixed + (m[kMetaHasPrefix] ? p->B : 0) + (p->layout == FA_TND ? 2 * p->B : 0);
-  if (len < need) {
+  memcpy(&p->s, m, sizeof(FaScalars));
+  if (p->s.struct_size != sizeof(FaScalars)) {
+    snprintf(err, errlen, "ms_fa AOT: meta row built for a FaScalars of %u bytes, this library has %zu; rebuild ms_fa",
+             static_cast<unsigned>(p->s.struct_size), sizeof(FaScalars));
+    return 1;
+  }
+  if (DtypeOf(qdtype) != p->s.dtype) {
+    snprintf(err, errlen, "ms_fa AOT: query dtype %s does not match the validated dtype %d", qdtype, p->s.dtype);
+    return 1;
+  }
+  p->mask = p->s.mask_kind == FA_MASK_NONE ? nullptr : static_cast<const uint8_t*>(atten_mask);
+  p->pse = p->s.pse_kind == FA_PSE_NONE ? nullptr : pse;
+  p->drop_mask = p->s.has_drop_mask ? static_cast<const uint8_t*>(drop_mask) : nullptr;
+  p->s.seed = static_cast<uint64_t>(rng[0]);
+  p->s.offset = static_cast<uint64_t>(rng[1]);
+  const int64_t B = p->s.B;
+  const int64_t need = kScalarWords + (p->s.has_prefix ? B : 0) + (p->s.layout == FA_TND ? 2 * B : 0);
+  if (B < 0 || len < need) {
     snprintf(err, errlen, "ms_fa AOT: meta tensor too short (%ld < %ld)", static_cast<long>(len),
              static_cast<long>(need));
     return 1;
   }
-  if (m[kMetaHasPrefix]) {
-    p->prefix = m + pos;
-    pos += p->B;
+  const int64_t* tail = m + kScalarWords;
+  if (p->s.has_prefix) {
+    p->prefix = tail;
+    tail += B;
   }
-  if (p->layout == FA_TND) {
-    p->actual_seq_qlen = m + pos;
-    p->actual_seq_kvlen = m + pos + p->B;
+  if (p->s.layout == FA_TND) {
+    p->actual_seq_qlen = tail;
+    p->actual_seq_kvlen = tail + B;
   }
   return 0;
 }

@@ -24,7 +24,7 @@
  * Here we parse layouts and shapes into a FaProblem (B/N/S/D, the mask / pse form and strides).
  * MindSpore's CPU shape inference does not check atten_mask / pse / drop_mask, so before the kernel
  * runs we check the rank, extents and dtype of every tensor the kernel reads against the forms of
- * ms_fa/spec/args.py (SPEC §2.3/§2.4/§4/§5), with the same [rule.name]s -- shapes and dtypes only, no
+ * ms_fa/semantics/args.py (SPEC §2.3/§2.4/§4/§5), with the same [rule.name]s -- shapes and dtypes only, no
  * contents (fa_kernel.h: the kernel only rejects what would make it read out of bounds). Every band /
  * invalid-line rule stays in fa_plan.h inside the kernel.
  */
@@ -133,12 +133,63 @@ void ZeroFill(const Args& a, int i) {
   if (a.params[i] != nullptr) memset(a.params[i], 0, static_cast<size_t>(a.numel(i)) * DtypeSize(a.dtypes[i]));
 }
 
-/* The raw Ascend arguments of one call, by input index (-1 = absent from this primitive). */
+/* Where each raw Ascend argument of one call sits among a primitive's inputs (MindSpore's op yaml
+ * order); kAbsent where the primitive has no such input. One named table per primitive below. */
+constexpr int kAbsent = -1;
 struct Raw {
-  int q, k, v, pse, drop_mask, atten_mask, prefix, aq, akv;
-  int head_num, layout, scale, keep_prob, pre, next, inner, sparse, pse_type, q_start, kv_start;
-  int seed_t, offset_t;  /* SpeedFusionAttention: int64 tensors */
+  int q = kAbsent, k = kAbsent, v = kAbsent, pse = kAbsent, drop_mask = kAbsent, atten_mask = kAbsent;
+  int prefix = kAbsent, aq = kAbsent, akv = kAbsent;  /* aq / akv: actual_seq_qlen / actual_seq_kvlen */
+  int head_num = kAbsent, layout = kAbsent, scale = kAbsent, keep_prob = kAbsent, pre = kAbsent;
+  int next = kAbsent, inner = kAbsent, sparse = kAbsent, pse_type = kAbsent, q_start = kAbsent;
+  int kv_start = kAbsent;
+  int seed_t = kAbsent, offset_t = kAbsent; /* SpeedFusionAttention: int64 tensors */
 };
+
+/* FlashAttentionScore: q k v real_shift drop_mask padding_mask attn_mask prefix actual_seq_qlen
+ * actual_seq_kvlen head_num keep_prob scale_value pre_tokens next_tokens inner_precise input_layout
+ * sparse_mode -> softmax_max softmax_sum softmax_out attention_out */
+constexpr Raw kFasInputs = [] {
+  Raw r;
+  r.q = 0, r.k = 1, r.v = 2, r.pse = 3, r.drop_mask = 4, r.atten_mask = 6, r.prefix = 7, r.aq = 8, r.akv = 9;
+  r.head_num = 10, r.keep_prob = 11, r.scale = 12, r.pre = 13, r.next = 14, r.inner = 15, r.layout = 16;
+  r.sparse = 17;
+  return r;
+}();
+
+/* FlashAttentionScoreGrad: q k v dy pse drop_mask padding_mask atten_mask softmax_max softmax_sum
+ * softmax_in attention_in prefix actual_seq_qlen actual_seq_kvlen head_num keep_prob scale_value
+ * pre_tokens next_tokens inner_precise input_layout sparse_mode -> dq dk dv dpse */
+constexpr Raw kFasGradInputs = [] {
+  Raw r;
+  r.q = 0, r.k = 1, r.v = 2, r.pse = 4, r.drop_mask = 5, r.atten_mask = 7, r.prefix = 12, r.aq = 13, r.akv = 14;
+  r.head_num = 15, r.keep_prob = 16, r.scale = 17, r.pre = 18, r.next = 19, r.inner = 20, r.layout = 21;
+  r.sparse = 22;
+  return r;
+}();
+
+/* SpeedFusionAttention: q k v head_num input_layout seed offset pse padding_mask atten_mask scale
+ * keep_prob pre_tokens next_tokens inner_precise prefix actual_seq_qlen actual_seq_kvlen sparse_mode
+ * gen_mask_parallel sync pse_type q_start_idx kv_start_idx
+ * -> attention_out softmax_max softmax_sum softmax_out seed offset numels */
+constexpr Raw kSfaInputs = [] {
+  Raw r;
+  r.q = 0, r.k = 1, r.v = 2, r.head_num = 3, r.layout = 4, r.seed_t = 5, r.offset_t = 6, r.pse = 7;
+  r.atten_mask = 9, r.scale = 10, r.keep_prob = 11, r.pre = 12, r.next = 13, r.inner = 14, r.prefix = 15;
+  r.aq = 16, r.akv = 17, r.sparse = 18, r.pse_type = 21, r.q_start = 22, r.kv_start = 23;
+  return r;
+}();
+
+/* SpeedFusionAttentionGrad: q k v dy head_num input_layout pse padding_mask atten_mask softmax_max
+ * softmax_sum softmax_in attention_in scale keep_prob pre_tokens next_tokens inner_precise seed offset
+ * numels prefix actual_seq_qlen actual_seq_kvlen sparse_mode gen_mask_parallel sync pse_type
+ * q_start_idx kv_start_idx -> dq dk dv dpse */
+constexpr Raw kSfaGradInputs = [] {
+  Raw r;
+  r.q = 0, r.k = 1, r.v = 2, r.head_num = 4, r.layout = 5, r.pse = 6, r.atten_mask = 8, r.scale = 13;
+  r.keep_prob = 14, r.pre = 15, r.next = 16, r.inner = 17, r.seed_t = 18, r.offset_t = 19, r.prefix = 21;
+  r.aq = 22, r.akv = 23, r.sparse = 24, r.pse_type = 27, r.q_start = 28, r.kv_start = 29;
+  return r;
+}();
 
 struct Problem {
   FaProblem p;
@@ -165,44 +216,45 @@ int MsLayoutToFa(int64_t ms_layout) {
 int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
   FaProblem& p = pr->p;
   memset(&p, 0, sizeof(p));
-  p.layout = MsLayoutToFa(a.i64(r.layout));
-  if (p.layout < 0) {
+  p.s.struct_size = sizeof(FaScalars);
+  p.s.layout = MsLayoutToFa(a.i64(r.layout));
+  if (p.s.layout < 0) {
     snprintf(err, errlen, "unknown input_layout enum %ld", static_cast<long>(a.i64(r.layout)));
     return 1;
   }
-  p.dtype = DtypeCode(a.dtypes[r.q]);
-  if (p.dtype < 0) {
+  p.s.dtype = DtypeCode(a.dtypes[r.q]);
+  if (p.s.dtype < 0) {
     snprintf(err, errlen, "[qkv.dtype] query dtype must be float16, bfloat16 or float32, got %s", a.dtypes[r.q]);
     return 1;
   }
   const int64_t N1 = a.i64(r.head_num);
   const std::vector<int64_t> qs = a.shape(r.q), ks = a.shape(r.k), vs = a.shape(r.v);
-  const size_t rank = (p.layout == FA_BSND || p.layout == FA_BNSD) ? 4 : 3;
+  const size_t rank = (p.s.layout == FA_BSND || p.s.layout == FA_BNSD) ? 4 : 3;
   if (N1 <= 0 || qs.size() != rank || ks.size() != rank || vs.size() != rank) {
     snprintf(err, errlen, "[qkv.rank] query/key/value ranks do not fit layout (head_num %ld)", static_cast<long>(N1));
     return 1;
   }
-  p.N1 = N1;
-  switch (p.layout) {
+  p.s.N1 = N1;
+  switch (p.s.layout) {
     case FA_BSH:
     case FA_SBH: {
-      const bool sbh = p.layout == FA_SBH;
-      p.B = sbh ? qs[1] : qs[0];
-      p.S1 = sbh ? qs[0] : qs[1];
-      p.S2 = sbh ? ks[0] : ks[1];
-      p.D = qs[2] / N1;
-      p.N2 = p.D ? ks[2] / p.D : 0;
-      p.Dv = p.N2 ? vs[2] / p.N2 : 0;
+      const bool sbh = p.s.layout == FA_SBH;
+      p.s.B = sbh ? qs[1] : qs[0];
+      p.s.S1 = sbh ? qs[0] : qs[1];
+      p.s.S2 = sbh ? ks[0] : ks[1];
+      p.s.D = qs[2] / N1;
+      p.s.N2 = p.s.D ? ks[2] / p.s.D : 0;
+      p.s.Dv = p.s.N2 ? vs[2] / p.s.N2 : 0;
       break;
     }
     case FA_BSND:
-      p.B = qs[0]; p.S1 = qs[1]; p.D = qs[3]; p.S2 = ks[1]; p.N2 = ks[2]; p.Dv = vs[3];
+      p.s.B = qs[0]; p.s.S1 = qs[1]; p.s.D = qs[3]; p.s.S2 = ks[1]; p.s.N2 = ks[2]; p.s.Dv = vs[3];
       break;
     case FA_BNSD:
-      p.B = qs[0]; p.S1 = qs[2]; p.D = qs[3]; p.S2 = ks[2]; p.N2 = ks[1]; p.Dv = vs[3];
+      p.s.B = qs[0]; p.s.S1 = qs[2]; p.s.D = qs[3]; p.s.S2 = ks[2]; p.s.N2 = ks[1]; p.s.Dv = vs[3];
       break;
     default: {  // TND
-      p.T1 = qs[0]; p.D = qs[2]; p.T2 = ks[0]; p.N2 = ks[1]; p.Dv = vs[2];
+      p.s.T1 = qs[0]; p.s.D = qs[2]; p.s.T2 = ks[0]; p.s.N2 = ks[1]; p.s.Dv = vs[2];
       pr->aq = a.ivec(r.aq);
       pr->akv = a.ivec(r.akv);
       if (pr->aq.empty() || pr->aq.size() != pr->akv.size()) {
@@ -210,11 +262,11 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
                  "[tnd.same_length] TND needs actual_seq_qlen and actual_seq_kvlen of equal, non-zero length");
         return 1;
       }
-      p.B = static_cast<int64_t>(pr->aq.size());
+      p.s.B = static_cast<int64_t>(pr->aq.size());
       int64_t pq = 0, pk = 0;
       for (size_t b = 0; b < pr->aq.size(); b++) {
-        p.S1 = std::max(p.S1, pr->aq[b] - pq);
-        p.S2 = std::max(p.S2, pr->akv[b] - pk);
+        p.s.S1 = std::max(p.s.S1, pr->aq[b] - pq);
+        p.s.S2 = std::max(p.s.S2, pr->akv[b] - pk);
         pq = pr->aq[b];
         pk = pr->akv[b];
       }
@@ -222,53 +274,54 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       p.actual_seq_kvlen = pr->akv.data();
     }
   }
-  if (p.N2 <= 0 || p.N1 % p.N2 != 0 || p.D <= 0) {
-    snprintf(err, errlen, "[gqa.N1_mod_N2] N1=%ld must be a multiple of N2=%ld (D=%ld)", static_cast<long>(p.N1),
-             static_cast<long>(p.N2), static_cast<long>(p.D));
+  if (p.s.N2 <= 0 || p.s.N1 % p.s.N2 != 0 || p.s.D <= 0) {
+    snprintf(err, errlen, "[gqa.N1_mod_N2] N1=%ld must be a multiple of N2=%ld (D=%ld)", static_cast<long>(p.s.N1),
+             static_cast<long>(p.s.N2), static_cast<long>(p.s.D));
     return 1;
   }
-  p.scale = static_cast<float>(a.f64(r.scale));
-  p.keep_prob = static_cast<float>(a.f64(r.keep_prob));
-  p.pre_tokens = a.i64(r.pre);
-  p.next_tokens = a.i64(r.next);
-  p.inner_precise = static_cast<int32_t>(a.i64(r.inner));
-  p.sparse_mode = static_cast<int32_t>(a.i64(r.sparse));
-  p.pse_type = r.pse_type >= 0 ? static_cast<int32_t>(a.i64(r.pse_type)) : 1;
+  p.s.scale = static_cast<float>(a.f64(r.scale));
+  p.s.keep_prob = static_cast<float>(a.f64(r.keep_prob));
+  p.s.pre_tokens = a.i64(r.pre);
+  p.s.next_tokens = a.i64(r.next);
+  p.s.inner_precise = static_cast<int32_t>(a.i64(r.inner));
+  p.s.sparse_mode = static_cast<int32_t>(a.i64(r.sparse));
+  p.s.pse_type = r.pse_type >= 0 ? static_cast<int32_t>(a.i64(r.pse_type)) : 1;
   if (r.prefix >= 0 && !a.none(r.prefix)) {
     pr->prefix = a.ivec(r.prefix);
-    pr->prefix.resize(static_cast<size_t>(p.B), 0);
+    pr->prefix.resize(static_cast<size_t>(p.s.B), 0);
     p.prefix = pr->prefix.data();
+    p.s.has_prefix = 1;
   }
   if (r.q_start >= 0 && !a.none(r.q_start)) {
     std::vector<int64_t> qsi = a.ivec(r.q_start);
     if (!qsi.empty()) {
-      p.q_start_idx = qsi[0];
+      p.s.q_start_idx = qsi[0];
       if (r.kv_start >= 0 && !a.none(r.kv_start)) {
         std::vector<int64_t> ksi = a.ivec(r.kv_start);
-        if (!ksi.empty()) p.kv_start_idx = ksi[0];
+        if (!ksi.empty()) p.s.kv_start_idx = ksi[0];
       }
     }
   }
-  if (p.keep_prob <= 0.0f || p.keep_prob > 1.0f) {
-    snprintf(err, errlen, "[keep_prob.range] keep_prob must be in (0, 1], got %g", static_cast<double>(p.keep_prob));
+  if (p.s.keep_prob <= 0.0f || p.s.keep_prob > 1.0f) {
+    snprintf(err, errlen, "[keep_prob.range] keep_prob must be in (0, 1], got %g", static_cast<double>(p.s.keep_prob));
     return 1;
   }
   {
-    const int m = p.sparse_mode;
-    const bool ok = p.layout == FA_TND ? (m >= 0 && m <= 8 && m != 5) : (m >= 0 && m <= 6);
+    const int m = p.s.sparse_mode;
+    const bool ok = p.s.layout == FA_TND ? (m >= 0 && m <= 8 && m != 5) : (m >= 0 && m <= 6);
     if (!ok) {
       snprintf(err, errlen, "[sparse_mode.range] sparse_mode must be one of %s for this layout, got %d",
-               p.layout == FA_TND ? "(0, 1, 2, 3, 4, 6, 7, 8)" : "(0, 1, 2, 3, 4, 5, 6)", m);
+               p.s.layout == FA_TND ? "(0, 1, 2, 3, 4, 6, 7, 8)" : "(0, 1, 2, 3, 4, 5, 6)", m);
       return 1;
     }
   }
-  if (p.pse_type < 0 || p.pse_type > 3) {
-    snprintf(err, errlen, "[pse_type.range] pse_type must be in [0, 3], got %d", static_cast<int>(p.pse_type));
+  if (p.s.pse_type < 0 || p.s.pse_type > 3) {
+    snprintf(err, errlen, "[pse_type.range] pse_type must be in [0, 3], got %d", static_cast<int>(p.s.pse_type));
     return 1;
   }
-  const int64_t B = p.B, S1 = p.S1, S2 = p.S2;
+  const int64_t B = p.s.B, S1 = p.s.S1, S2 = p.s.S2;
   using Shape = std::vector<int64_t>;
-  // atten_mask: dtype and one of the forms of spec/args.py _mask_form (SPEC §2.2-§2.4)
+  // atten_mask: dtype and one of the forms of semantics/args.py _mask_form (SPEC §2.2-§2.4)
   if (!a.none(r.atten_mask) && a.numel(r.atten_mask) > 0) {
     const Shape ms = a.shape(r.atten_mask);
     const char* md = a.dtypes[r.atten_mask];
@@ -277,7 +330,7 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       return 1;
     }
     p.mask = static_cast<const uint8_t*>(a.params[r.atten_mask]);
-    const int m = p.sparse_mode;
+    const int m = p.s.sparse_mode;
     const size_t mr = ms.size();
     if (m == 2 || m == 3 || m == 4 || m == 7 || m == 8 || m == 6) {
       const int64_t rows = m == 6 ? 3072 : 2048;
@@ -287,116 +340,116 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
                  static_cast<long>(rows), ShapeStr(ms).c_str());
         return 1;
       }
-      p.mask_kind = FA_MASK_COMPRESSED;
-    } else if (p.layout == FA_TND) {
+      p.s.mask_kind = FA_MASK_COMPRESSED;
+    } else if (p.s.layout == FA_TND) {
       if (ms == Shape{S1, S2} ||
-          (mr == 2 && ms[0] >= S1 && ms[1] >= S2 && ms != Shape{p.T1, p.T2})) {
-        p.mask_kind = FA_MASK_FULL;
-        p.mask_stride_s1 = ms[1];
-      } else if (ms == Shape{p.T1, p.T2}) {
-        p.mask_kind = FA_MASK_FULL_TT;
-        p.mask_stride_s1 = p.T2;
+          (mr == 2 && ms[0] >= S1 && ms[1] >= S2 && ms != Shape{p.s.T1, p.s.T2})) {
+        p.s.mask_kind = FA_MASK_FULL;
+        p.s.mask_stride_s1 = ms[1];
+      } else if (ms == Shape{p.s.T1, p.s.T2}) {
+        p.s.mask_kind = FA_MASK_FULL_TT;
+        p.s.mask_stride_s1 = p.s.T2;
       } else {
         snprintf(err, errlen,
                  "[atten_mask.tnd_shape] TND atten_mask for sparse_mode %d must be (maxS1, maxS2)=(%ld, %ld) or "
                  "(T1, T2)=(%ld, %ld), got %s", m, static_cast<long>(S1), static_cast<long>(S2),
-                 static_cast<long>(p.T1), static_cast<long>(p.T2), ShapeStr(ms).c_str());
+                 static_cast<long>(p.s.T1), static_cast<long>(p.s.T2), ShapeStr(ms).c_str());
         return 1;
       }
     } else {
-      const bool bnss = ms == Shape{B, p.N1, S1, S2}, b1ss = ms == Shape{B, 1, S1, S2};
+      const bool bnss = ms == Shape{B, p.s.N1, S1, S2}, b1ss = ms == Shape{B, 1, S1, S2};
       if (m == 5 && B != 1) {
         if (!bnss && !b1ss) {
           snprintf(err, errlen,
                    "[atten_mask.prefix_full_shape] sparse_mode 5 with B=%ld > 1 needs atten_mask (B, N1, S1, S2)="
                    "(%ld, %ld, %ld, %ld) or (B, 1, S1, S2), got %s", static_cast<long>(B), static_cast<long>(B),
-                   static_cast<long>(p.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
+                   static_cast<long>(p.s.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
           return 1;
         }
       } else if (!bnss && !b1ss && ms != Shape{S1, S2} && ms != Shape{1, 1, S1, S2}) {
         snprintf(err, errlen,
                  "[atten_mask.full_shape] atten_mask for sparse_mode %d must be one of (S1, S2), (1, 1, S1, S2), "
                  "(B, 1, S1, S2), (B, N1, S1, S2) with B=%ld N1=%ld S1=%ld S2=%ld, got %s", m, static_cast<long>(B),
-                 static_cast<long>(p.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
+                 static_cast<long>(p.s.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
         return 1;
       }
-      p.mask_kind = FA_MASK_FULL;
-      p.mask_stride_s1 = S2;
+      p.s.mask_kind = FA_MASK_FULL;
+      p.s.mask_stride_s1 = S2;
       if (mr == 4) {
-        p.mask_stride_b = ms[0] == 1 ? 0 : ms[1] * S1 * S2;
-        p.mask_stride_n = ms[1] == 1 ? 0 : S1 * S2;
+        p.s.mask_stride_b = ms[0] == 1 ? 0 : ms[1] * S1 * S2;
+        p.s.mask_stride_n = ms[1] == 1 ? 0 : S1 * S2;
       }
     }
   }
-  // pse: dtype and one of the forms of spec/args.py (SPEC §5.1, §5.2)
+  // pse: dtype and one of the forms of semantics/args.py (SPEC §5.1, §5.2)
   const bool has_pse = r.pse >= 0 && !a.none(r.pse) && a.numel(r.pse) > 0;
-  if (!has_pse && (p.pse_type == 2 || p.pse_type == 3)) {
+  if (!has_pse && (p.s.pse_type == 2 || p.s.pse_type == 3)) {
     snprintf(err, errlen, "[pse.required] pse_type is not default but pse is None: pse_type %d needs the ALiBi "
-             "slopes (float32 (B, N1)=(%ld, %ld) or (N1,)) in pse", static_cast<int>(p.pse_type),
-             static_cast<long>(B), static_cast<long>(p.N1));
+             "slopes (float32 (B, N1)=(%ld, %ld) or (N1,)) in pse", static_cast<int>(p.s.pse_type),
+             static_cast<long>(B), static_cast<long>(p.s.N1));
     return 1;
   }
   if (has_pse) {
     const Shape ps = a.shape(r.pse);
     const char* pd = a.dtypes[r.pse];
     p.pse = a.params[r.pse];
-    if (p.pse_type == 2 || p.pse_type == 3) {
+    if (p.s.pse_type == 2 || p.s.pse_type == 3) {
       if (strcmp(pd, "float32") != 0) {
         snprintf(err, errlen, "[pse.slopes_dtype] pse (ALiBi slopes) must be float32 for pse_type %d, got %s",
-                 static_cast<int>(p.pse_type), pd);
+                 static_cast<int>(p.s.pse_type), pd);
         return 1;
       }
-      if (ps == Shape{B, p.N1}) {
-        p.pse_stride_b = p.N1;
-      } else if (ps == Shape{p.N1}) {
-        p.pse_stride_b = 0;
+      if (ps == Shape{B, p.s.N1}) {
+        p.s.pse_stride_b = p.s.N1;
+      } else if (ps == Shape{p.s.N1}) {
+        p.s.pse_stride_b = 0;
       } else {
         snprintf(err, errlen, "[pse.slopes_shape] pse for pse_type %d must be (B, N1)=(%ld, %ld) or (N1,)=(%ld,), "
-                 "got %s", static_cast<int>(p.pse_type), static_cast<long>(B), static_cast<long>(p.N1),
-                 static_cast<long>(p.N1), ShapeStr(ps).c_str());
+                 "got %s", static_cast<int>(p.s.pse_type), static_cast<long>(B), static_cast<long>(p.s.N1),
+                 static_cast<long>(p.s.N1), ShapeStr(ps).c_str());
         return 1;
       }
-      p.pse_kind = FA_PSE_SLOPES;
-      p.pse_dtype = FA_F32;
+      p.s.pse_kind = FA_PSE_SLOPES;
+      p.s.pse_dtype = FA_F32;
     } else {
       if (strcmp(pd, a.dtypes[r.q]) != 0) {
         snprintf(err, errlen, "[pse.dtype] pse dtype must equal query dtype %s for pse_type %d, got %s", a.dtypes[r.q],
-                 static_cast<int>(p.pse_type), pd);
+                 static_cast<int>(p.s.pse_type), pd);
         return 1;
       }
-      const bool lead = ps.size() == 4 && (ps[0] == 1 || ps[0] == B) && ps[1] == p.N1 && ps[3] == S2;
-      if (p.layout == FA_TND) {
+      const bool lead = ps.size() == 4 && (ps[0] == 1 || ps[0] == B) && ps[1] == p.s.N1 && ps[3] == S2;
+      if (p.s.layout == FA_TND) {
         if (!lead || ps[2] != 1024) {
           snprintf(err, errlen, "[pse.tnd_shape] TND pse must be the compressed ALiBi (B or 1, N1, 1024, maxS2) = "
-                   "(%ld or 1, %ld, 1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.N1),
+                   "(%ld or 1, %ld, 1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.s.N1),
                    static_cast<long>(S2), ShapeStr(ps).c_str());
           return 1;
         }
-        p.pse_kind = FA_PSE_ALIBI_COMPRESSED;
+        p.s.pse_kind = FA_PSE_ALIBI_COMPRESSED;
       } else {
         if (!lead || (ps[2] != S1 && ps[2] != 1 && ps[2] != 1024)) {
           snprintf(err, errlen, "[pse.shape] pse must be (B or 1, N1, S1 | 1 | 1024, S2) = (%ld or 1, %ld, %ld | 1 | "
-                   "1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.N1), static_cast<long>(S1),
+                   "1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.s.N1), static_cast<long>(S1),
                    static_cast<long>(S2), ShapeStr(ps).c_str());
           return 1;
         }
         if (ps[2] == S1) {
-          p.pse_kind = FA_PSE_FULL;
+          p.s.pse_kind = FA_PSE_FULL;
         } else if (ps[2] == 1) {
-          p.pse_kind = FA_PSE_ROW;
+          p.s.pse_kind = FA_PSE_ROW;
         } else if (S1 < 1024) {
           snprintf(err, errlen, "[pse.alibi_rows] a 1024-row pse (compressed ALiBi) needs S1 > 1024, got S1=%ld "
                    "(pse %s)", static_cast<long>(S1), ShapeStr(ps).c_str());
           return 1;
         } else {
-          p.pse_kind = FA_PSE_ALIBI_COMPRESSED;
+          p.s.pse_kind = FA_PSE_ALIBI_COMPRESSED;
         }
       }
-      p.pse_dtype = DtypeCode(pd);
-      p.pse_b = ps[0];
-      p.pse_stride_b = ps[1] * ps[2] * ps[3];
-      p.pse_stride_n = ps[2] * ps[3];
-      p.pse_stride_s1 = p.pse_kind == FA_PSE_ROW ? 0 : ps[3];
+      p.s.pse_dtype = DtypeCode(pd);
+      p.s.pse_b = ps[0];
+      p.s.pse_stride_b = ps[1] * ps[2] * ps[3];
+      p.s.pse_stride_n = ps[2] * ps[3];
+      p.s.pse_stride_s1 = p.s.pse_kind == FA_PSE_ROW ? 0 : ps[3];
     }
   }
   // drop_mask: uint8, (B, N1, S1, S2 // 8) with S2 % 8 == 0 (non-TND) or 1-D with enough bytes (SPEC §4)
@@ -408,8 +461,8 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       return 1;
     }
     // the bits the kernel reads: N1 * sum(S1b * S2b) over the clamped TND lengths, also the raw numels
-    int64_t numels = B * p.N1 * S1 * S2, scores = numels;
-    if (p.layout == FA_TND) {
+    int64_t numels = B * p.s.N1 * S1 * S2, scores = numels;
+    if (p.s.layout == FA_TND) {
       int64_t raw = 0, sum = 0, pq = 0, pk = 0;
       for (size_t b = 0; b < pr->aq.size(); b++) {
         raw += (pr->aq[b] - pq) * (pr->akv[b] - pk);
@@ -417,25 +470,28 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
         pq = pr->aq[b];
         pk = pr->akv[b];
       }
-      numels = p.N1 * raw;
-      scores = p.N1 * sum;
+      numels = p.s.N1 * raw;
+      scores = p.s.N1 * sum;
     }
     const int64_t need = (std::max<int64_t>({numels, scores, 0}) + 7) / 8;
-    const bool bns8 = p.layout != FA_TND && ds.size() == 4 && S2 % 8 == 0 && ds == Shape{B, p.N1, S1, S2 / 8};
+    const bool bns8 = p.s.layout != FA_TND && ds.size() == 4 && S2 % 8 == 0 && ds == Shape{B, p.s.N1, S1, S2 / 8};
     const bool flat = ds.size() == 1 && ds[0] >= need;
     if (!bns8 && !flat) {
       snprintf(err, errlen, "[drop_mask.shape] drop_mask must be 1-D with >= ceil(numels / 8) = %ld bytes "
                "(numels=%ld)%s, got %s", static_cast<long>(need), static_cast<long>(numels),
-               p.layout == FA_TND ? "" : " or (B, N1, S1, S2 // 8) with S2 % 8 == 0", ShapeStr(ds).c_str());
+               p.s.layout == FA_TND ? "" : " or (B, N1, S1, S2 // 8) with S2 % 8 == 0", ShapeStr(ds).c_str());
       return 1;
     }
-    if (p.keep_prob < 1.0f) p.drop_mask = static_cast<const uint8_t*>(a.params[r.drop_mask]);
-  } else if (r.drop_mask >= 0 && p.keep_prob < 1.0f) {
+    if (p.s.keep_prob < 1.0f) {
+      p.drop_mask = static_cast<const uint8_t*>(a.params[r.drop_mask]);
+      p.s.has_drop_mask = 1;
+    }
+  } else if (r.drop_mask >= 0 && p.s.keep_prob < 1.0f) {
     /* FlashAttentionScore[Grad] take the dropout bits from the caller (SPEC §0a) and have no seed: without
        them every call would draw the same bits. */
     snprintf(err, errlen, "[drop_mask.required] FlashAttentionScore with keep_prob=%g < 1 needs drop_mask (the "
              "caller's dropout bits, SPEC §0a); use ops.speed_fusion_attention for generated dropout",
-             static_cast<double>(p.keep_prob));
+             static_cast<double>(p.s.keep_prob));
     return 1;
   }
   /* SpeedFusionAttention[Grad]: (seed, offset) are MindSpore's generator state, handed to the kernel as
@@ -444,24 +500,24 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
      unrelated masks, not shifted copies (an additive offset would); pinned by
      tests/test_op_plugin_inputs.py. fa_forward(seed=out[4], offset=out[5]) reproduces the bits. */
   if (r.seed_t >= 0 && !a.none(r.seed_t)) {
-    p.seed = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.seed_t]));
+    p.s.seed = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.seed_t]));
   }
   if (r.offset_t >= 0 && !a.none(r.offset_t)) {
-    p.offset = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.offset_t]));
+    p.s.offset = static_cast<uint64_t>(*static_cast<const int64_t*>(a.params[r.offset_t]));
   }
-  p.num_threads = 0;
+  p.s.num_threads = 0;
   return 0;
 }
 
 int64_t Numels(const FaProblem& p) {
-  if (p.layout != FA_TND) return p.B * p.N1 * p.S1 * p.S2;
+  if (p.s.layout != FA_TND) return p.s.B * p.s.N1 * p.s.S1 * p.s.S2;
   int64_t n = 0, pq = 0, pk = 0;
-  for (int64_t b = 0; b < p.B; b++) {
+  for (int64_t b = 0; b < p.s.B; b++) {
     n += (p.actual_seq_qlen[b] - pq) * (p.actual_seq_kvlen[b] - pk);
     pq = p.actual_seq_qlen[b];
     pk = p.actual_seq_kvlen[b];
   }
-  return n * p.N1;
+  return n * p.s.N1;
 }
 
 /* Failures are thrown: MindSpore 2.10 catches the exception of a plugin kernel and raises RuntimeError in
@@ -513,7 +569,7 @@ int FlashAttentionScore(int nparam, void** params, int* ndims, int64_t** shapes,
     Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
     std::vector<std::vector<uint8_t>> keep;
     for (int i : {0, 1, 2, 3, 4, 6}) MakeContiguous(&a, i, &keep);
-    const Raw r{0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 16, 12, 11, 13, 14, 15, 17, -1, -1, -1, -1, -1};
+    const Raw& r = kFasInputs;
     Problem pr;
     char err[512] = {0};
     if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("FlashAttentionScore", err);
@@ -536,7 +592,7 @@ int FlashAttentionScoreGrad(int nparam, void** params, int* ndims, int64_t** sha
     Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
     std::vector<std::vector<uint8_t>> keep;
     for (int i : {0, 1, 2, 3, 4, 5, 7, 8, 9, 11}) MakeContiguous(&a, i, &keep);
-    const Raw r{0, 1, 2, 4, 5, 7, 12, 13, 14, 15, 21, 17, 16, 18, 19, 20, 22, -1, -1, -1, -1, -1};
+    const Raw& r = kFasGradInputs;
     Problem pr;
     char err[512] = {0};
     if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("FlashAttentionScoreGrad", err);
@@ -561,15 +617,15 @@ int SpeedFusionAttention(int nparam, void** params, int* ndims, int64_t** shapes
     Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
     std::vector<std::vector<uint8_t>> keep;
     for (int i : {0, 1, 2, 7, 9}) MakeContiguous(&a, i, &keep);
-    const Raw r{0, 1, 2, 7, -1, 9, 15, 16, 17, 3, 4, 10, 11, 12, 13, 14, 18, 21, 22, 23, 5, 6};
+    const Raw& r = kSfaInputs;
     Problem pr;
     char err[512] = {0};
     if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("SpeedFusionAttention", err);
     if (fa_cpu_forward(&pr.p, params[0], params[1], params[2], params[24], static_cast<float*>(params[25]),
                        static_cast<float*>(params[26]), err, sizeof(err)) != 0)
       return Report("SpeedFusionAttention", err);
-    *static_cast<int64_t*>(params[28]) = static_cast<int64_t>(pr.p.seed);
-    *static_cast<int64_t*>(params[29]) = static_cast<int64_t>(pr.p.offset);
+    *static_cast<int64_t*>(params[28]) = static_cast<int64_t>(pr.p.s.seed);
+    *static_cast<int64_t*>(params[29]) = static_cast<int64_t>(pr.p.s.offset);
     *static_cast<int64_t*>(params[30]) = Numels(pr.p);
     return 0;
   });
@@ -587,7 +643,7 @@ int SpeedFusionAttentionGrad(int nparam, void** params, int* ndims, int64_t** sh
     Args a{nparam, params, ndims, shapes, dtypes, static_cast<KernelInputInfo*>(extra)};
     std::vector<std::vector<uint8_t>> keep;
     for (int i : {0, 1, 2, 3, 6, 8, 9, 10, 12}) MakeContiguous(&a, i, &keep);
-    const Raw r{0, 1, 2, 6, -1, 8, 21, 22, 23, 4, 5, 13, 14, 15, 16, 17, 24, 27, 28, 29, 18, 19};
+    const Raw& r = kSfaGradInputs;
     Problem pr;
     char err[512] = {0};
     if (Fill(a, r, &pr, err, sizeof(err)) != 0) return Report("SpeedFusionAttentionGrad", err);

@@ -40,8 +40,8 @@ How ``to_ascend`` chooses (the *cost order*, cheapest first)::
 ``none`` = no atten_mask (nothing is masked: SPEC §2.1-1). Modes 2/3/4/6/7/8 use the constant
 compressed mask (2048x2048, or 3072x2048 for mode 6) and skip whole blocks; modes 0/5/1 need a full
 ``S1 x S2`` mask (0 with the tightest consistent band, so blocks outside it are still skipped).
-For every candidate the arguments are run through :func:`ms_fa.spec.args.normalize` and the
-spec's effective mask (:mod:`ms_fa.spec.masks`) and compared with :meth:`materialize` — the first
+For every candidate the arguments are run through :func:`ms_fa.semantics.args.normalize` and the
+spec's effective mask (:mod:`ms_fa.semantics.plan`) and compared with :meth:`materialize` — the first
 exact candidate wins, so the result is exact by construction. Full masks are used only for a
 :class:`DenseMask` or with ``allow_dense=True``; otherwise a mask no structural mode can express
 raises ``ValueError`` that says why for each mode and what to do instead.
@@ -61,7 +61,7 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from ms_fa.spec import masks as _sm
+from ms_fa.semantics import plan as _sm
 
 __all__ = ["Mask", "CausalMask", "SlidingWindow", "PrefixLM", "Packed", "DenseMask", "And",
            "AscendMaskBuilder", "DEFAULT_BUILDER", "COST_ORDER", "COST_ORDER_TND",
@@ -98,7 +98,7 @@ class AscendMaskBuilder:
 
     def _get(self, kind):
         if kind not in self._cache:
-            from ms_fa.spec.masks import canonical_compressed_mask   # the content's single source
+            from ms_fa.semantics.plan import canonical_compressed_mask   # the content's single source
             self._cache[kind] = canonical_compressed_mask(kind)
         return self._cache[kind]
 
@@ -137,7 +137,7 @@ def _dense_to_rows(d):
 
 
 def _fail(exc, rule, msg):
-    """Raise ``exc("[rule] msg")`` (the house style of ms_fa.spec.args)."""
+    """Raise ``exc("[rule] msg")`` (the house style of ms_fa.semantics.args)."""
     raise exc(f"[{rule}] {msg}")
 
 
@@ -647,9 +647,9 @@ def spec_effective_mask(kwargs: dict, S1: int, S2: int, *, B: int = 1, N: int = 
 
     Non-TND: bool ``(B, N, S1, S2)``; TND (``input_layout="TND"`` in kwargs or ``layout``): the
     block-diagonal ``(T1, T2)`` matrix (head 0), ``S1``/``S2`` = T1/T2. Runs
-    :func:`ms_fa.spec.args.normalize` (raises its errors) and :func:`ms_fa.spec.masks.effective_mask_for`.
+    :func:`ms_fa.semantics.args.normalize` (raises its errors) and :func:`ms_fa.semantics.plan.effective_mask_for`.
     """
-    from ms_fa.spec.args import normalize
+    from ms_fa.semantics.args import normalize
 
     kw = dict(kwargs)
     layout = kw.pop("input_layout", None) or layout or "BNSD"
@@ -678,7 +678,7 @@ class _Reject(Exception):
 
 def _verify(kw, targets, layout, S1, S2, T1=None, T2=None, N=1):
     """Run ``kw`` through the spec; raise _Reject(reason) unless it reproduces ``targets`` exactly."""
-    from ms_fa.spec.args import normalize
+    from ms_fa.semantics.args import normalize
 
     B = len(targets)
     q, k, v = _dummy_qkv(layout, B, S1, S2, T1, T2, N)
@@ -753,7 +753,7 @@ def _candidates_plain(mode, targets, S1, S2):
 
 
 def _exact_prefix(t, S1b, S2b, tnd):
-    """The prefix P for which mode 6's band (spec.masks.band_for) keeps exactly the rows of target
+    """The prefix P for which mode 6's band (semantics.plan.band_for) keeps exactly the rows of target
     ``t`` of one batch, or None."""
     for P in _prefix_candidates(t, S1b, S2b):
         band = _sm.band_for(6, S1b, S2b, INT_MAX, INT_MAX, has_mask=True, prefix=P, tnd=tnd)

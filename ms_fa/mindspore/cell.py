@@ -15,8 +15,8 @@ import numpy as np
 from mindspore import Tensor, nn
 from mindspore.ops import constexpr
 
-from ms_fa.spec.args import check_head_num, check_layout, check_scale
-from ms_fa.spec.masks import INT_MAX
+from ms_fa.semantics.args import check_head_num, check_layout, check_scale
+from ms_fa.semantics.plan import INT_MAX
 from ms_fa.mindspore import ops as _ops
 
 __all__ = ["FlashAttention", "ArgumentCache"]
@@ -128,7 +128,7 @@ class FlashAttention(nn.Cell):
                  atten_mask=None, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None, inner_precise=0,
                  alibi=False, alibi_mode="slopes", cache_size=64):
         super().__init__()
-        head_num = check_head_num(head_num)          # the rules of spec/args.py, checked at construction
+        head_num = check_head_num(head_num)          # the rules of semantics/args.py, checked at construction
         input_layout = check_layout(input_layout)
         if mask is not None and not callable(getattr(mask, "to_ascend", None)):
             raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got "
@@ -163,7 +163,7 @@ class FlashAttention(nn.Cell):
         self.cache = ArgumentCache(cache_size)
         self._slopes = None
         if self.alibi:
-            from ms_fa.spec.pse import alibi_slopes
+            from ms_fa.semantics.pse import alibi_slopes
             self._slopes_np = alibi_slopes(head_num)
             self._slopes = Tensor(self._slopes_np)
 
@@ -202,7 +202,7 @@ def _head_dim(layout, head_num, qshape):
 
 @constexpr
 def _default_scale(scale, D):
-    # D <= 0 is invalid: leave it to spec.args.normalize, which names the rule ([head_dim.range])
+    # D <= 0 is invalid: leave it to semantics.args.normalize, which names the rule ([head_dim.range])
     return float(scale) if scale is not None else (1.0 / math.sqrt(D) if D > 0 else 1.0)
 
 
@@ -267,7 +267,7 @@ def _alibi_bias(cache, slopes, layout, qshape, kshape, dtype):
     S1, S2 = _seq_dims(layout, qshape, kshape)
 
     def build():
-        from ms_fa.spec.pse import alibi_bias_full
+        from ms_fa.semantics.pse import alibi_bias_full
         return Tensor(alibi_bias_full(slopes, S1, S2)[None]).astype(dtype)
 
     return cache.get(("alibi_bias", S1, S2, str(dtype)), build)

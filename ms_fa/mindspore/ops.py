@@ -2,7 +2,7 @@
 
 Same signatures, defaults and outputs as ``mindspore.ops.speed_fusion_attention`` /
 ``mindspore.ops.flash_attention_score``. Every call is validated by
-:func:`ms_fa.spec.args.normalize` before anything runs. Dispatch: device target Ascend -> the native
+:func:`ms_fa.semantics.args.normalize` before anything runs. Dispatch: device target Ascend -> the native
 MindSpore op with the same arguments; otherwise -> ms_fa's CPU kernel through
 ``ops.Custom(func_type="aot")`` (forward and backward AOT ops, see :mod:`ms_fa.mindspore._custom`).
 Works in PYNATIVE_MODE, GRAPH_MODE and under ``ms.jit``; shapes may change between calls.
@@ -18,7 +18,7 @@ import mindspore as ms
 from mindspore import Tensor, ops
 from mindspore.ops import constexpr
 
-from ms_fa.spec.args import check_padding_mask, normalize
+from ms_fa.semantics.args import check_padding_mask, normalize
 from ms_fa.mindspore._custom import build_meta, custom_ops
 
 __all__ = ["speed_fusion_attention", "flash_attention_score"]
@@ -153,7 +153,7 @@ def _eager_rng():
     """Eager (seed, offset) of the in-kernel dropout: the values of MindSpore's default generator before
     it is stepped, as MindSpore's ``speed_fusion_attention`` returns them (SPEC §4, §8.1: after
     ``mindspore.manual_seed(10)`` the outputs are seed 10, offset 0). ``manual_seed`` reproduces a run;
-    ms_fa's generator (``spec/dropout.py``) turns each (seed, offset) into an unrelated stream."""
+    ms_fa's generator (``semantics/dropout.py``) turns each (seed, offset) into an unrelated stream."""
     from mindspore.common.generator import default_generator
     seed, off = default_generator._step(Tensor(_GENERATOR_STEP, ms.int64))
     return int(seed), int(off)

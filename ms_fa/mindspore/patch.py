@@ -89,11 +89,11 @@ def _flash_attention_score_primitive():
     from mindspore import nn
     from mindspore.ops import constexpr
     from ms_fa.mindspore import ops as _ops
-    from ms_fa.spec.args import normalize
+    from ms_fa.semantics.args import normalize
 
     @constexpr
     def _check_padding_mask(qs, qd, ks, kd, vs, vd, head_num, layout, pms, pmd, kw):
-        # spec.args is the one place of the rule: it raises [padding_mask.none] (after the rules it checks first)
+        # semantics.args is the one place of the rule: it raises [padding_mask.none] (after the rules it checks first)
         normalize(_ops._Spec(qs, qd), _ops._Spec(ks, kd), _ops._Spec(vs, vd), head_num, layout,
                   padding_mask=_ops._Spec(pms, pmd), api="flash_attention_score", check_values=False,
                   **dict(zip(("scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "sparse_mode"), kw)))

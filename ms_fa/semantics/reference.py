@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import masks as _masks
+from . import plan as _plan
 from .args import normalize
 from .dropout import drop_mask_to_bits, keep_bits
 from .dtypes import as_float32, dtype_name, round_to
-from .masks import INT_MAX, structural_mask
+from .plan import INT_MAX, structural_mask
 from .pse import expand_pse
 
 __all__ = ["fa_forward", "fa_grad", "NEG_FLT_MAX", "POS_FLT_MAX"]
@@ -117,7 +117,7 @@ def _views(args, query, key, value, ft):
 
 
 def _band(args, b, S1b, S2b):
-    return _masks.band_of(args, b)         # the single source of the rule (masks.py)
+    return _plan.band_of(args, b)         # the single source of the rule (plan.py)
 
 
 def _user_mask(args, atten_mask, b, q0, k0, S1b, S2b):
@@ -210,7 +210,7 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
     """Reference FlashAttentionScore forward on numpy arrays.
 
     Arguments as ``mindspore.ops.speed_fusion_attention`` (SPEC §0a), plus ``drop_mask`` (explicit
-    packed keep bits, :func:`~ms_fa.spec.dropout.drop_mask_to_bits`), ``precision`` ("chip" |
+    packed keep bits, :func:`~ms_fa.semantics.dropout.drop_mask_to_bits`), ``precision`` ("chip" |
     "float64") and ``seed`` / ``offset`` of the dropout generator.
 
     Returns:

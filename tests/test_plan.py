@@ -1,12 +1,12 @@
-"""ms_fa/spec/masks.py: global mask rules (SPEC §2.1), user-mask forms, the auto invalid-line rule
+"""ms_fa/semantics/plan.py: global mask rules (SPEC §2.1), user-mask forms, the auto invalid-line rule
 (SPEC §6.1) and the band batch of TND modes 7/8 (SPEC §2.4)."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from ms_fa.spec import masks as M
-from ms_fa.spec.args import canonical_compressed_mask, normalize
+from ms_fa.semantics import plan as M
+from ms_fa.semantics.args import canonical_compressed_mask, normalize
 
 INT_MAX = M.INT_MAX
 

@@ -342,7 +342,7 @@ def _user_mask(args, b: int, h: int, atten_mask, S1b: int, S2b: int):
 def effective_mask_for(args, b: int, h: int, atten_mask=None) -> np.ndarray:
     """Bool ``(S1b, S2b)`` effective mask (True = discarded) of batch ``b``, query head ``h``.
 
-    ``args`` is an :class:`ms_fa.spec.args.AttnArgs`; ``atten_mask`` the user's tensor/array (read per
+    ``args`` is an :class:`ms_fa.semantics.args.AttnArgs`; ``atten_mask`` the user's tensor/array (read per
     ``args.mask_form``: BNSS / B1SS / 11SS / SS / TT; compressed masks are not read). TND batches use
     their own lengths and batch-local indices. Without an atten_mask (``mask_form == "none"``)
     nothing is masked (SPEC §2.1-1).

@@ -139,7 +139,7 @@ def _compressed_rows(pc, S1b, S2b, *, tnd, S1, S2):
 
 def expand_pse(pse, args, b: int, h=None, *, S1b=None, S2b=None, precision: str = "chip") -> np.ndarray:
     """Dense bias of batch ``b`` for the kernel's ``pse`` input described by ``args`` (an
-    :class:`~ms_fa.spec.args.AttnArgs`): ``(N1, S1b, S2b)``, or ``(S1b, S2b)`` when ``h`` is an int.
+    :class:`~ms_fa.semantics.args.AttnArgs`): ``(N1, S1b, S2b)``, or ``(S1b, S2b)`` when ``h`` is an int.
 
     float32 for ``precision="chip"`` (external pse upcast exactly; inner ALiBi per SPEC §5.1),
     float64 otherwise. ``S1b``/``S2b`` default to the batch's lengths (TND) or S1/S2.
@@ -148,7 +148,7 @@ def expand_pse(pse, args, b: int, h=None, *, S1b=None, S2b=None, precision: str 
     Forms (``args.pse_form``):
       * ``full``  ``(B|1, N1, S1, S2)``: ``pse[b % pse_b, h]``; TND: the top-left ``(S1b, S2b)`` block
         of the ``(B|1, N1, maxS1, maxS2)`` tensor (ms_fa's reading; the flat TND forms of SPEC §3 are
-        rejected by :func:`~ms_fa.spec.args.normalize`).
+        rejected by :func:`~ms_fa.semantics.args.normalize`).
       * ``row``   ``(B|1, N1, 1, S2)``: broadcast over rows.
       * ``alibi_compressed`` ``(B|1, N1, 1024, S2)``: the kernel mapping of SPEC §5.2.
       * ``slopes_bn`` / ``slopes_n`` (pse_type 2/3): :func:`inner_alibi` with ``q_start_idx`` /

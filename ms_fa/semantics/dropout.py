@@ -114,7 +114,7 @@ def drop_mask_to_bits(drop_mask, args) -> np.ndarray:
     explicit packed ``drop_mask`` (uint8, LSB first): MindSpore's ``(B, N1, S1, S2 // 8)`` (non-TND),
     the flat TND ``(numels // 8,)`` form, or any 1-D buffer of at least ``numels`` bits (e.g. the
     torch_npu buffer padded to ``ceil(numels/128)*16`` bytes). Shapes are validated by
-    :func:`ms_fa.spec.args.normalize`.
+    :func:`ms_fa.semantics.args.normalize`.
     """
     m = np.asarray(drop_mask)
     if m.dtype != np.uint8:

@@ -27,7 +27,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from .dtypes import QKV_DTYPES, dtype_name
-from .masks import COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE, canonical_compressed_mask, INT_MAX, auto_invalid_line, band_batch_index
+from .plan import COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE, canonical_compressed_mask, INT_MAX, auto_invalid_line, band_batch_index
 
 __all__ = ["AttnArgs", "normalize", "normalize_npu", "LAYOUTS", "APIS", "RULES", "rule_names",
            "seqlens_from_cumulative", "check_layout", "check_head_num", "check_scale", "check_padding_mask",
