@@ -118,7 +118,7 @@ def check(case, how="pynative", grad=True):
     if grad:
         if how == "pynative" and kw.get("keep_prob", 1.0) < 1.0:
             # the grad call re-runs the forward, which steps MindSpore's generator once more
-            from ms_fa.mindspore.ops import _GENERATOR_STEP
+            from ms_fa.mindspore._dispatch import _GENERATOR_STEP
             rkw["offset"] += _GENERATOR_STEP
             oX = R.fa_forward(q, k, v, n, lay, **rkw)
             o64 = R.fa_forward(q, k, v, n, lay, **rkw, precision="float64")

@@ -6,7 +6,6 @@ T1 / T2 TND token counts.
 """
 from __future__ import annotations
 
-import inspect
 import math
 from collections import OrderedDict
 
@@ -229,13 +228,13 @@ def _check_mask_alone(ctor_mask_none, atten_mask_none, sparse_mode, pre, nxt, pr
 def _mask_plan(cache, mask, layout, qshape, kshape):
     """Host-side: the speed_fusion arguments of a mask object (cached by mask description and sizes)."""
     if not callable(getattr(mask, "to_ascend", None)):
-        raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got {type(mask).__name__}")
+        raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2, *, batch=None) method "
+                        f"(ms_fa.masks.AscendMask), got {type(mask).__name__}")
     S1, S2 = (None, None) if layout == "TND" else _seq_dims(layout, qshape, kshape)
     B = None if layout == "TND" else (qshape[1] if layout == "SBH" else qshape[0])
 
     def build():
-        takes_batch = "batch" in inspect.signature(mask.to_ascend).parameters
-        kw = dict(mask.to_ascend(S1, S2, batch=B) if takes_batch else mask.to_ascend(S1, S2))
+        kw = dict(mask.to_ascend(S1, S2, batch=B))  # the AscendMask protocol (ms_fa.masks.AscendMask)
         unknown = set(kw) - set(_MASK_PARAMS)
         if unknown:
             raise ValueError(f"[flash_attention.mask] to_ascend returned unknown arguments {sorted(unknown)}")

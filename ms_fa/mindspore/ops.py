@@ -12,200 +12,18 @@ length, D head dim of query/key, Dv head dim of value, H1 = N1*D, H2 = N2*D, T1/
 """
 from __future__ import annotations
 
-import numpy as np
-
-import mindspore as ms
-from mindspore import Tensor, ops
-from mindspore.ops import constexpr
-
-from ms_fa.semantics.args import check_padding_mask, normalize
-from ms_fa.mindspore._custom import build_meta, custom_ops
+from ms_fa.mindspore._dispatch import (
+    NATIVE_FAS,
+    NATIVE_SFA,
+    empty_softmax_out,
+    int64_scalar,
+    is_ascend,
+    make_options,
+    run,
+)
+from ms_fa.semantics.args import check_padding_mask
 
 __all__ = ["speed_fusion_attention", "flash_attention_score"]
-
-# The native functions, captured before ms_fa.patch() can replace them (Ascend dispatch).
-_NATIVE_SFA = ops.speed_fusion_attention
-_NATIVE_FAS = ops.flash_attention_score
-
-
-class _Spec:
-    """Shape/dtype stand-in handed to normalize() when values are not on the host."""
-
-    def __init__(self, shape, dtype):
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = str(dtype)
-
-
-def _in_jit():
-    """True while MindSpore compiles a graph (GRAPH_MODE / ms.jit), False when running eagerly."""
-
-    def _probe():
-        return 0
-
-    return _check_probe(_probe)
-
-
-@constexpr(check=False)
-def _check_probe(func):
-    return func is None
-
-
-@constexpr
-def _is_ascend():
-    return ms.get_context("device_target") == "Ascend"
-
-
-def _as_tuple(x):
-    """An actual_seq / prefix / start_idx list as a tuple of int (Tensors read on the host)."""
-    if x is None:
-        return None
-    if isinstance(x, Tensor):
-        return tuple(int(v) for v in x.asnumpy().reshape(-1))
-    if isinstance(x, np.ndarray):
-        return tuple(int(v) for v in x.reshape(-1))
-    if isinstance(x, (list, tuple)):
-        return tuple(x)
-    return x
-
-
-def _spec(x):
-    return None if x is None else _Spec(x.shape, x.dtype)
-
-
-_KW = ("scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "prefix", "actual_seq_qlen",
-       "actual_seq_kvlen", "sparse_mode", "pse_type", "q_start_idx", "kv_start_idx")
-
-
-def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, kw):
-    for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
-        if shp is not None and any(d is None or int(d) < 0 for d in shp):
-            raise ValueError(f"[{name}.dynamic_shape] ms_fa plans the kernel from static shapes when the graph is "
-                             f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
-                             f"static shapes: MindSpore recompiles when they change.")
-    kw = dict(zip(_KW, kw))
-    q, k, v = _Spec(qs, qd), _Spec(ks, kd), _Spec(vs, vd)
-    pse = None if ps is None else _Spec(ps, pd)
-    am = None if ams is None else _Spec(ams, amd)
-    dm = None if dms is None else _Spec(dms, dmd)
-    a = normalize(q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False,
-                  **kw)
-    meta = build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)
-    return a, meta
-
-
-@constexpr
-def _reject_graph_tensor(name, is_tensor):
-    if is_tensor:
-        raise TypeError(f"[{name}.graph_tensor] in GRAPH mode / ms.jit, {name} must be a Python list or tuple of "
-                        f"int (its values fix the kernel's plan when the graph is compiled), got a Tensor. Pass a "
-                        f"tuple, run eagerly (PYNATIVE), or run MindSpore's own FlashAttentionScore primitive "
-                        f"through the op-plugin mechanism (`python -m ms_fa run --op-plugin script.py`).")
-
-
-@constexpr
-def _prepare_graph(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, kw):
-    a, meta = _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, kw)
-    return Tensor(meta), a.numels
-
-
-@constexpr
-def _forward_op(layout):
-    return custom_ops().forward(layout.upper())
-
-
-@constexpr
-def _placeholder(dtype):
-    return Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8))
-
-
-@constexpr
-def _int64_scalar(v):
-    return Tensor(np.array(v, np.int64))
-
-
-@constexpr
-def _empty_softmax_out(dtype):
-    return Tensor(np.zeros((0,), np.float32)).astype(dtype)
-
-
-@constexpr
-def _softmax_out_1(dtype):
-    return Tensor(np.zeros((1,), np.float32)).astype(dtype)
-
-
-@constexpr
-def _zero_rng():
-    return Tensor(np.array([0, 0], np.int64))
-
-
-def _graph_rng(keep_prob):
-    """GRAPH / jit: (seed, offset) drawn by a MindSpore random op, so every step gets fresh dropout bits."""
-    if keep_prob < 1.0:
-        return ops.randint(0, 2147483647, (2,), dtype=ms.int64)
-    return _zero_rng()
-
-
-#: offset step per call of MindSpore's own SpeedFusionAttention (seen through the op-plugin path)
-_GENERATOR_STEP = 12
-
-
-def _eager_rng():
-    """Eager (seed, offset) of the in-kernel dropout: the values of MindSpore's default generator before
-    it is stepped, as MindSpore's ``speed_fusion_attention`` returns them (SPEC §4, §8.1: after
-    ``mindspore.manual_seed(10)`` the outputs are seed 10, offset 0). ``manual_seed`` reproduces a run;
-    ms_fa's generator (``semantics/dropout.py``) turns each (seed, offset) into an unrelated stream."""
-    from mindspore.common.generator import default_generator
-    seed, off = default_generator._step(Tensor(_GENERATOR_STEP, ms.int64))
-    return int(seed), int(off)
-
-
-def _run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, kw):
-    """Validate, then run the AOT op. ``kw``: the values of :data:`_KW`, in order.
-    Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels); seed / offset as int64 scalar
-    tensors, numels as int."""
-    if not _in_jit():
-        for name, t in (("query", query), ("key", key), ("value", value), ("pse", pse), ("atten_mask", atten_mask),
-                        ("drop_mask", drop_mask)):
-            if t is not None and not isinstance(t, Tensor):
-                raise TypeError(f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
-                                f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)")
-        kw_e = dict(zip(_KW, kw))
-        for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
-            kw_e[name] = _as_tuple(kw_e.get(name))
-        # eager: full validation, with the values of the masks where they are on the host
-        a = normalize(query, key, value, head_num, input_layout, pse=pse, atten_mask=atten_mask, drop_mask=drop_mask,
-                      api=api, check_values=True, **kw_e)
-        meta_np = build_meta(a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape),
-                             has_drop_mask=drop_mask is not None)
-        meta = Tensor(meta_np)
-        numels = a.numels
-        seed, off = _eager_rng() if a.keep_prob < 1.0 else (0, 0)
-        rng = Tensor(np.array([seed, off], np.int64))
-        seed, off = Tensor(np.array(seed, np.int64)), Tensor(np.array(off, np.int64))
-    else:
-        # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as
-        # a placeholder and silently give a wrong plan, so it must be rejected
-        _reject_graph_tensor("prefix", isinstance(kw[5], Tensor))
-        _reject_graph_tensor("actual_seq_qlen", isinstance(kw[6], Tensor))
-        _reject_graph_tensor("actual_seq_kvlen", isinstance(kw[7], Tensor))
-        _reject_graph_tensor("q_start_idx", isinstance(kw[10], Tensor))
-        _reject_graph_tensor("kv_start_idx", isinstance(kw[11], Tensor))
-        meta, numels = _prepare_graph(api, query.shape, query.dtype, key.shape, key.dtype, value.shape,
-                                      value.dtype, head_num, input_layout,
-                                      None if pse is None else pse.shape, None if pse is None else pse.dtype,
-                                      None if atten_mask is None else atten_mask.shape,
-                                      None if atten_mask is None else atten_mask.dtype,
-                                      None if drop_mask is None else drop_mask.shape,
-                                      None if drop_mask is None else drop_mask.dtype, kw)
-        rng = _graph_rng(kw[1])
-        seed, off = rng[0], rng[1]
-    pse_t = _placeholder(query.dtype) if pse is None else pse
-    am_t = _placeholder(None) if atten_mask is None else atten_mask
-    dm_t = _placeholder(None) if drop_mask is None else drop_mask
-    op = _forward_op(input_layout)
-    out, smax, ssum = op(query, key, value, pse_t, dm_t, am_t, meta, rng)
-    return out, smax, ssum, seed, off, numels
-
 
 def speed_fusion_attention(query, key, value, head_num, input_layout, *, pse=None, padding_mask=None,
                            atten_mask=None, scale=1.0, keep_prob=1.0, pre_tokens=2147483647,
@@ -290,19 +108,21 @@ def speed_fusion_attention(query, key, value, head_num, input_layout, *, pse=Non
         >>> [tuple(o.shape) for o in out]
         [(1, 4, 2, 8), (1, 4, 2, 8), (1, 4, 2, 8), (0,), (), (), ()]
     """
-    if _is_ascend():
-        return _NATIVE_SFA(query, key, value, head_num, input_layout, pse=pse, padding_mask=padding_mask,
+    if is_ascend():
+        return NATIVE_SFA(query, key, value, head_num, input_layout, pse=pse, padding_mask=padding_mask,
                            atten_mask=atten_mask, scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens,
                            next_tokens=next_tokens, inner_precise=inner_precise, prefix=prefix,
                            actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
                            sparse_mode=sparse_mode, gen_mask_parallel=gen_mask_parallel, sync=sync,
                            pse_type=pse_type, q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
     check_padding_mask(padding_mask)
-    kw = (scale, keep_prob, pre_tokens, next_tokens, inner_precise, prefix, actual_seq_qlen, actual_seq_kvlen,
-          sparse_mode, pse_type, q_start_idx, kv_start_idx)
-    out, smax, ssum, seed, off, numels = _run("speed_fusion_attention", query, key, value, head_num, input_layout,
-                                              pse, atten_mask, None, kw)
-    return out, smax, ssum, _empty_softmax_out(query.dtype), seed, off, _int64_scalar(numels)
+    opts = make_options(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
+                      inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
+                      actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
+                      q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
+    out, smax, ssum, seed, off, numels = run("speed_fusion_attention", query, key, value, head_num, input_layout,
+                                             pse, atten_mask, None, opts)
+    return out, smax, ssum, empty_softmax_out(query.dtype), seed, off, int64_scalar(numels)
 
 
 def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mask=None, padding_mask=None,
@@ -362,15 +182,16 @@ def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mas
         >>> ms_fa.flash_attention_score(q, q, q, 2, scalar_value=8 ** -0.5).shape
         (2, 3, 16)
     """
-    if _is_ascend():
-        return _NATIVE_FAS(query, key, value, head_num, real_shift=real_shift, drop_mask=drop_mask,
+    if is_ascend():
+        return NATIVE_FAS(query, key, value, head_num, real_shift=real_shift, drop_mask=drop_mask,
                            padding_mask=padding_mask, attn_mask=attn_mask, prefix=prefix,
                            actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen, keep_prob=keep_prob,
                            scalar_value=scalar_value, pre_tokens=pre_tokens, next_tokens=next_tokens,
                            inner_precise=inner_precise, input_layout=input_layout, sparse_mode=sparse_mode)
     check_padding_mask(padding_mask)
-    kw = (scalar_value, keep_prob, pre_tokens, next_tokens, inner_precise, prefix, actual_seq_qlen, actual_seq_kvlen,
-          sparse_mode, 1, None, None)
-    out = _run("flash_attention_score", query, key, value, head_num, input_layout, real_shift, attn_mask, drop_mask,
-               kw)
+    opts = make_options(scale=scalar_value, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
+                      inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
+                      actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode)
+    out = run("flash_attention_score", query, key, value, head_num, input_layout, real_shift, attn_mask, drop_mask,
+              opts)
     return out[0]

@@ -70,13 +70,13 @@ def _probe_plugin():
     import numpy as np
     import mindspore as ms
     from mindspore import Tensor
-    from ms_fa.mindspore import ops as _ops
+    from ms_fa.mindspore._dispatch import NATIVE_FAS
 
     q = Tensor(np.ones((1, 1, 1, 8), np.float32))
     prev = ms.get_context("mode")
     try:
         ms.set_context(mode=ms.PYNATIVE_MODE)
-        out = _ops._NATIVE_FAS(q, q, q, 1, input_layout="BNSD")
+        out = NATIVE_FAS(q, q, q, 1, input_layout="BNSD")
         return bool(np.allclose(out.asnumpy(), 1.0))
     except Exception:  # "Create kernelmod for op FlashAttentionScore failed": the hook came too late
         return False
@@ -88,15 +88,15 @@ def _flash_attention_score_primitive():
     """The Cell that stands in for the ``FlashAttentionScore`` primitive in the python mechanism."""
     from mindspore import nn
     from mindspore.ops import constexpr
-    from ms_fa.mindspore import ops as _ops
+    from ms_fa.mindspore._dispatch import TensorSpec, make_options, run, softmax_out_1
     from ms_fa.semantics.args import normalize
 
     @constexpr
-    def _check_padding_mask(qs, qd, ks, kd, vs, vd, head_num, layout, pms, pmd, kw):
+    def _check_padding_mask(qs, qd, ks, kd, vs, vd, head_num, layout, pms, pmd, opts):
         # semantics.args is the one place of the rule: it raises [padding_mask.none] (after the rules it checks first)
-        normalize(_ops._Spec(qs, qd), _ops._Spec(ks, kd), _ops._Spec(vs, vd), head_num, layout,
-                  padding_mask=_ops._Spec(pms, pmd), api="flash_attention_score", check_values=False,
-                  **dict(zip(("scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "sparse_mode"), kw)))
+        normalize(TensorSpec(qs, qd), TensorSpec(ks, kd), TensorSpec(vs, vd), head_num, layout,
+                  padding_mask=TensorSpec(pms, pmd), api="flash_attention_score", check_values=False,
+                  **opts.kwargs())
         return True
 
     class FlashAttentionScore(nn.Cell):
@@ -138,16 +138,16 @@ def _flash_attention_score_primitive():
 
         def construct(self, query, key, value, real_shift=None, drop_mask=None, padding_mask=None,
                       attn_mask=None, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None):
+            opts = make_options(scale=self.scale_value, keep_prob=self.keep_prob, pre_tokens=self.pre_tokens,
+                              next_tokens=self.next_tokens, inner_precise=self.inner_precise, prefix=prefix,
+                              actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
+                              sparse_mode=self.sparse_mode)
             if padding_mask is not None:
                 _check_padding_mask(query.shape, query.dtype, key.shape, key.dtype, value.shape, value.dtype,
-                                    self.head_num, self.input_layout, padding_mask.shape, padding_mask.dtype,
-                                    (self.scale_value, self.keep_prob, self.pre_tokens, self.next_tokens,
-                                     self.inner_precise, self.sparse_mode))
-            kw = (self.scale_value, self.keep_prob, self.pre_tokens, self.next_tokens, self.inner_precise, prefix,
-                  actual_seq_qlen, actual_seq_kvlen, self.sparse_mode, 1, None, None)
-            out, smax, ssum, _, _, _ = _ops._run("flash_attention_score", query, key, value, self.head_num,
-                                                 self.input_layout, real_shift, attn_mask, drop_mask, kw)
-            return smax, ssum, _ops._softmax_out_1(query.dtype), out
+                                    self.head_num, self.input_layout, padding_mask.shape, padding_mask.dtype, opts)
+            out, smax, ssum, _, _, _ = run("flash_attention_score", query, key, value, self.head_num,
+                                           self.input_layout, real_shift, attn_mask, drop_mask, opts)
+            return smax, ssum, softmax_out_1(query.dtype), out
 
     return FlashAttentionScore
 
@@ -230,10 +230,12 @@ def patch(mechanism: str = "auto") -> PatchStatus:
                    "(use `python -m ms_fa run --op-plugin script.py` or call ms_fa.patch() before any computation)")
         if mechanism == "op_plugin":
             raise RuntimeError(f"[patch.op_plugin] the op-plugin hook cannot apply: {why}")
-    from ms_fa.mindspore import ops as _ops
     import mindspore.ops as msops
 
-    pairs = [(_ops._NATIVE_SFA, _ops.speed_fusion_attention), (_ops._NATIVE_FAS, _ops.flash_attention_score)]
+    from ms_fa.mindspore import ops as ms_fa_ops
+    from ms_fa.mindspore._dispatch import NATIVE_FAS, NATIVE_SFA
+
+    pairs = [(NATIVE_SFA, ms_fa_ops.speed_fusion_attention), (NATIVE_FAS, ms_fa_ops.flash_attention_score)]
     try:
         from mindspore.ops.auto_generate.gen_ops_prim import FlashAttentionScore as prim
     except ImportError:  # other MindSpore versions

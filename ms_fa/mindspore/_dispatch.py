@@ -1,0 +1,255 @@
+"""The dispatch engine of ms_fa's MindSpore frontend: one path from a call to a kernel.
+
+:func:`run` validates a call with :func:`ms_fa.semantics.args.normalize` (eagerly with the values of
+the masks; in GRAPH mode / ``ms.jit`` once, when the graph is compiled, from shapes), marshals it
+(:func:`ms_fa.mindspore._custom.build_meta`) and runs ms_fa's AOT op. The functional API
+(:mod:`.ops`), the Cell (:mod:`.cell`) and ``patch()``'s stand-in primitive (:mod:`.patch`) all call it
+with one typed record of the call's options, :class:`SfaOptions`. On Ascend the public functions call
+the native ops captured here (:data:`NATIVE_SFA`, :data:`NATIVE_FAS`) before ``patch()`` can replace them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+
+import mindspore as ms
+import numpy as np
+from mindspore import Tensor, ops
+from mindspore.ops import constexpr
+
+from ms_fa.mindspore._custom import build_meta, custom_ops
+from ms_fa.semantics.args import normalize
+from ms_fa.semantics.plan import INT_MAX
+
+__all__ = [
+    "SfaOptions",
+    "make_options",
+    "TensorSpec",
+    "run",
+    "is_ascend",
+    "NATIVE_SFA",
+    "NATIVE_FAS",
+    "empty_softmax_out",
+    "softmax_out_1",
+    "int64_scalar",
+]
+
+# The native functions, captured before ms_fa.patch() can replace them (Ascend dispatch).
+NATIVE_SFA = ops.speed_fusion_attention
+NATIVE_FAS = ops.flash_attention_score
+
+
+class TensorSpec:
+    """Shape/dtype stand-in handed to normalize() when values are not on the host."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = str(dtype)
+
+
+@dataclass(frozen=True)
+class SfaOptions:
+    """The non-tensor arguments of one call, by name, as the caller gave them (``normalize`` validates
+    them). One record travels from the public functions, the Cell and ``patch()``'s stand-in primitive
+    to :func:`run`; frozen, so MindSpore's GRAPH compiler can build it and hand it to ``constexpr``."""
+
+    scale: Any = 1.0
+    keep_prob: Any = 1.0
+    pre_tokens: Any = INT_MAX
+    next_tokens: Any = INT_MAX
+    inner_precise: Any = 0
+    prefix: Any = None
+    actual_seq_qlen: Any = None
+    actual_seq_kvlen: Any = None
+    sparse_mode: Any = 0
+    pse_type: Any = 1
+    q_start_idx: Any = None
+    kv_start_idx: Any = None
+
+    def kwargs(self) -> dict:
+        """The options as keyword arguments of :func:`ms_fa.semantics.args.normalize`."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def make_options(scale=1.0, keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0, prefix=None,
+                 actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1, q_start_idx=None,
+                 kv_start_idx=None) -> SfaOptions:
+    """The :class:`SfaOptions` of a call. Under jit (GRAPH mode / ``ms.jit``) the list arguments must be
+    Python lists or tuples: their values fix the kernel's plan at compile time, and a Tensor would arrive
+    as a placeholder (a silently wrong plan), so it is rejected here, before the record exists (MindSpore
+    cannot read the fields of a record holding a graph Tensor)."""
+    if _in_jit():
+        _reject_graph_tensors(isinstance(prefix, Tensor), isinstance(actual_seq_qlen, Tensor),
+                              isinstance(actual_seq_kvlen, Tensor), isinstance(q_start_idx, Tensor),
+                              isinstance(kv_start_idx, Tensor))
+    return SfaOptions(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
+                      inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
+                      actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
+                      q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
+
+
+def _in_jit():
+    """True while MindSpore compiles a graph (GRAPH_MODE / ms.jit), False when running eagerly."""
+
+    def _probe():
+        return 0
+
+    return _check_probe(_probe)
+
+
+@constexpr(check=False)
+def _check_probe(func):
+    return func is None
+
+
+@constexpr
+def is_ascend():
+    return ms.get_context("device_target") == "Ascend"
+
+
+def _as_tuple(x):
+    """An actual_seq / prefix / start_idx list as a tuple of int (Tensors read on the host)."""
+    if x is None:
+        return None
+    if isinstance(x, Tensor):
+        return tuple(int(v) for v in x.asnumpy().reshape(-1))
+    if isinstance(x, np.ndarray):
+        return tuple(int(v) for v in x.reshape(-1))
+    if isinstance(x, (list, tuple)):
+        return tuple(x)
+    return x
+
+
+def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
+    for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
+        if shp is not None and any(d is None or int(d) < 0 for d in shp):
+            raise ValueError(f"[{name}.dynamic_shape] ms_fa plans the kernel from static shapes when the graph is "
+                             f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
+                             f"static shapes: MindSpore recompiles when they change.")
+    q, k, v = TensorSpec(qs, qd), TensorSpec(ks, kd), TensorSpec(vs, vd)
+    pse = None if ps is None else TensorSpec(ps, pd)
+    am = None if ams is None else TensorSpec(ams, amd)
+    dm = None if dms is None else TensorSpec(dms, dmd)
+    a = normalize(q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False,
+                  **opts.kwargs())
+    meta = build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)
+    return a, meta
+
+
+@constexpr
+def _reject_graph_tensors(prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx):
+    """Each argument: whether that list is a Tensor (under jit it would reach the planner as a placeholder)."""
+    for name, is_tensor in (("prefix", prefix), ("actual_seq_qlen", actual_seq_qlen),
+                            ("actual_seq_kvlen", actual_seq_kvlen), ("q_start_idx", q_start_idx),
+                            ("kv_start_idx", kv_start_idx)):
+        if is_tensor:
+            raise TypeError(f"[{name}.graph_tensor] in GRAPH mode / ms.jit, {name} must be a Python list or tuple "
+                            f"of int (its values fix the kernel's plan when the graph is compiled), got a Tensor. "
+                            f"Pass a tuple, run eagerly (PYNATIVE), or run MindSpore's own FlashAttentionScore "
+                            f"primitive through the op-plugin mechanism (`python -m ms_fa run --op-plugin "
+                            f"script.py`).")
+    return True
+
+
+@constexpr
+def _prepare_graph(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
+    a, meta = _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts)
+    return Tensor(meta), a.numels
+
+
+@constexpr
+def _forward_op(layout):
+    return custom_ops().forward(layout.upper())
+
+
+@constexpr
+def _placeholder(dtype):
+    return Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8))
+
+
+@constexpr
+def int64_scalar(v):
+    return Tensor(np.array(v, np.int64))
+
+
+@constexpr
+def empty_softmax_out(dtype):
+    return Tensor(np.zeros((0,), np.float32)).astype(dtype)
+
+
+@constexpr
+def softmax_out_1(dtype):
+    return Tensor(np.zeros((1,), np.float32)).astype(dtype)
+
+
+@constexpr
+def _zero_rng():
+    return Tensor(np.array([0, 0], np.int64))
+
+
+def _graph_rng(keep_prob):
+    """GRAPH / jit: (seed, offset) drawn by a MindSpore random op, so every step gets fresh dropout bits."""
+    if keep_prob < 1.0:
+        return ops.randint(0, 2147483647, (2,), dtype=ms.int64)
+    return _zero_rng()
+
+
+#: offset step per call of MindSpore's own SpeedFusionAttention (seen through the op-plugin path)
+_GENERATOR_STEP = 12
+
+
+def _eager_rng():
+    """Eager (seed, offset) of the in-kernel dropout: the values of MindSpore's default generator before
+    it is stepped, as MindSpore's ``speed_fusion_attention`` returns them (SPEC §4, §8.1: after
+    ``mindspore.manual_seed(10)`` the outputs are seed 10, offset 0). ``manual_seed`` reproduces a run;
+    ms_fa's generator (``semantics/dropout.py``) turns each (seed, offset) into an unrelated stream."""
+    from mindspore.common.generator import default_generator
+    seed, off = default_generator._step(Tensor(_GENERATOR_STEP, ms.int64))
+    return int(seed), int(off)
+
+
+def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
+    """Validate, then run the AOT op: the one path of every MindSpore call on CPU. ``opts`` comes from
+    :func:`make_options`.
+    Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels); seed / offset as int64 scalar
+    tensors, numels as int."""
+    if not _in_jit():
+        for name, t in (("query", query), ("key", key), ("value", value), ("pse", pse), ("atten_mask", atten_mask),
+                        ("drop_mask", drop_mask)):
+            if t is not None and not isinstance(t, Tensor):
+                raise TypeError(f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
+                                f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)")
+        kw_e = opts.kwargs()
+        for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
+            kw_e[name] = _as_tuple(kw_e.get(name))
+        # eager: full validation, with the values of the masks where they are on the host
+        a = normalize(query, key, value, head_num, input_layout, pse=pse, atten_mask=atten_mask, drop_mask=drop_mask,
+                      api=api, check_values=True, **kw_e)
+        meta_np = build_meta(a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape),
+                             has_drop_mask=drop_mask is not None)
+        meta = Tensor(meta_np)
+        numels = a.numels
+        seed, off = _eager_rng() if a.keep_prob < 1.0 else (0, 0)
+        rng = Tensor(np.array([seed, off], np.int64))
+        seed, off = Tensor(np.array(seed, np.int64)), Tensor(np.array(off, np.int64))
+    else:
+        # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as
+        # a placeholder and silently give a wrong plan, so it must be rejected
+        meta, numels = _prepare_graph(api, query.shape, query.dtype, key.shape, key.dtype, value.shape,
+                                      value.dtype, head_num, input_layout,
+                                      None if pse is None else pse.shape, None if pse is None else pse.dtype,
+                                      None if atten_mask is None else atten_mask.shape,
+                                      None if atten_mask is None else atten_mask.dtype,
+                                      None if drop_mask is None else drop_mask.shape,
+                                      None if drop_mask is None else drop_mask.dtype, opts)
+        rng = _graph_rng(opts.keep_prob)
+        seed, off = rng[0], rng[1]
+    pse_t = _placeholder(query.dtype) if pse is None else pse
+    am_t = _placeholder(None) if atten_mask is None else atten_mask
+    dm_t = _placeholder(None) if drop_mask is None else drop_mask
+    op = _forward_op(input_layout)
+    out, smax, ssum = op(query, key, value, pse_t, dm_t, am_t, meta, rng)
+    return out, smax, ssum, seed, off, numels
+
+
