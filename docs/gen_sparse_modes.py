@@ -130,7 +130,7 @@ CASES = [
 
 def render_doc(write_png=False) -> str:
     from ms_fa.explain import explain
-    from ms_fa.masks.objects import COST_ORDER, COST_ORDER_TND
+    from ms_fa.masks.compile import COST_ORDER, COST_ORDER_TND
 
     out = [
         "# Sparse-mode atlas",

@@ -29,7 +29,9 @@ import sys
 
 import numpy as np
 
+from ms_fa.masks.expr import parse_mask
 from ms_fa.semantics import plan as sm
+from ms_fa.semantics.plan import canonical_full_mask
 
 __all__ = ["main", "explain", "parse_mask", "canonical_full_mask"]
 
@@ -38,71 +40,7 @@ _GLYPH_TILE = {sm.BLOCK_SKIP: "-", sm.BLOCK_FULL: "#", sm.BLOCK_PARTIAL: "+"}
 
 
 # ------------------------------------------------------------------------------------------------
-# safe mask expressions
-
-def _mask_namespace():
-    from ms_fa.masks import objects as mo
-    return {"CausalMask": mo.CausalMask, "SlidingWindow": mo.SlidingWindow, "PrefixLM": mo.PrefixLM,
-            "Packed": mo.Packed}
-
-
-def parse_mask(expr: str):
-    """Evaluate a mask expression with a restricted evaluator: calls of CausalMask / SlidingWindow /
-    PrefixLM / Packed with int / str / None / list / tuple arguments (also negative ints), joined by
-    ``&``. Anything else raises ``ValueError``."""
-    ns = _mask_namespace()
-    try:
-        tree = ast.parse(expr.strip(), mode="eval")
-    except SyntaxError as e:
-        raise ValueError(f"[explain.mask_expr] cannot parse mask expression {expr!r}: {e.msg}") from None
-
-    def ev(node):
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd):
-            return ev(node.left) & ev(node.right)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ns:
-            args = [ev(a) for a in node.args]
-            kwargs = {k.arg: ev(k.value) for k in node.keywords if k.arg is not None}
-            if len(kwargs) != len(node.keywords):
-                raise ValueError(f"[explain.mask_expr] **kwargs are not allowed in mask expressions, got {expr!r}")
-            return ns[node.func.id](*args, **kwargs)
-        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (int, str))) \
-                and not isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            v = ev(node.operand)
-            if isinstance(v, int):
-                return -v
-        if isinstance(node, (ast.List, ast.Tuple)):
-            return [ev(e) for e in node.elts]
-        raise ValueError(f"[explain.mask_expr] not allowed in a mask expression: {ast.dump(node)[:60]} "
-                         f"(use {', '.join(sorted(ns))}, numbers, strings, lists and &)")
-
-    return ev(tree)
-
-
-# ------------------------------------------------------------------------------------------------
 # helpers
-
-def canonical_full_mask(mode, S1, S2, pre, nxt, prefix=None, B=1):
-    """The full atten_mask consistent with the structure of modes 0/1/5 (True = discard):
-    mode 0 ``triu(k=next+1) | tril(k=-pre-1)`` (torch_npu doc golden; ``j > i`` for
-    ``pre >= S1, next == 0``), mode 1 all False, mode 5 ``(B, 1, S1, S2)`` bottom-right causal
-    outside the per-batch prefix."""
-    if mode == 0:
-        band = sm.band_for(0, S1, S2, pre, nxt, has_mask=True)
-        return sm.structural_mask(band, S1, S2)
-    if mode == 1:
-        return np.zeros((S1, S2), dtype=bool)
-    if mode == 5:
-        pf = list(prefix) if prefix is not None else [0] * B
-        # a negative prefix discards like prefix 0 here (normalize rejects it anyway)
-        return np.stack([sm.structural_mask(sm.band_for(5, S1, S2, INT_MAX, INT_MAX, has_mask=True,
-                                                        prefix=max(int(p), 0)), S1, S2)[None]
-                         for p in pf])   # (B, 1, S1, S2)
-    raise ValueError(f"[explain.mode] canonical_full_mask is for sparse_mode 0, 1 or 5, got {mode!r}")
-
 
 def _usage(rule, msg):
     raise ValueError(f"[{rule}] {msg}")
@@ -198,7 +136,8 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
             atten_mask=None, block=(128, 128), max_cells=64, png=None, note=None):
     """Explain one call; returns ``(text, ok)``. Arguments as speed_fusion_attention (``S1``/``S2``
     for non-TND layouts, the cumulative ``actual_seq_*`` lists for TND)."""
-    from ms_fa.masks.objects import _dummy_qkv, render, write_png
+    from ms_fa.masks.compile import dummy_qkv
+    from ms_fa.masks.render import render, write_png
     from ms_fa.semantics.args import normalize, seqlens_from_cumulative
 
     lines = []
@@ -238,7 +177,7 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
         am = None
     kw["atten_mask"] = am
     lines.append("call: " + _fmt_call(kw, layout, B, heads, S1, S2))
-    q, k, v = _dummy_qkv(layout, B, S1, S2, T1, T2, heads)
+    q, k, v = dummy_qkv(layout, B, S1, S2, T1, T2, heads)
     try:
         args = normalize(q, k, v, heads, layout, **kw)
     except (TypeError, ValueError) as e:
@@ -346,7 +285,12 @@ def main(argv=None) -> int:
 
 
 def _main_mask(a, block) -> int:
+    from ms_fa.masks.compile import COST_ORDER, COST_ORDER_TND
     from ms_fa.masks.objects import Packed
+
+    def _order(order):
+        return ", ".join(str(m) for m in order)
+
     try:
         mask = parse_mask(a.mask)
     except (TypeError, ValueError) as e:
@@ -376,8 +320,8 @@ def _main_mask(a, block) -> int:
                        actual_seq_qlen=kw.get("actual_seq_qlen"), actual_seq_kvlen=kw.get("actual_seq_kvlen"),
                        layout=kw.get("input_layout"), batch=B, heads=a.heads,
                        no_mask=am is None, atten_mask=am, block=block, max_cells=a.max_cells, png=a.png,
-                       note="to_ascend chose the cheapest exact sparse_mode (cost order: none, 2, 3, 4, 6, 0, 5, 1; "
-                            "TND: none, 2, 3, 7, 8, 4, 6, 0, 1)")
+                       note=f"to_ascend chose the cheapest exact sparse_mode (cost order: {_order(COST_ORDER)}; "
+                            f"TND: {_order(COST_ORDER_TND)})")
     print(text)
     return 0 if ok else 1
 

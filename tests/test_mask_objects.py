@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from ms_fa.masks.objects import (COST_ORDER, COST_ORDER_TND, AscendMaskBuilder, CausalMask, DenseMask,
-                                 Packed, PrefixLM, SlidingWindow)
+from ms_fa.masks.compile import COST_ORDER, COST_ORDER_TND
+from ms_fa.masks.objects import CausalMask, DenseMask, Packed, PrefixLM, SlidingWindow
 from ms_fa.semantics import plan as sm
 from ms_fa.semantics.args import canonical_compressed_mask, normalize
 
@@ -299,10 +299,13 @@ def test_picture_downsampled():
     assert "block" in lines[0] and max(len(x) for x in lines[1:]) <= 64 and "+" in s
 
 
-def test_builder_is_explicit_and_canonical():
-    b = AscendMaskBuilder()
-    assert np.array_equal(b.causal(), np.triu(np.ones((2048, 2048), bool), 1))
-    assert b.prefix().shape == (3072, 2048) and not b.causal().flags.writeable
+def test_compressed_masks_are_the_canonical_constants():
+    # the compiler hands out the semantics' one keyed cache of the constants (no cache of its own)
+    causal = CausalMask().to_ascend(4096, 4096)["atten_mask"]
+    prefix = PrefixLM([100]).to_ascend(4096, 4096)["atten_mask"]
+    assert np.array_equal(causal, np.triu(np.ones((2048, 2048), bool), 1)) and not causal.flags.writeable
+    assert causal is canonical_compressed_mask("causal")
+    assert prefix.shape == (3072, 2048) and prefix is canonical_compressed_mask("prefix")
 
 
 def test_png(tmp_path):

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["canonical_compressed_mask", "COMPRESSED_SIZE", "COMPRESSED_PREFIX_ROWS", "INT_MAX", "Band", "band_for", "band_batch_index", "structural_mask", "effective_mask",
+__all__ = ["canonical_compressed_mask", "canonical_full_mask", "COMPRESSED_SIZE", "COMPRESSED_PREFIX_ROWS", "INT_MAX", "Band", "band_for", "band_batch_index", "structural_mask", "effective_mask",
            "auto_invalid_line", "row_kept_count", "row_range", "s2_range", "block_kind", "block_plan",
            "plan_flops_fraction", "BLOCK_SKIP", "BLOCK_FULL", "BLOCK_PARTIAL", "effective_mask_for",
            "effective_masks_tnd", "seqlen", "band_of"]
@@ -385,3 +385,22 @@ def canonical_compressed_mask(kind: str = "causal") -> np.ndarray:
         raise ValueError(f"[compressed_mask.kind] kind must be 'causal' or 'prefix', got {kind!r}")
     m.flags.writeable = False
     return m
+
+
+def canonical_full_mask(mode, S1, S2, pre, nxt, prefix=None, B=1):
+    """The full atten_mask consistent with the structure of modes 0/1/5 (True = discard):
+    mode 0 ``triu(k=next+1) | tril(k=-pre-1)`` (torch_npu doc golden; ``j > i`` for
+    ``pre >= S1, next == 0``), mode 1 all False, mode 5 ``(B, 1, S1, S2)`` bottom-right causal
+    outside the per-batch prefix."""
+    if mode == 0:
+        band = band_for(0, S1, S2, pre, nxt, has_mask=True)
+        return structural_mask(band, S1, S2)
+    if mode == 1:
+        return np.zeros((S1, S2), dtype=bool)
+    if mode == 5:
+        pf = list(prefix) if prefix is not None else [0] * B
+        # a negative prefix discards like prefix 0 here (normalize rejects it anyway)
+        return np.stack([structural_mask(band_for(5, S1, S2, INT_MAX, INT_MAX, has_mask=True,
+                                                        prefix=max(int(p), 0)), S1, S2)[None]
+                         for p in pf])   # (B, 1, S1, S2)
+    raise ValueError(f"[plan.full_mask_mode] canonical_full_mask is for sparse_mode 0, 1 or 5, got {mode!r}")
