@@ -4,6 +4,7 @@ L2 (`requires_npu`) needs an Atlas A2 NPU. L1/L2 tests skip here with the reason
 Hypothesis runs a fixed, repeatable set of examples by default, so that a CI result depends on the
 code and nothing else; ``MS_FA_HYPOTHESIS=explore`` draws fresh random examples each run (with
 ``MS_FA_PROP_EXAMPLES=3000`` for a long search) and prints a reproduction blob on failure."""
+
 import os
 import shutil
 
@@ -24,6 +25,7 @@ def _have_npu():
     """An Ascend NPU is present: its device nodes exist (what each test needs on top -- torch_npu or
     MindSpore's Ascend backend -- it imports itself, failing loudly if missing on an NPU machine)."""
     import glob
+
     return bool(glob.glob("/dev/davinci[0-9]*"))
 
 
@@ -32,6 +34,19 @@ def pytest_collection_modifyitems(config, items):
     npu = _have_npu() if any("requires_npu" in it.keywords for it in items) else False
     for it in items:
         if "requires_cann" in it.keywords and not cann:
-            it.add_marker(pytest.mark.skip(reason="requires the CANN toolkit (bisheng / ASCEND_HOME_PATH), not installed here"))
+            it.add_marker(
+                pytest.mark.skip(reason="requires the CANN toolkit (bisheng / ASCEND_HOME_PATH), not installed here")
+            )
         if "requires_npu" in it.keywords and not npu:
             it.add_marker(pytest.mark.skip(reason="requires an Ascend NPU (no /dev/davinci* device on this machine)"))
+
+
+@pytest.fixture(autouse=True)
+def _doctest_names(doctest_namespace):
+    """Names the README's examples use without importing them (docstring examples import their own)."""
+    import numpy as np
+
+    import ms_fa
+
+    doctest_namespace["ms_fa"] = ms_fa
+    doctest_namespace["np"] = np

@@ -20,6 +20,7 @@ Implementations:
   * mindspore -- matmul -> softmax -> matmul with a dense additive mask, PYNATIVE, CPU, fp32 only
                  (MindSpore CPU has no bf16 BatchMatMul, DESIGN §8)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,6 +60,7 @@ def _reset_peak():
 def _masks_np(case, S):
     """Dense boolean mask (True = discard) of a case for torch / MindSpore, or None."""
     import numpy as np
+
     kind = case["kind"]
     i = np.arange(S)[:, None]
     j = np.arange(S)[None, :]
@@ -77,6 +79,7 @@ def _masks_np(case, S):
 
 def _inputs(case, dtype):
     import numpy as np
+
     rng = np.random.default_rng(0)
     B, N, S, D = 1, case["N"], case["S"], case["D"]
     if case["kind"] == "tnd":
@@ -89,8 +92,10 @@ def _inputs(case, dtype):
 def _run_msfa(case, dtype, bwd):
     import ml_dtypes
     import numpy as np
+
     sys.path.insert(0, ROOT)
     from ms_fa.kernels import cpu as K
+
     K.load_library()
     npdt = np.float32 if dtype == "float32" else np.dtype(ml_dtypes.bfloat16)
     q, k, v, dy = (x.astype(npdt) for x in _inputs(case, dtype))
@@ -112,24 +117,24 @@ def _run_msfa(case, dtype, bwd):
         o = K.fa_forward(q, k, v, N, layout, **kw)
         res = [o[0], o[1], o[2]]
         if bwd:
-            res += list(K.fa_grad(dy, q, k, v, N, layout, attention_out=o[0], softmax_max=o[1],
-                                  softmax_sum=o[2], **kw))
+            res += list(K.fa_grad(dy, q, k, v, N, layout, attention_out=o[0], softmax_max=o[1], softmax_sum=o[2], **kw))
         return res
+
     return step
 
 
 def _run_torch(case, dtype, bwd):
-    import numpy as np
     import torch
+
     torch.set_num_threads(THREADS)
     tdt = torch.float32 if dtype == "float32" else torch.bfloat16
     q, k, v, dy = (torch.from_numpy(x).to(tdt) for x in _inputs(case, dtype))
     S = case["S"]
-    if case["kind"] == "tnd":   # (T, N, D) -> (1, N, T, D): block-diagonal causal dense mask
+    if case["kind"] == "tnd":  # (T, N, D) -> (1, N, T, D): block-diagonal causal dense mask
         q, k, v, dy = (x.permute(1, 0, 2).unsqueeze(0).contiguous() for x in (q, k, v, dy))
     m = _masks_np(case, S)
     causal = case["kind"] == "causal"
-    mask = None if (m is None or causal) else torch.from_numpy(~m)   # torch: True = take part
+    mask = None if (m is None or causal) else torch.from_numpy(~m)  # torch: True = take part
     F = torch.nn.functional
 
     def step():
@@ -140,13 +145,15 @@ def _run_torch(case, dtype, bwd):
             return [o.detach(), qq.grad, kk.grad, vv.grad]
         with torch.no_grad():
             return [F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)]
+
     return step
 
 
 def _run_mindspore(case, dtype, bwd):
-    import numpy as np
     import mindspore as ms
+    import numpy as np
     from mindspore import Tensor, ops
+
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
     q, k, v, dy = _inputs(case, dtype)
     S, D = case["S"], case["D"]
@@ -166,6 +173,7 @@ def _run_mindspore(case, dtype, bwd):
 
     def loss(q_, k_, v_):
         return (attn(q_, k_, v_) * dy).sum()
+
     grad = ms.grad(loss, grad_position=(0, 1, 2))
 
     def step():
@@ -174,18 +182,27 @@ def _run_mindspore(case, dtype, bwd):
             g = grad(q, k, v)
             return [o.asnumpy()] + [x.asnumpy() for x in g]
         return [attn(q, k, v).asnumpy()]
+
     return step
 
 
 def worker(spec):
     import gc
+
     import numpy as np
+
     impl, case, dtype, bwd, reps = spec["impl"], spec["case"], spec["dtype"], spec["bwd"], spec["reps"]
     make = {"ms_fa": _run_msfa, "torch": _run_torch, "mindspore": _run_mindspore}[impl]
     # warm-up on a tiny problem of the same kind (library loads, thread pools), so that the memory
     # measured below is the call's own: the big run's first call is inside the measured window
-    tiny = dict(case, S=256, N=2, D=16, **({"window": 32} if case["kind"] == "band" else {}),
-                **({"seq": 64} if case["kind"] == "tnd" else {}))
+    tiny = dict(
+        case,
+        S=256,
+        N=2,
+        D=16,
+        **({"window": 32} if case["kind"] == "band" else {}),
+        **({"seq": 64} if case["kind"] == "tnd" else {}),
+    )
     warm = make(tiny, dtype, bwd)
     warm()
     del warm
@@ -193,7 +210,7 @@ def worker(spec):
     gc.collect()
     ok = _reset_peak()
     base = _status("VmRSS")
-    r = step()                                    # first (untimed) call: page faults, allocator
+    r = step()  # first (untimed) call: page faults, allocator
     out_bytes = 0
     for x in r:
         out_bytes += int(np.asarray(x).nbytes) if not hasattr(x, "element_size") else x.numel() * x.element_size()
@@ -207,10 +224,15 @@ def worker(spec):
         del r
     peak = _status("VmHWM") if ok else _status("VmHWM")
     extra = max(peak - base, 0)
-    return {"time": statistics.median(times), "times": times, "cpu": statistics.median(cpus), "cpus": cpus,
-            "extra": extra,
-            "out_bytes": out_bytes,
-            "peak_reset": ok}
+    return {
+        "time": statistics.median(times),
+        "times": times,
+        "cpu": statistics.median(cpus),
+        "cpus": cpus,
+        "extra": extra,
+        "out_bytes": out_bytes,
+        "peak_reset": ok,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -225,8 +247,13 @@ def run_one(impl, case, dtype, bwd, reps, timeout):
     env.setdefault("MALLOC_MMAP_THRESHOLD_", "65536")
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     try:
-        p = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
-                           capture_output=True, text=True, timeout=timeout, env=env)
+        p = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
     except subprocess.TimeoutExpired:
         return {"error": f"timeout {timeout}s"}
     if p.returncode != 0:
@@ -244,12 +271,19 @@ def merge(rs):
         return rs[0]
     times = [t for r in ok for t in r["times"]]
     cpus = [c for r in ok for c in r["cpus"]]
-    return {"time": statistics.median(times), "times": times, "cpu": statistics.median(cpus), "cpus": cpus,
-            "extra": max(r["extra"] for r in ok), "out_bytes": ok[0]["out_bytes"], "runs": len(ok)}
+    return {
+        "time": statistics.median(times),
+        "times": times,
+        "cpu": statistics.median(cpus),
+        "cpus": cpus,
+        "extra": max(r["extra"] for r in ok),
+        "out_bytes": ok[0]["out_bytes"],
+        "runs": len(ok),
+    }
 
 
 def _mb(x):
-    return x / 2 ** 20
+    return x / 2**20
 
 
 def machine_info():
@@ -303,7 +337,7 @@ def main():
     ]
     t_start = time.time()
     info = machine_info()
-    rows = []   # (dtype, case name, pass, impl, result)
+    rows = []  # (dtype, case name, pass, impl, result)
     results = {}
     for dtype in ("float32", "bfloat16"):
         for name, case in cases:
@@ -327,8 +361,11 @@ def main():
                     key = (dtype, name, "fwd+bwd" if bwd else "fwd", impl)
                     results[key] = r
                     rows.append(key)
-                    msg = (f"{r['time']:.3f}s (cpu {r['cpu']:.3f}s)  extra {_mb(r['extra']):.0f} MB"
-                           if "time" in r else r["error"])
+                    msg = (
+                        f"{r['time']:.3f}s (cpu {r['cpu']:.3f}s)  extra {_mb(r['extra']):.0f} MB"
+                        if "time" in r
+                        else r["error"]
+                    )
                     print(f"{dtype:9s} {name:22s} {'fwd+bwd' if bwd else 'fwd':8s} {impl:10s} {msg}", flush=True)
     # S sweep, mode 4 window W
     sweep_S = [1024, 2048, 4096] if quick else [1024, 2048, 4096, 8192, 16384, 32768]
@@ -342,12 +379,29 @@ def main():
             reps = reps_fast if impl == "ms_fa" else (1 if s >= 8192 else reps_slow)
             r = run_one(impl, case, "float32", bwd, reps, tmo)
             sweep[(s, impl, bwd)] = r
-            msg = (f"{r['time']:.3f}s (cpu {r['cpu']:.3f}s)  extra {_mb(r['extra']):.0f} MB" if "time" in r
-                   else r["error"])
+            msg = (
+                f"{r['time']:.3f}s (cpu {r['cpu']:.3f}s)  extra {_mb(r['extra']):.0f} MB" if "time" in r else r["error"]
+            )
             print(f"sweep S={s:6d} {impl:6s} {'fwd+bwd' if bwd else 'fwd':8s} {msg}", flush=True)
     elapsed = time.time() - t_start
-    md = report(results, rows, sweep, info, dict(S=S, N=N, D=D, W=W, L=L, quick=quick, elapsed=elapsed,
-                                                 note=a.note, sweep_S=sweep_S, cases=[c[0] for c in cases]))
+    md = report(
+        results,
+        rows,
+        sweep,
+        info,
+        dict(
+            S=S,
+            N=N,
+            D=D,
+            W=W,
+            L=L,
+            quick=quick,
+            elapsed=elapsed,
+            note=a.note,
+            sweep_S=sweep_S,
+            cases=[c[0] for c in cases],
+        ),
+    )
     print(md)
     if not a.no_write:
         os.makedirs(os.path.dirname(a.out), exist_ok=True)
@@ -369,27 +423,40 @@ def report(res, rows, sweep, info, cfg):
     names = cfg["cases"]
     L = []
     L.append("# CPU benchmarks\n")
-    L.append("Generated by `benchmarks/bench_cpu.py`" + (" --quick" if cfg["quick"] else "") +
-             f" in {cfg['elapsed'] / 60:.1f} min. Do not edit by hand.\n")
+    L.append(
+        "Generated by `benchmarks/bench_cpu.py`"
+        + (" --quick" if cfg["quick"] else "")
+        + f" in {cfg['elapsed'] / 60:.1f} min. Do not edit by hand.\n"
+    )
     L.append("## Machine\n")
     L.append(f"- CPU: {info.get('cpu', '?')}, {info.get('cores')} cores; {info.get('platform')}")
-    L.append(f"- python {info.get('python')}, numpy {info.get('numpy')}, torch {info.get('torch')} "
-             f"(`torch.set_num_threads({THREADS})`), mindspore {info.get('mindspore')}")
+    L.append(
+        f"- python {info.get('python')}, numpy {info.get('numpy')}, torch {info.get('torch')} "
+        f"(`torch.set_num_threads({THREADS})`), mindspore {info.get('mindspore')}"
+    )
     L.append(f"- load average at the start: {' '.join(info.get('loadavg', []))}")
-    L.append("- Timings are medians of the repeats; this 2-core machine is noisy, and targets near their "
-             "threshold can flip between runs." + (f" {cfg['note']}" if cfg["note"] else ""))
+    L.append(
+        "- Timings are medians of the repeats; this 2-core machine is noisy, and targets near their "
+        "threshold can flip between runs." + (f" {cfg['note']}" if cfg["note"] else "")
+    )
     L.append("")
     L.append(f"## B=1 N={N} S={S} D={D}\n")
-    L.append("Median time of one call (forward, or forward + backward) and peak extra resident memory "
-             "(VmHWM above the baseline after the inputs exist; includes the returned outputs / "
-             "gradients; 'ws' = the part above the returned arrays). mindspore = naive "
-             "matmul-softmax-matmul with a dense mask, PYNATIVE CPU, fp32 only.\n")
-    L.append("'ms_fa cpu' is the process CPU time of the ms_fa call (both threads); on a loaded machine it is "
-             "the more stable measure of the kernel's own work and is used for the ms_fa-internal ratios "
-             "(causal vs dense, linear in S, TND). Comparisons with torch / MindSpore use wall time "
-             "(their thread pools spin, so their CPU time is not comparable).\n")
-    L.append("| dtype | case | pass | ms_fa time | ms_fa cpu | torch SDPA time | torch cpu | naive MindSpore time | "
-             "ms_fa / torch (wall) | ms_fa / torch (cpu) | ms_fa extra MB (ws) | torch extra MB | MindSpore extra MB |")
+    L.append(
+        "Median time of one call (forward, or forward + backward) and peak extra resident memory "
+        "(VmHWM above the baseline after the inputs exist; includes the returned outputs / "
+        "gradients; 'ws' = the part above the returned arrays). mindspore = naive "
+        "matmul-softmax-matmul with a dense mask, PYNATIVE CPU, fp32 only.\n"
+    )
+    L.append(
+        "'ms_fa cpu' is the process CPU time of the ms_fa call (both threads); on a loaded machine it is "
+        "the more stable measure of the kernel's own work and is used for the ms_fa-internal ratios "
+        "(causal vs dense, linear in S, TND). Comparisons with torch / MindSpore use wall time "
+        "(their thread pools spin, so their CPU time is not comparable).\n"
+    )
+    L.append(
+        "| dtype | case | pass | ms_fa time | ms_fa cpu | torch SDPA time | torch cpu | naive MindSpore time | "
+        "ms_fa / torch (wall) | ms_fa / torch (cpu) | ms_fa extra MB (ws) | torch extra MB | MindSpore extra MB |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
     def fmt_t(r):
@@ -405,6 +472,7 @@ def report(res, rows, sweep, info, cfg):
         if ws:
             s += f" ({_mb(max(r['extra'] - r['out_bytes'], 0)):.0f})"
         return s
+
     for dtype in ("float32", "bfloat16"):
         for name in names:
             for ps in ("fwd", "fwd+bwd"):
@@ -413,19 +481,25 @@ def report(res, rows, sweep, info, cfg):
                 m = res.get((dtype, name, ps, "mindspore"))
                 ratio = f"{_t(a) / _t(t):.2f}x" if _t(a) and _t(t) else "n/a"
                 cratio = f"{_c(a) / _c(t):.2f}x" if _c(a) and _c(t) else "n/a"
-                L.append(f"| {dtype} | {name} | {ps} | {fmt_t(a)} | {fmt_c(a)} | {fmt_t(t)} | {fmt_c(t)} | {fmt_t(m)} | "
-                         f"{ratio} | {cratio} | "
-                         f"{fmt_m(a, True)} | {fmt_m(t)} | {fmt_m(m)} |")
+                L.append(
+                    f"| {dtype} | {name} | {ps} | {fmt_t(a)} | {fmt_c(a)} | {fmt_t(t)} | {fmt_c(t)} | {fmt_t(m)} | "
+                    f"{ratio} | {cratio} | "
+                    f"{fmt_m(a, True)} | {fmt_m(t)} | {fmt_m(m)} |"
+                )
     L.append("")
     L.append(f"## S sweep, sparse_mode 4 window {W} (pre_tokens={W}, next_tokens=0), N={N} D={D} fp32\n")
     L.append("torch SDPA gets the equivalent dense boolean band mask (only where it fits in memory).\n")
-    L.append("| S | ms_fa fwd | ms_fa fwd cpu | ms_fa fwd+bwd | ms_fa fwd+bwd cpu | ms_fa fwd extra MB (ws) | "
-             "ms_fa fwd+bwd extra MB (ws) | torch fwd (dense band mask) | torch extra MB |")
+    L.append(
+        "| S | ms_fa fwd | ms_fa fwd cpu | ms_fa fwd+bwd | ms_fa fwd+bwd cpu | ms_fa fwd extra MB (ws) | "
+        "ms_fa fwd+bwd extra MB (ws) | torch fwd (dense band mask) | torch extra MB |"
+    )
     L.append("|---|---|---|---|---|---|---|---|---|")
     for s in cfg["sweep_S"]:
         f, b, t = sweep.get((s, "ms_fa", False)), sweep.get((s, "ms_fa", True)), sweep.get((s, "torch", False))
-        L.append(f"| {s} | {fmt_t(f)} | {fmt_c(f)} | {fmt_t(b)} | {fmt_c(b)} | {fmt_m(f, True)} | {fmt_m(b, True)} | "
-                 f"{fmt_t(t)} | {fmt_m(t)} |")
+        L.append(
+            f"| {s} | {fmt_t(f)} | {fmt_c(f)} | {fmt_t(b)} | {fmt_c(b)} | {fmt_m(f, True)} | {fmt_m(b, True)} | "
+            f"{fmt_t(t)} | {fmt_m(t)} |"
+        )
     L.append("")
     L += targets(res, sweep, cfg)
     L.append("")
@@ -478,19 +552,27 @@ def targets(res, sweep, cfg):
 
     def ratio(a, b):
         return a / b if a and b else None
+
     for ps in ("fwd", "fwd+bwd"):
         r = ratio(g("float32", dense, ps, "ms_fa"), g("float32", dense, ps, "torch"))
         rc = ratio(_c(res.get(("float32", dense, ps, "ms_fa"))), _c(res.get(("float32", dense, ps, "torch"))))
-        row(f"dense {ps} <= 1.0x torch SDPA (fp32, wall)", (f"{r:.2f}x (cpu time: {rc:.2f}x)" if r and rc else "n/a"),
-            None if r is None else r <= 1.0)
+        row(
+            f"dense {ps} <= 1.0x torch SDPA (fp32, wall)",
+            (f"{r:.2f}x (cpu time: {rc:.2f}x)" if r and rc else "n/a"),
+            None if r is None else r <= 1.0,
+        )
     for ps in ("fwd", "fwd+bwd"):
         r = ratio(gc_("float32", causal, ps), gc_("float32", dense, ps))
         rw = ratio(g("float32", causal, ps, "ms_fa"), g("float32", dense, ps, "ms_fa"))
-        row(f"causal {ps} <= 0.55x our dense (fp32, CPU time)",
-            (f"{r:.2f}x (wall: {rw:.2f}x)" if r and rw else "n/a"), None if r is None else r <= 0.55)
+        row(
+            f"causal {ps} <= 0.55x our dense (fp32, CPU time)",
+            (f"{r:.2f}x (wall: {rw:.2f}x)" if r and rw else "n/a"),
+            None if r is None else r <= 0.55,
+        )
         r2 = ratio(g("float32", causal, ps, "ms_fa"), g("float32", causal, ps, "torch"))
-        row(f"causal {ps} <= torch SDPA causal (fp32)", f"{r2:.2f}x" if r2 else "n/a",
-            None if r2 is None else r2 <= 1.0)
+        row(
+            f"causal {ps} <= torch SDPA causal (fp32)", f"{r2:.2f}x" if r2 else "n/a", None if r2 is None else r2 <= 1.0
+        )
     # linear in S
     Ss = cfg["sweep_S"]
     fw = [(s, _c(sweep.get((s, "ms_fa", False)))) for s in Ss]
@@ -499,8 +581,11 @@ def targets(res, sweep, cfg):
         (s0, t0), (s1, t1) = fw[-2], fw[-1]
         growth = t1 / t0
         per = [f"{t / s * 1e6:.2f}" for s, t in fw]
-        row(f"mode 4 window {cfg['W']}: time linear in S (fwd CPU time ratio S={s1}/S={s0}, ideal {s1 / s0:.0f})",
-            f"{growth:.2f} (CPU us per query row, S={Ss[0]}..{s1}: {', '.join(per)})", growth <= 1.35 * s1 / s0)
+        row(
+            f"mode 4 window {cfg['W']}: time linear in S (fwd CPU time ratio S={s1}/S={s0}, ideal {s1 / s0:.0f})",
+            f"{growth:.2f} (CPU us per query row, S={Ss[0]}..{s1}: {', '.join(per)})",
+            growth <= 1.35 * s1 / s0,
+        )
     common = [s for s in Ss if _t(sweep.get((s, "torch", False))) and _t(sweep.get((s, "ms_fa", False)))]
     if common:
         s = common[-1]
@@ -508,39 +593,59 @@ def targets(res, sweep, cfg):
         row(f"mode 4 >= 10x faster than torch SDPA with a dense band mask (fwd, S={s})", f"{sp:.1f}x", sp >= 10)
     r = ratio(gc_("float32", tnd, "fwd"), gc_("float32", causal, "fwd"))
     nseq = cfg["S"] // cfg["L"]
-    row(f"TND cost ~ sum S_b^2: {tnd} fwd vs causal S={cfg['S']} fwd, CPU time (ideal {1 / nseq:.3f}x)",
-        f"{r:.3f}x" if r else "n/a", None if r is None else r <= 2.0 / nseq)
+    row(
+        f"TND cost ~ sum S_b^2: {tnd} fwd vs causal S={cfg['S']} fwd, CPU time (ideal {1 / nseq:.3f}x)",
+        f"{r:.3f}x" if r else "n/a",
+        None if r is None else r <= 2.0 / nseq,
+    )
     r = ratio(g("bfloat16", dense, "fwd+bwd", "torch"), g("bfloat16", dense, "fwd+bwd", "ms_fa"))
-    row("bf16 fwd+bwd >= 5x faster than torch SDPA bf16 (dense, wall)", f"{r:.1f}x" if r else "n/a",
-        None if r is None else r >= 5)
+    row(
+        "bf16 fwd+bwd >= 5x faster than torch SDPA bf16 (dense, wall)",
+        f"{r:.1f}x" if r else "n/a",
+        None if r is None else r >= 5,
+    )
     # memory
     for ps in ("fwd", "fwd+bwd"):
         a = res.get(("float32", dense, ps, "ms_fa"))
         if a and "time" in a:
             ws = _mb(max(a["extra"] - a["out_bytes"], 0))
-            row(f"peak extra memory < 64 MB at S={cfg['S']} ({ps}, fp32 dense)",
+            row(
+                f"peak extra memory < 64 MB at S={cfg['S']} ({ps}, fp32 dense)",
                 f"{_mb(a['extra']):.0f} MB incl. {_mb(a['out_bytes']):.0f} MB of returned arrays; "
-                f"workspace {ws:.0f} MB", _mb(a["extra"]) < 64 if ps == "fwd" else ws < 64)
+                f"workspace {ws:.0f} MB",
+                _mb(a["extra"]) < 64 if ps == "fwd" else ws < 64,
+            )
     big = Ss[-1]
     for bwd in (False, True):
         a = sweep.get((big, "ms_fa", bwd))
         if a and "time" in a:
             ws = _mb(max(a["extra"] - a["out_bytes"], 0))
-            row(f"peak extra memory < 256 MB at S={big} (mode 4, {'fwd+bwd' if bwd else 'fwd'})",
+            row(
+                f"peak extra memory < 256 MB at S={big} (mode 4, {'fwd+bwd' if bwd else 'fwd'})",
                 f"{_mb(a['extra']):.0f} MB incl. {_mb(a['out_bytes']):.0f} MB of returned arrays; "
-                f"workspace {ws:.0f} MB", (_mb(a["extra"]) < 256) if not bwd else ws < 256)
+                f"workspace {ws:.0f} MB",
+                (_mb(a["extra"]) < 256) if not bwd else ws < 256,
+            )
     sp = ratio(g("float32", dense, "fwd+bwd", "mindspore"), g("float32", dense, "fwd+bwd", "ms_fa"))
-    row("fwd+bwd >= 5x faster than naive MindSpore (fp32 dense)", f"{sp:.1f}x" if sp else "n/a",
-        None if sp is None else sp >= 5)
+    row(
+        "fwd+bwd >= 5x faster than naive MindSpore (fp32 dense)",
+        f"{sp:.1f}x" if sp else "n/a",
+        None if sp is None else sp >= 5,
+    )
     a, m = res.get(("float32", dense, "fwd+bwd", "ms_fa")), res.get(("float32", dense, "fwd+bwd", "mindspore"))
     if a and m and "time" in a and "time" in m:
         q = m["extra"] / max(a["extra"], 1)
-        row(">= 20x less extra memory than naive MindSpore (fp32 dense fwd+bwd)",
-            f"{q:.1f}x ({_mb(a['extra']):.0f} MB vs {_mb(m['extra']):.0f} MB)", q >= 20)
+        row(
+            ">= 20x less extra memory than naive MindSpore (fp32 dense fwd+bwd)",
+            f"{q:.1f}x ({_mb(a['extra']):.0f} MB vs {_mb(m['extra']):.0f} MB)",
+            q >= 20,
+        )
     out.append("")
-    out.append("Memory targets: the forward is judged on the whole peak extra memory; forward+backward on the "
-               "workspace (peak extra minus the returned gradients, which any implementation must allocate: "
-               "dq/dk/dv alone are 3 x S x N x D x 4 bytes).")
+    out.append(
+        "Memory targets: the forward is judged on the whole peak extra memory; forward+backward on the "
+        "workspace (peak extra minus the returned gradients, which any implementation must allocate: "
+        "dq/dk/dv alone are 3 x S x N x D x 4 bytes)."
+    )
     return out
 
 

@@ -9,6 +9,7 @@ Public API (everything else is internal)::
 
 ``import ms_fa`` does not import MindSpore; the names that need it load it on first use.
 """
+
 __version__ = "0.1.0"
 
 _LAZY = {
@@ -34,6 +35,7 @@ def __getattr__(name):
     if mod is None:
         raise AttributeError(f"module 'ms_fa' has no attribute {name!r}")
     import importlib
+
     value = getattr(importlib.import_module(mod), name)
     globals()[name] = value
     return value

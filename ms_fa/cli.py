@@ -2,6 +2,7 @@
 
 Each command lives in its own module and is imported only when used (MindSpore's import is slow).
 """
+
 import importlib
 import sys
 

@@ -20,6 +20,7 @@ default 96), ``--seed S``,
 ``--no-twin``, ``--quiet`` (no progress bar).
 Exit status 0 when the loss decreased and (with the twin) every step agrees to 1e-3 relative.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,7 @@ import numpy as np
 
 __all__ = ["main", "make_batches", "build_model", "train"]
 
-VOCAB = 13            # digits 0-9, BOS=10, SEP=11, (12 unused)
+VOCAB = 13  # digits 0-9, BOS=10, SEP=11, (12 unused)
 BOS, SEP = 10, 11
 D_MODEL, N_HEADS, N_LAYERS = 32, 4, 2
 HEAD_DIM = D_MODEL // N_HEADS
@@ -47,7 +48,7 @@ def make_batches(steps, tokens, seed):
         while True:
             L = int(rs.randint(2, 7))
             doc = [BOS] + list(rs.randint(0, 10, size=L)) + [SEP]
-            doc = doc + doc[1:1 + L]
+            doc = doc + doc[1 : 1 + L]
             if ids and len(ids) + len(doc) > tokens:
                 break
             ids += doc
@@ -57,8 +58,8 @@ def make_batches(steps, tokens, seed):
         w = np.zeros(ids.shape, np.float32)
         pos = 0
         for L in lens:
-            tgt[pos:pos + L - 1] = ids[pos + 1:pos + L]
-            w[pos:pos + L - 1] = 1.0
+            tgt[pos : pos + L - 1] = ids[pos + 1 : pos + L]
+            w[pos : pos + L - 1] = 1.0
             pos += L
         out.append((ids, tgt, w, tuple(lens)))
     return out
@@ -81,6 +82,7 @@ def build_model(weights, naive):
     """The GPT; ``naive=False`` uses ``ms_fa.FlashAttention``, ``naive=True`` plain MindSpore attention."""
     import mindspore as ms
     from mindspore import Parameter, Tensor, nn, ops
+
     from ms_fa.mindspore.cell import FlashAttention
     from ms_fa.semantics.pse import alibi_slopes, inner_alibi
 
@@ -92,8 +94,8 @@ def build_model(weights, naive):
 
         def construct(self, q, k, v, mask=None):
             T = q.shape[0]
-            dense = mask.materialize(T, T)                            # (T, T) True = discard
-            bias = Tensor(inner_alibi(slopes, T, T, 2))                 # the spec's pse_type-2 ALiBi, (N, T, T)
+            dense = mask.materialize(T, T)  # (T, T) True = discard
+            bias = Tensor(inner_alibi(slopes, T, T, 2))  # the spec's pse_type-2 ALiBi, (N, T, T)
             qh, kh, vh = q.transpose(1, 0, 2), k.transpose(1, 0, 2), v.transpose(1, 0, 2)
             s = ops.matmul(qh, kh.transpose(0, 2, 1)) * (1.0 / math.sqrt(HEAD_DIM)) + bias
             s = ops.masked_fill(s, Tensor(dense), Tensor(NEG, ms.float32))
@@ -144,6 +146,7 @@ def train(batches, weights, naive, lr=3e-3, progress=True, label="ms_fa"):
     """Train one model on ``batches``; returns the list of losses (float) and the wall time."""
     import mindspore as ms
     from mindspore import Tensor, nn, ops
+
     from ms_fa.masks.objects import CausalMask, Packed
 
     net = build_model(weights, naive)
@@ -187,11 +190,14 @@ def main(argv=None):
         p.error("--steps must be >= 1 and --tokens >= 14")
 
     import mindspore as ms
+
     ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
     batches = make_batches(a.steps, a.tokens, a.seed)
     weights = init_weights(a.seed + 1)
-    print(f"ms_fa demo: GPT {N_LAYERS} layers x {N_HEADS} heads (d_model {D_MODEL}), copy language, "
-          f"{a.steps} steps of ~{a.tokens} packed tokens (TND), causal per document + ALiBi, PYNATIVE on CPU")
+    print(
+        f"ms_fa demo: GPT {N_LAYERS} layers x {N_HEADS} heads (d_model {D_MODEL}), copy language, "
+        f"{a.steps} steps of ~{a.tokens} packed tokens (TND), causal per document + ALiBi, PYNATIVE on CPU"
+    )
     fa_losses, fa_t = train(batches, weights, naive=False, lr=a.lr, progress=not a.quiet, label="ms_fa   ")
     ok = True
     k = max(1, min(10, a.steps // 4))
@@ -209,8 +215,10 @@ def main(argv=None):
             print(f"{i + 1:>5} {fa_losses[i]:>12.6f} {nv_losses[i]:>12.6f} {rel[i]:>10.2e}")
     worst = max(rel)
     ok = worst <= 1e-3 and decreased
-    print(f"\nloss {fa_losses[0]:.4f} -> {fa_losses[-1]:.4f} (mean of first/last {k}: {first:.4f} -> {last:.4f}, "
-          f"{'decreased' if decreased else 'DID NOT DECREASE'})")
+    print(
+        f"\nloss {fa_losses[0]:.4f} -> {fa_losses[-1]:.4f} (mean of first/last {k}: {first:.4f} -> {last:.4f}, "
+        f"{'decreased' if decreased else 'DID NOT DECREASE'})"
+    )
     print(f"max relative difference per step: {worst:.2e} ({'<= 1e-3: OK' if worst <= 1e-3 else '> 1e-3: FAIL'})")
     print(f"time: ms_fa {fa_t:.1f} s, naive {nv_t:.1f} s")
     return 0 if ok else 1

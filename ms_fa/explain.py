@@ -20,10 +20,10 @@ passed: the compressed mask for modes 2/3/4/6/7/8, and for modes 0/1/5 the canon
 consistent with pre/next/prefix (``--atten-mask FILE.npy`` to use your own). Exit status: 0 valid,
 1 invalid call or inexpressible mask, 2 usage error.
 """
+
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 
@@ -41,6 +41,7 @@ _GLYPH_TILE = {sm.BLOCK_SKIP: "-", sm.BLOCK_FULL: "#", sm.BLOCK_PARTIAL: "+"}
 
 # ------------------------------------------------------------------------------------------------
 # helpers
+
 
 def _usage(rule, msg):
     raise ValueError(f"[{rule}] {msg}")
@@ -114,9 +115,11 @@ def _plan_lines(band, S1b, S2b, bs1, bs2, max_cells):
     full = int((kinds == sm.BLOCK_FULL).sum())
     part = int((kinds == sm.BLOCK_PARTIAL).sum())
     frac = sm.plan_flops_fraction(band, S1b, S2b, bs1, bs2)
-    line = (f"block plan (s1_block={bs1}, s2_block={bs2}): {total} tiles, {full + part} computed "
-            f"({full} full, {part} partial), {total - full - part} skipped; FLOPs computed: "
-            f"{100.0 * frac:.1f}% of dense")
+    line = (
+        f"block plan (s1_block={bs1}, s2_block={bs2}): {total} tiles, {full + part} computed "
+        f"({full} full, {part} partial), {total - full - part} skipped; FLOPs computed: "
+        f"{100.0 * frac:.1f}% of dense"
+    )
     out = [line]
     if 0 < n1 <= 16 and 0 < n2 <= 16 and total > 1:
         grid = [["-"] * n2 for _ in range(n1)]
@@ -124,16 +127,38 @@ def _plan_lines(band, S1b, S2b, bs1, bs2, max_cells):
             grid[i0 // bs1][j0 // bs2] = _GLYPH_TILE[int(k)]
         out.append("tiles (# full, + partial, - skipped):")
         out += ["".join(r) for r in grid]
-    work = 0 if not len(plan) else int(((plan[:, 1] - plan[:, 0]) * (plan[:, 3] - plan[:, 2]))[kinds != sm.BLOCK_SKIP].sum())
+    work = (
+        0
+        if not len(plan)
+        else int(((plan[:, 1] - plan[:, 0]) * (plan[:, 3] - plan[:, 2]))[kinds != sm.BLOCK_SKIP].sum())
+    )
     return out, work
 
 
 # ------------------------------------------------------------------------------------------------
 # the explain core (also used by docs/gen_sparse_modes.py)
 
-def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None,
-            actual_seq_qlen=None, actual_seq_kvlen=None, layout=None, batch=None, heads=1, no_mask=False,
-            atten_mask=None, block=(128, 128), max_cells=64, png=None, note=None):
+
+def explain(
+    *,
+    sparse_mode=0,
+    S1=None,
+    S2=None,
+    pre_tokens=INT_MAX,
+    next_tokens=INT_MAX,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    layout=None,
+    batch=None,
+    heads=1,
+    no_mask=False,
+    atten_mask=None,
+    block=(128, 128),
+    max_cells=64,
+    png=None,
+    note=None,
+):
     """Explain one call; returns ``(text, ok)``. Arguments as speed_fusion_attention (``S1``/``S2``
     for non-TND layouts, the cumulative ``actual_seq_*`` lists for TND)."""
     from ms_fa.masks.compile import dummy_qkv
@@ -154,8 +179,7 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
         S1, S2 = (max(sq) if sq else 0), (max(sk) if sk else 0)
         B = len(aq)
     if S1 is None or S2 is None:
-        raise ValueError(f"[explain.s1] --s1 and --s2 are required unless --tnd-q/--tnd-kv are given, "
-                         f"got {S1}, {S2}")
+        raise ValueError(f"[explain.s1] --s1 and --s2 are required unless --tnd-q/--tnd-kv are given, got {S1}, {S2}")
     kw = dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens)
     if prefix is not None:
         kw["prefix"] = list(prefix)
@@ -167,9 +191,11 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
         am = atten_mask
     elif sparse_mode in (2, 3, 4, 7, 8):
         from ms_fa.semantics.plan import canonical_compressed_mask
+
         am = canonical_compressed_mask("causal")
     elif sparse_mode == 6:
         from ms_fa.semantics.plan import canonical_compressed_mask
+
         am = canonical_compressed_mask("prefix")
     elif sparse_mode in (0, 1, 5):
         am = canonical_full_mask(sparse_mode, S1, S2, pre_tokens, next_tokens, prefix, B)
@@ -218,14 +244,16 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
         full = np.ones((T1, T2), dtype=bool)
         oq = okv = 0
         for b, m in enumerate(pictures):
-            full[oq:oq + m.shape[0], okv:okv + m.shape[1]] = m
+            full[oq : oq + m.shape[0], okv : okv + m.shape[1]] = m
             oq += m.shape[0]
             okv += m.shape[1]
         lines.append(f"whole TND matrix (T1={T1}, T2={T2}; outside the documents nothing is computed):")
         lines.append(render(full, max_cells=max_cells))
         if T1 and T2:
-            lines.append(f"work: {100.0 * total_work / (T1 * T2):.1f}% of a dense T1 x T2 attention, "
-                         f"{100.0 * total_work / max(dense_pairs, 1):.1f}% of sum(S1b*S2b)")
+            lines.append(
+                f"work: {100.0 * total_work / (T1 * T2):.1f}% of a dense T1 x T2 attention, "
+                f"{100.0 * total_work / max(dense_pairs, 1):.1f}% of sum(S1b*S2b)"
+            )
     else:
         lines.append(f"kept scores: {kept_total} of {dense_pairs} ({100.0 * kept_total / max(dense_pairs, 1):.1f}%)")
     if png:
@@ -236,8 +264,11 @@ def explain(*, sparse_mode=0, S1=None, S2=None, pre_tokens=INT_MAX, next_tokens=
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m ms_fa explain", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m ms_fa explain",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--sparse-mode", type=int, default=0)
     p.add_argument("--s1", type=int)
     p.add_argument("--s2", type=int)
@@ -268,12 +299,24 @@ def main(argv=None) -> int:
             am = np.load(a.atten_mask) if a.atten_mask else None
         except (OSError, ValueError) as e:
             _usage("explain.atten_mask", f"cannot load --atten-mask {a.atten_mask!r}: {e}")
-        text, ok = explain(sparse_mode=a.sparse_mode, S1=a.s1, S2=a.s2, pre_tokens=a.pre, next_tokens=a.next,
-                           prefix=_int_list(a.prefix, "explain.prefix"),
-                           actual_seq_qlen=_int_list(a.tnd_q, "explain.tnd_q"),
-                           actual_seq_kvlen=_int_list(a.tnd_kv, "explain.tnd_kv"), layout=a.layout, batch=a.batch,
-                           heads=a.heads, no_mask=a.no_mask, atten_mask=am, block=block,
-                           max_cells=a.max_cells, png=a.png)
+        text, ok = explain(
+            sparse_mode=a.sparse_mode,
+            S1=a.s1,
+            S2=a.s2,
+            pre_tokens=a.pre,
+            next_tokens=a.next,
+            prefix=_int_list(a.prefix, "explain.prefix"),
+            actual_seq_qlen=_int_list(a.tnd_q, "explain.tnd_q"),
+            actual_seq_kvlen=_int_list(a.tnd_kv, "explain.tnd_kv"),
+            layout=a.layout,
+            batch=a.batch,
+            heads=a.heads,
+            no_mask=a.no_mask,
+            atten_mask=am,
+            block=block,
+            max_cells=a.max_cells,
+            png=a.png,
+        )
     except ValueError as e:
         print(f"explain: {e}", file=sys.stderr)
         return 2
@@ -306,7 +349,7 @@ def _main_mask(a, block) -> int:
         kw = mask.to_ascend(S1, S2, allow_dense=a.allow_dense)
     except ValueError as e:
         if not str(e).startswith("[mask.expressible]"):
-            raise                                   # a usage error (sizes that do not fit the mask)
+            raise  # a usage error (sizes that do not fit the mask)
         print(mask.picture(S1, S2, max_cells=a.max_cells))
         print("verdict: NOT EXPRESSIBLE without a full mask")
         print(str(e))
@@ -315,13 +358,26 @@ def _main_mask(a, block) -> int:
     am = kw.get("atten_mask")
     if am is not None and am.ndim == 4:
         B = am.shape[0]
-    text, ok = explain(sparse_mode=kw["sparse_mode"], S1=S1, S2=S2, pre_tokens=kw["pre_tokens"],
-                       next_tokens=kw["next_tokens"], prefix=kw.get("prefix"),
-                       actual_seq_qlen=kw.get("actual_seq_qlen"), actual_seq_kvlen=kw.get("actual_seq_kvlen"),
-                       layout=kw.get("input_layout"), batch=B, heads=a.heads,
-                       no_mask=am is None, atten_mask=am, block=block, max_cells=a.max_cells, png=a.png,
-                       note=f"to_ascend chose the cheapest exact sparse_mode (cost order: {_order(COST_ORDER)}; "
-                            f"TND: {_order(COST_ORDER_TND)})")
+    text, ok = explain(
+        sparse_mode=kw["sparse_mode"],
+        S1=S1,
+        S2=S2,
+        pre_tokens=kw["pre_tokens"],
+        next_tokens=kw["next_tokens"],
+        prefix=kw.get("prefix"),
+        actual_seq_qlen=kw.get("actual_seq_qlen"),
+        actual_seq_kvlen=kw.get("actual_seq_kvlen"),
+        layout=kw.get("input_layout"),
+        batch=B,
+        heads=a.heads,
+        no_mask=am is None,
+        atten_mask=am,
+        block=block,
+        max_cells=a.max_cells,
+        png=a.png,
+        note=f"to_ascend chose the cheapest exact sparse_mode (cost order: {_order(COST_ORDER)}; "
+        f"TND: {_order(COST_ORDER_TND)})",
+    )
     print(text)
     return 0 if ok else 1
 

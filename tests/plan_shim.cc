@@ -19,8 +19,8 @@ extern "C" {
 void shim_band(int64_t n, const int64_t* cfg, int64_t* out) {
   for (int64_t k = 0; k < n; ++k) {
     const int64_t* c = cfg + 11 * k;
-    FaBand b = fa_band(static_cast<int32_t>(c[0]), c[1], c[2], c[3], c[4], static_cast<int32_t>(c[5]),
-                       c[6], static_cast<int32_t>(c[7]), static_cast<int32_t>(c[8]), c[9], c[10]);
+    FaBand b = fa_band(static_cast<int32_t>(c[0]), c[1], c[2], c[3], c[4], static_cast<int32_t>(c[5]), c[6],
+                       static_cast<int32_t>(c[7]), static_cast<int32_t>(c[8]), c[9], c[10]);
     int64_t* o = out + 5 * k;
     o[0] = b.pre;
     o[1] = b.next;
@@ -69,7 +69,9 @@ int64_t shim_band_batch_index(int32_t mode, const int64_t* cum, int64_t B) {
   return fa_band_batch_index(mode, cum, B);
 }
 
-int64_t shim_seqlen(const int64_t* cum, int64_t b) { return fa_seqlen(cum, b); }
+int64_t shim_seqlen(const int64_t* cum, int64_t b) {
+  return fa_seqlen(cum, b);
+}
 
 // cfg: n x 9 (mode, S1, S2, pre, next, has_mask, inner_precise, tnd, prefix_len (-1 = None));
 // prefixes: concatenation of the prefix lists -> out: n flags
@@ -79,9 +81,8 @@ void shim_auto_invalid_line(int64_t n, const int64_t* cfg, const int64_t* prefix
     const int64_t* c = cfg + 9 * k;
     const int64_t len = c[8];
     const int64_t* p = len >= 0 ? prefixes + off : nullptr;
-    out[k] = fa_auto_invalid_line(static_cast<int32_t>(c[0]), c[1], c[2], c[3], c[4],
-                                  static_cast<int32_t>(c[5]), static_cast<int32_t>(c[6]), p,
-                                  len >= 0 ? len : 0, static_cast<int32_t>(c[7]));
+    out[k] = fa_auto_invalid_line(static_cast<int32_t>(c[0]), c[1], c[2], c[3], c[4], static_cast<int32_t>(c[5]),
+                                  static_cast<int32_t>(c[6]), p, len >= 0 ? len : 0, static_cast<int32_t>(c[7]));
     if (len > 0) off += len;
   }
 }

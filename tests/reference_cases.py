@@ -14,21 +14,34 @@ Ascend rules (SPEC §2-§5, §9): consistent full masks for modes 0/1/5, canonic
 turned into cumulative actual_seq lists, pse of the requested kind. Randomness comes only from
 ``seed`` (numpy ``default_rng``). Invalid explicit choices raise ``ValueError`` naming the rule.
 """
+
 from __future__ import annotations
 
 import functools
 
 import numpy as np
 
+from ms_fa.semantics import reference as R
 from ms_fa.semantics.dropout import pack_bits
 from ms_fa.semantics.dtypes import as_float32, numpy_dtype
 from ms_fa.semantics.layouts import from_bnsd
 from ms_fa.semantics.plan import INT_MAX
-from ms_fa.semantics import reference as R
 from ms_fa.semantics.pse import alibi_bias_full, alibi_compressed, alibi_slopes
 
-__all__ = ["make_case", "random_config", "random_case", "make_dy", "grad_kwargs", "split_case", "compressed_mask", "compressed_prefix_mask",
-           "SPARSE_MODES", "PSE_KINDS", "band_mode_ok", "cast"]
+__all__ = [
+    "make_case",
+    "random_config",
+    "random_case",
+    "make_dy",
+    "grad_kwargs",
+    "split_case",
+    "compressed_mask",
+    "compressed_prefix_mask",
+    "SPARSE_MODES",
+    "PSE_KINDS",
+    "band_mode_ok",
+    "cast",
+]
 
 #: sparse modes per layout family
 SPARSE_MODES = {"non_tnd": (0, 1, 2, 3, 4, 5, 6), "tnd": (0, 1, 2, 3, 4, 6, 7, 8)}
@@ -129,19 +142,51 @@ def _pick_tokens(rng, layout, mode, S1, S2, sq, skv, band_b, pre, nxt):
 
 def _band_keep(mode, S1b, S2b, pre, nxt, pfx, tnd, is_band, maxS1, maxS2):
     from ms_fa.semantics.plan import band_for
-    band = band_for(mode, S1b, S2b, pre, nxt, has_mask=True, prefix=pfx, tnd=tnd, is_band_batch=is_band,
-                    max_s1=maxS1, max_s2=maxS2)
+
+    band = band_for(
+        mode, S1b, S2b, pre, nxt, has_mask=True, prefix=pfx, tnd=tnd, is_band_batch=is_band, max_s1=maxS1, max_s2=maxS2
+    )
     i = np.arange(S1b)[:, None]
     j = np.arange(S2b)[None, :]
     return band.keep(i, j)
 
 
-def make_case(layout, sparse_mode, dtype, *, B=1, N1=2, N2=None, S1=8, S2=None, D=8, Dv=None,
-              tnd_q=None, tnd_kv=None, tnd_pad_q=0, tnd_pad_kv=0, pse_kind=None, pse_type=None, pse_b=None,
-              keep_prob=1.0, seed=0, pre_tokens=None, next_tokens=None, prefix=None, scale=None,
-              inner_precise=0, with_mask=True, mask_form=None, mask_extra=0.0, q_start_idx=None,
-              kv_start_idx=None, explicit_drop_mask=False, dropout_seed=None, dropout_offset=0,
-              value_scale=1.0) -> dict:
+def make_case(
+    layout,
+    sparse_mode,
+    dtype,
+    *,
+    B=1,
+    N1=2,
+    N2=None,
+    S1=8,
+    S2=None,
+    D=8,
+    Dv=None,
+    tnd_q=None,
+    tnd_kv=None,
+    tnd_pad_q=0,
+    tnd_pad_kv=0,
+    pse_kind=None,
+    pse_type=None,
+    pse_b=None,
+    keep_prob=1.0,
+    seed=0,
+    pre_tokens=None,
+    next_tokens=None,
+    prefix=None,
+    scale=None,
+    inner_precise=0,
+    with_mask=True,
+    mask_form=None,
+    mask_extra=0.0,
+    q_start_idx=None,
+    kv_start_idx=None,
+    explicit_drop_mask=False,
+    dropout_seed=None,
+    dropout_offset=0,
+    value_scale=1.0,
+) -> dict:
     """Random valid inputs for one FlashAttentionScore call, as ``fa_forward`` keyword arguments.
 
     Args:
@@ -203,9 +248,17 @@ def make_case(layout, sparse_mode, dtype, *, B=1, N1=2, N2=None, S1=8, S2=None, 
         q = from_bnsd(f(B, N1, S1, D), layout)
         k = from_bnsd(f(B, N2, S2, D), layout)
         v = from_bnsd(f(B, N2, S2, Dv) * value_scale, layout)
-    case = dict(query=cast(q, dtype), key=cast(k, dtype), value=cast(v, dtype), head_num=N1, input_layout=layout,
-                scale=float(1.0 / np.sqrt(D)) if scale is None else float(scale), sparse_mode=mode,
-                pre_tokens=pre, next_tokens=nxt)
+    case = dict(
+        query=cast(q, dtype),
+        key=cast(k, dtype),
+        value=cast(v, dtype),
+        head_num=N1,
+        input_layout=layout,
+        scale=float(1.0 / np.sqrt(D)) if scale is None else float(scale),
+        sparse_mode=mode,
+        pre_tokens=pre,
+        next_tokens=nxt,
+    )
     if inner_precise:
         case["inner_precise"] = int(inner_precise)
     if tnd:
@@ -217,7 +270,7 @@ def make_case(layout, sparse_mode, dtype, *, B=1, N1=2, N2=None, S1=8, S2=None, 
         if prefix is None:
             prefix = []
             for b in range(B):
-                lo = max(skv[b] - sq[b], 0)          # S1 > S2: [0, S2]; S1 <= S2: [S2 - S1, S2]
+                lo = max(skv[b] - sq[b], 0)  # S1 > S2: [0, S2]; S1 <= S2: [S2 - S1, S2]
                 prefix.append(int(rng.integers(lo, skv[b] + 1)))
         case["prefix"] = [int(x) for x in prefix]
 
@@ -242,7 +295,7 @@ def make_case(layout, sparse_mode, dtype, *, B=1, N1=2, N2=None, S1=8, S2=None, 
                         oq, ok = np.concatenate([[0], np.cumsum(sq)]), np.concatenate([[0], np.cumsum(skv)])
                         for b in range(B):
                             kb = _band_keep(0, sq[b], skv[b], pre, nxt, 0, True, False, S1, S2)
-                            m[oq[b]:oq[b] + sq[b], ok[b]:ok[b] + skv[b]] |= ~kb
+                            m[oq[b] : oq[b] + sq[b], ok[b] : ok[b] + skv[b]] |= ~kb
             else:
                 nb = {"SS": None, "11SS": (1, 1), "B1SS": (B, 1), "BNSS": (B, N1)}
                 if form not in nb:
@@ -269,8 +322,9 @@ def make_case(layout, sparse_mode, dtype, *, B=1, N1=2, N2=None, S1=8, S2=None, 
             pt = 2 if pse_type is None else pse_type
             if pt not in (2, 3):
                 _fail("pse_type", f"slopes need pse_type 2 or 3, got {pt}")
-            sl = (slopes[None] * rng.uniform(0.5, 2.0, (B, 1))).astype(np.float32) if pse_kind == "slopes_bn" \
-                else slopes
+            sl = (
+                (slopes[None] * rng.uniform(0.5, 2.0, (B, 1))).astype(np.float32) if pse_kind == "slopes_bn" else slopes
+            )
             case["pse"] = sl.astype(np.float32)
             if q_start_idx is not None:
                 case["q_start_idx"] = [int(q_start_idx)]
@@ -342,9 +396,17 @@ def grad_kwargs(case: dict, fwd) -> dict:
     return kw
 
 
-def random_config(seed: int, *, layouts=("BSH", "SBH", "BSND", "BNSD", "TND"),
-                  dtypes=("float16", "bfloat16", "float32"), max_b: int = 3, max_s: int = 12, max_d: int = 8,
-                  dropout: bool = True, pse: bool = True) -> dict:
+def random_config(
+    seed: int,
+    *,
+    layouts=("BSH", "SBH", "BSND", "BNSD", "TND"),
+    dtypes=("float16", "bfloat16", "float32"),
+    max_b: int = 3,
+    max_s: int = 12,
+    max_d: int = 8,
+    dropout: bool = True,
+    pse: bool = True,
+) -> dict:
     """A random *valid* configuration: keyword arguments for :func:`make_case` (also usable as a
     hypothesis strategy via ``st.integers().map(random_config)``). Covers layouts, every sparse mode,
     GQA, Dv < D, TND lengths with empty batches and padding, pse kinds / types (no compressed
@@ -426,13 +488,13 @@ def random_case(seed: int, **kw) -> dict:
 # --------------------------------------------------------------------------------------------------
 # DESIGN §6: how a low-precision result is compared with the float64 oracle
 
-ULP = {"float32": 2.0 ** -23, "float16": 2.0 ** -10, "bfloat16": 2.0 ** -7}
+ULP = {"float32": 2.0**-23, "float16": 2.0**-10, "bfloat16": 2.0**-7}
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
 def to_f64(a) -> np.ndarray:
     """float64 copy of a numpy array (incl. bfloat16) or a MindSpore / torch tensor."""
-    if hasattr(a, "asnumpy"):                     # MindSpore: no numpy bf16/fp16 surprises on the way
+    if hasattr(a, "asnumpy"):  # MindSpore: no numpy bf16/fp16 surprises on the way
         a = a.float().asnumpy() if str(a.dtype) in ("BFloat16", "Float16") else a.asnumpy()
     elif hasattr(a, "detach"):
         a = a.detach().float().numpy()
@@ -465,7 +527,7 @@ def assert_design_rule(name, got, ref_x, ref64, dtype, magnitude=None):
     assert np.all(np.isfinite(k)), f"{name}: non-finite values"
     ek, ex = float(np.max(np.abs(k - r))), float(np.max(np.abs(x - r)))
     eps = (8 * ULP["float32"] if dtype == "float32" else ULP[dtype]) * float(np.max(np.abs(r))) + 1e-6
-    if magnitude:                  # the cancelling intermediates are fp32 in every kernel
+    if magnitude:  # the cancelling intermediates are fp32 in every kernel
         eps += 2 * ULP["float32"] * magnitude
     assert ek <= 2 * ex + eps, f"{name}: err {ek:.3e} > 2*{ex:.3e} + {eps:.3e} (dtype {dtype})"
     return ek, ex
@@ -492,16 +554,32 @@ def gradient_magnitudes(dy, query, key, value, head_num, input_layout, **kw):
     dv_width = to_f64(dy).shape[-1] // head_num if layout in ("BSH", "SBH") else v.shape[-1]
     bound = _max_row_norm(dy, dv_width) * _max_row_norm(v, dv_width)
     bound /= float(kw.get("keep_prob", 1.0))
-    plain = {n: x for n, x in kw.items() if n not in ("keep_prob", "drop_mask", "attention_out",
-                                                      "softmax_max", "softmax_sum")}
+    plain = {
+        n: x
+        for n, x in kw.items()
+        if n not in ("keep_prob", "drop_mask", "attention_out", "softmax_max", "softmax_sum")
+    }
     o64 = R.fa_forward(query, key, value, head_num, input_layout, **plain, precision="float64")
     ones = np.ones(o64[0].shape, np.float64)
-    colsum = R.fa_grad(ones, query, key, value, head_num, input_layout, attention_out=o64[0],
-                       softmax_max=o64[1], softmax_sum=o64[2], **plain, precision="float64")[2]
+    colsum = R.fa_grad(
+        ones,
+        query,
+        key,
+        value,
+        head_num,
+        input_layout,
+        attention_out=o64[0],
+        softmax_max=o64[1],
+        softmax_sum=o64[2],
+        **plain,
+        precision="float64",
+    )[2]
     scale = abs(float(kw.get("scale", 1.0)))
-    return (scale * 2 * bound * float(np.max(np.abs(k), initial=0.0)),
-            scale * 2 * bound * float(np.max(np.abs(q), initial=0.0)) * float(np.max(np.abs(colsum), initial=0.0)),
-            None)
+    return (
+        scale * 2 * bound * float(np.max(np.abs(k), initial=0.0)),
+        scale * 2 * bound * float(np.max(np.abs(q), initial=0.0)) * float(np.max(np.abs(colsum), initial=0.0)),
+        None,
+    )
 
 
 def assert_gradients_design_rule(got, ref_x, ref64, dtype, dy, query, key, value, head_num, input_layout, **kw):

@@ -9,13 +9,15 @@
 Tensors are shape/dtype-only objects (what MindSpore GRAPH mode passes) or small numpy arrays; the
 compressed masks are the real canonical arrays, so their content check runs too.
 """
+
 import copy
 import math
 
 import ml_dtypes
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ms_fa.semantics.args import APIS, INT_MAX, RULES, canonical_compressed_mask, normalize
 
@@ -60,8 +62,9 @@ def qkv_shapes(layout, B, N1, N2, S1, S2, D, Dv, T1=0, T2=0):
 def call(case):
     d = case["dims"]
     dts = case.get("dtypes", (case["dtype"],) * 3)
-    shapes = qkv_shapes(case["layout"], d["B"], d["N1"], d["N2"], d["S1"], d["S2"], d["D"], d["Dv"],
-                        d.get("T1", 0), d.get("T2", 0))
+    shapes = qkv_shapes(
+        case["layout"], d["B"], d["N1"], d["N2"], d["S1"], d["S2"], d["D"], d["Dv"], d.get("T1", 0), d.get("T2", 0)
+    )
     q, k, v = (tensor(s, t, case["real"]) for s, t in zip(shapes, dts))
     return normalize(q, k, v, case["head_num"], case["layout_str"], **case["kw"])
 
@@ -104,8 +107,12 @@ def valid_case(draw, tnd=None, mode=None):
     if not pse1 and not (tnd and mode == 7):
         kinds.append("slopes")
     pse_kind = draw(st.sampled_from(kinds))
-    kw = dict(api=api, scale=draw(st.floats(-4, 4, allow_nan=False)),
-              keep_prob=draw(st.sampled_from([1.0, 0.5, 0.9, 1e-3])), inner_precise=draw(st.integers(0, 2)))
+    kw = dict(
+        api=api,
+        scale=draw(st.floats(-4, 4, allow_nan=False)),
+        keep_prob=draw(st.sampled_from([1.0, 0.5, 0.9, 1e-3])),
+        inner_precise=draw(st.integers(0, 2)),
+    )
     expect = {}
 
     if layout == "TND":
@@ -145,8 +152,10 @@ def valid_case(draw, tnd=None, mode=None):
             shape = draw(st.sampled_from([(S1, S2), (S1 + 1, S2 + 2), (T1, T2)]))
             kw["atten_mask"] = tensor(shape, draw(st.sampled_from([np.bool_, np.uint8])), True)
         if mode == 6:
-            kw["prefix"] = [draw(st.integers(0, 5)) if s1 == 0 else
-                            draw(st.integers(0 if s1 > s2 else s2 - s1, s2)) for s1, s2 in zip(sq, skv)]
+            kw["prefix"] = [
+                draw(st.integers(0, 5)) if s1 == 0 else draw(st.integers(0 if s1 > s2 else s2 - s1, s2))
+                for s1, s2 in zip(sq, skv)
+            ]
     else:
         B = draw(st.integers(1, 3))
         if pse_kind == "alibi":
@@ -169,8 +178,9 @@ def valid_case(draw, tnd=None, mode=None):
             forms = [(B, N1, S1, S2), (B, 1, S1, S2)]
             if mode != 5 or B == 1:
                 forms += [(1, 1, S1, S2), (S1, S2)]
-            kw["atten_mask"] = tensor(draw(st.sampled_from(forms)), draw(st.sampled_from([np.bool_, np.uint8])),
-                                      draw(st.booleans()))
+            kw["atten_mask"] = tensor(
+                draw(st.sampled_from(forms)), draw(st.sampled_from([np.bool_, np.uint8])), draw(st.booleans())
+            )
         if mode == 6 or (mode == 5 and draw(st.booleans())):
             lo = 0 if S1 > S2 else S2 - S1
             kw["prefix"] = draw(st.lists(st.integers(lo, S2), min_size=B, max_size=B))
@@ -214,8 +224,17 @@ def valid_case(draw, tnd=None, mode=None):
         else:
             kw["drop_mask"] = Sym((-(-numels // 8) + draw(st.integers(0, 16)),), np.uint8)
     layout_str = draw(st.sampled_from([layout, layout.lower()]))
-    return dict(layout=layout, layout_str=layout_str, dtype=dtype, dims=dims, head_num=N1, kw=kw,
-                real=draw(st.booleans()), has_mask=has_mask, expect=expect)
+    return dict(
+        layout=layout,
+        layout_str=layout_str,
+        dtype=dtype,
+        dims=dims,
+        head_num=N1,
+        kw=kw,
+        real=draw(st.booleans()),
+        has_mask=has_mask,
+        expect=expect,
+    )
 
 
 @pytest.mark.parametrize("tnd,mode", CASE_KINDS, ids=[f"{'TND' if t else 'BxxD'}-mode{m}" for t, m in CASE_KINDS])
@@ -224,14 +243,23 @@ def test_valid_arguments_never_raise(tnd, mode):
     @given(valid_case(tnd, mode))
     def check(case):
         _check_valid(case)
+
     check()
 
 
 def _check_valid(case):
     a = call(case)
     d = case["dims"]
-    assert (a.B, a.N1, a.N2, a.G, a.S1, a.S2, a.D, a.Dv) == \
-        (d["B"], d["N1"], d["N2"], d["N1"] // d["N2"], d["S1"], d["S2"], d["D"], d["Dv"])
+    assert (a.B, a.N1, a.N2, a.G, a.S1, a.S2, a.D, a.Dv) == (
+        d["B"],
+        d["N1"],
+        d["N2"],
+        d["N1"] // d["N2"],
+        d["S1"],
+        d["S2"],
+        d["D"],
+        d["Dv"],
+    )
     assert a.layout == case["layout"] and a.has_mask == case["has_mask"]
     assert a.dtype == case["dtype"].name
     if case["expect"].get("pse_form"):
@@ -328,7 +356,7 @@ def _m_mask_dtype(c, draw):
 
 
 def _m_mask_content(c, draw):
-    c["kw"]["atten_mask"] = CAUSAL_BAD          # content is checked before prefix / pse / band rules
+    c["kw"]["atten_mask"] = CAUSAL_BAD  # content is checked before prefix / pse / band rules
     return "atten_mask.compressed_content"
 
 
@@ -429,9 +457,32 @@ _m_tnd_mode0_next.kinds = [(True, 0)]
 _m_tnd_mode7_next.kinds = [(True, 7)]
 _m_prefix_range.kinds = [(False, 6), (True, 6)]
 
-MUTATORS = [_m_tnd_mode0_next, _m_tnd_mode7_next, _m_prefix_range, _m_keep_prob, _m_pse_type, _m_sparse_mode, _m_same_dtype, _m_qkv_dtype, _m_padding, _m_layout,
-            _m_head_num_type, _m_head_dim, _m_dv, _m_gqa, _m_batch, _m_mask_dtype, _m_mask_content,
-            _m_prefix_mode, _m_pse_required, _m_band, _m_tnd_lists, _m_tnd_T1, _m_drop_dtype, _m_scale_type]
+MUTATORS = [
+    _m_tnd_mode0_next,
+    _m_tnd_mode7_next,
+    _m_prefix_range,
+    _m_keep_prob,
+    _m_pse_type,
+    _m_sparse_mode,
+    _m_same_dtype,
+    _m_qkv_dtype,
+    _m_padding,
+    _m_layout,
+    _m_head_num_type,
+    _m_head_dim,
+    _m_dv,
+    _m_gqa,
+    _m_batch,
+    _m_mask_dtype,
+    _m_mask_content,
+    _m_prefix_mode,
+    _m_pse_required,
+    _m_band,
+    _m_tnd_lists,
+    _m_tnd_T1,
+    _m_drop_dtype,
+    _m_scale_type,
+]
 
 
 def call_shapes(case):
@@ -452,6 +503,7 @@ def test_one_broken_rule_raises_it(mutator):
     @given(cases, st.data())
     def check(case, data):
         _check_broken(case, mutator, data)
+
     check()
 
 
@@ -459,7 +511,7 @@ def _check_broken(case, mutator, data):
     case = copy.copy(case)
     case["kw"], case["dims"], case["expect"] = dict(case["kw"]), dict(case["dims"]), dict(case["expect"])
     rule = mutator(case, data.draw)
-    if rule is None:                      # mutator does not apply to this case: still valid
+    if rule is None:  # mutator does not apply to this case: still valid
         call_shapes(case)
         return
     exc = RULE_EXC[rule]

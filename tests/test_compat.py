@@ -2,15 +2,20 @@
 (ms_fa.semantics.reference.fa_forward), must reproduce the source API computed independently:
 torch SDPA on CPU, and from-the-docs numpy references for flash-attn, xFormers and TensorRT.
 fp32 inputs, tolerance 1e-5 (DESIGN §6)."""
+
 import math
 
 import numpy as np
 import pytest
-
 import torch  # noqa: E402  (CI installs the torch extra: ./dev.sh)
 
-from ms_fa.compat import (flash_attn_func_to_ascend, flash_attn_varlen_func_to_ascend, sdpa_to_ascend,
-                          tensorrt_to_ascend, xformers_to_ascend)
+from ms_fa.compat import (
+    flash_attn_func_to_ascend,
+    flash_attn_varlen_func_to_ascend,
+    sdpa_to_ascend,
+    tensorrt_to_ascend,
+    xformers_to_ascend,
+)
 from ms_fa.compat import xformers as xf
 from ms_fa.semantics.reference import fa_forward
 
@@ -39,17 +44,33 @@ def softmax_ref(scores, keep, v):
 
 # ------------------------------------------------------------------------------------------ SDPA
 
+
 def sdpa_torch(q, k, v, **kw):
-    t = lambda x: torch.from_numpy(np.asarray(x, np.float64))   # noqa: E731
+    t = lambda x: torch.from_numpy(np.asarray(x, np.float64))  # noqa: E731
     m = kw.pop("attn_mask", None)
     if m is not None:
         m = torch.from_numpy(m) if m.dtype == np.bool_ else t(m)
     return torch.nn.functional.scaled_dot_product_attention(t(q), t(k), t(v), attn_mask=m, **kw).numpy()
 
 
-@pytest.mark.parametrize("case", ["plain", "causal", "causal_rect", "bool_causal", "bool_random", "bool_batch",
-                                  "bool_heads", "float", "float_neginf", "gqa", "scale", "3d",
-                                  "bool_empty_row"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "plain",
+        "causal",
+        "causal_rect",
+        "bool_causal",
+        "bool_random",
+        "bool_batch",
+        "bool_heads",
+        "float",
+        "float_neginf",
+        "gqa",
+        "scale",
+        "3d",
+        "bool_empty_row",
+    ],
+)
 def test_sdpa(case):
     B, N, L, S, E = 2, 2, 5, 7, 8
     q, k, v = rnd(B, N, L, E), rnd(B, N, S, E, seed=1), rnd(B, N, S, E, seed=2)
@@ -71,7 +92,7 @@ def test_sdpa(case):
         m = rng.random((B, 1, L, S)) < 0.6
         m[..., 1] = True
         kw = dict(attn_mask=m)
-    elif case == "bool_heads":                      # per-head mask -> BNSS full mask
+    elif case == "bool_heads":  # per-head mask -> BNSS full mask
         m = rng.random((1, N, L, S)) < 0.6
         m[..., 0] = True
         kw = dict(attn_mask=m)
@@ -108,9 +129,9 @@ def test_sdpa(case):
 def test_sdpa_bool_mask_polarity_and_cheapest_mode():
     L = S = 6
     q, k, v = rnd(1, 1, L, 8), rnd(1, 1, S, 8, seed=1), rnd(1, 1, S, 8, seed=2)
-    keep = np.tril(np.ones((L, S), bool))            # SDPA: True = take part
+    keep = np.tril(np.ones((L, S), bool))  # SDPA: True = take part
     args = sdpa_to_ascend(q, k, v, attn_mask=keep)
-    assert args["sparse_mode"] == 2                  # detected: top-left causal, compressed mask
+    assert args["sparse_mode"] == 2  # detected: top-left causal, compressed mask
     np.testing.assert_allclose(run(args), sdpa_torch(q, k, v, attn_mask=keep), **TOL)
 
 
@@ -121,6 +142,7 @@ def test_sdpa_rejects_mask_and_causal():
 
 
 # ------------------------------------------------------------------------------------ flash-attn
+
 
 def flash_ref(q, k, v, scale=None, causal=False, window=(-1, -1), alibi=None):
     """From the flash-attn docstring: BSHD, bottom-right causal/window, ALiBi -slope*|i+Sk-Sq-j|."""
@@ -151,12 +173,21 @@ def flash_ref(q, k, v, scale=None, causal=False, window=(-1, -1), alibi=None):
     return out
 
 
-@pytest.mark.parametrize("Sq,Sk,kw", [
-    (6, 6, dict()), (5, 8, dict(causal=True)), (8, 5, dict(causal=True)), (6, 9, dict(window_size=(2, 1))),
-    (7, 7, dict(window_size=(3, 0))), (5, 9, dict(causal=True, window_size=(2, 4))),
-    (9, 6, dict(window_size=(1, -1))), (6, 6, dict(alibi=(2,), causal=True)), (5, 7, dict(alibi=(2, 4))),
-    (6, 6, dict(alibi=(2, 4), softmax_scale=0.2)),
-])
+@pytest.mark.parametrize(
+    "Sq,Sk,kw",
+    [
+        (6, 6, dict()),
+        (5, 8, dict(causal=True)),
+        (8, 5, dict(causal=True)),
+        (6, 9, dict(window_size=(2, 1))),
+        (7, 7, dict(window_size=(3, 0))),
+        (5, 9, dict(causal=True, window_size=(2, 4))),
+        (9, 6, dict(window_size=(1, -1))),
+        (6, 6, dict(alibi=(2,), causal=True)),
+        (5, 7, dict(alibi=(2, 4))),
+        (6, 6, dict(alibi=(2, 4), softmax_scale=0.2)),
+    ],
+)
 def test_flash_attn_func(Sq, Sk, kw):
     B, H, Hk, D = 2, 4, 2, 8
     q, k, v = rnd(B, Sq, H, D), rnd(B, Sk, Hk, D, seed=1), rnd(B, Sk, Hk, D, seed=2)
@@ -164,19 +195,29 @@ def test_flash_attn_func(Sq, Sk, kw):
     alibi = None
     if "alibi" in kw:
         shape = kw.pop("alibi")
-        alibi = (np.abs(rnd(*shape, seed=5)) * 0.5).astype(np.float32) if len(shape) == 2 else \
-            np.array([0.5, 0.25], np.float32)
+        alibi = (
+            (np.abs(rnd(*shape, seed=5)) * 0.5).astype(np.float32)
+            if len(shape) == 2
+            else np.array([0.5, 0.25], np.float32)
+        )
         if len(shape) == 1:
             alibi = np.array([0.5, 0.25, 0.125, 0.0625], np.float32)
         else:
             alibi = np.abs(rnd(B, H, seed=5)).astype(np.float32)
-    want = flash_ref(q, k, v, scale=kw.get("softmax_scale"), causal=kw.get("causal", False),
-                     window=kw.get("window_size", (-1, -1)), alibi=alibi)
+    want = flash_ref(
+        q,
+        k,
+        v,
+        scale=kw.get("softmax_scale"),
+        causal=kw.get("causal", False),
+        window=kw.get("window_size", (-1, -1)),
+        alibi=alibi,
+    )
     args = flash_attn_func_to_ascend(q, k, v, alibi_slopes=alibi, **kw)
     assert args["input_layout"] == "BSND"
     np.testing.assert_allclose(run(args), want, **TOL)
     if kw.get("causal") and "window_size" not in kw and Sq != Sk:
-        assert args["sparse_mode"] == 3               # bottom-right, not mode 2
+        assert args["sparse_mode"] == 3  # bottom-right, not mode 2
     if kw.get("window_size") == (3, 0):
         assert (args["sparse_mode"], args["pre_tokens"], args["next_tokens"]) == (4, 3, 0)
 
@@ -193,13 +234,18 @@ def test_flash_attn_varlen(kw):
     q, k, v = rnd(cu_q[-1], H, D), rnd(cu_k[-1], H, D, seed=1), rnd(cu_k[-1], H, D, seed=2)
     kw = dict(kw)
     alibi = np.array([0.5, 0.25], np.float32) if kw.pop("alibi", False) else None
-    if alibi is not None:            # Sk - Sq must be one value for all sequences (in-kernel ALiBi)
+    if alibi is not None:  # Sk - Sq must be one value for all sequences (in-kernel ALiBi)
         sq, sk = [2, 5, 1], [4, 7, 3]
     want = np.zeros((cu_q[-1], H, D))
     for b in range(3):
-        want[cu_q[b]:cu_q[b + 1]] = flash_ref(q[None, cu_q[b]:cu_q[b + 1]], k[None, cu_k[b]:cu_k[b + 1]],
-                                              v[None, cu_k[b]:cu_k[b + 1]], causal=kw.get("causal", False),
-                                              window=kw.get("window_size", (-1, -1)), alibi=alibi)[0]
+        want[cu_q[b] : cu_q[b + 1]] = flash_ref(
+            q[None, cu_q[b] : cu_q[b + 1]],
+            k[None, cu_k[b] : cu_k[b + 1]],
+            v[None, cu_k[b] : cu_k[b + 1]],
+            causal=kw.get("causal", False),
+            window=kw.get("window_size", (-1, -1)),
+            alibi=alibi,
+        )[0]
     args = flash_attn_varlen_func_to_ascend(q, k, v, cu_q, cu_k, max(sq), max(sk), alibi_slopes=alibi, **kw)
     assert args["input_layout"] == "TND"
     assert list(args["actual_seq_qlen"]) == list(cu_q[1:]) and list(args["actual_seq_kvlen"]) == list(cu_k[1:])
@@ -215,6 +261,7 @@ def test_flash_attn_unsupported():
 
 
 # --------------------------------------------------------------------------------------- xFormers
+
 
 def xf_ref(q, k, v, keep=None, bias=None, scale=None):
     """BMHK; keep (M, N) bool or None; bias broadcastable to (B, H, M, N)."""
@@ -240,9 +287,17 @@ def causal_keep(M, N, bottom_right=False, window=None):
     return keep
 
 
-@pytest.mark.parametrize("bias_name", ["none", "LowerTriangularMask", "LowerTriangularFromBottomRightMask",
-                                       "LowerTriangularFromBottomRightLocalAttentionMask", "tensor",
-                                       "LowerTriangularMaskWithTensorBias"])
+@pytest.mark.parametrize(
+    "bias_name",
+    [
+        "none",
+        "LowerTriangularMask",
+        "LowerTriangularFromBottomRightMask",
+        "LowerTriangularFromBottomRightLocalAttentionMask",
+        "tensor",
+        "LowerTriangularMaskWithTensorBias",
+    ],
+)
 def test_xformers_dense(bias_name):
     B, M, N, H, K = 2, 5, 7, 2, 8
     q, k, v = rnd(B, M, H, K), rnd(B, N, H, K, seed=1), rnd(B, N, H, K, seed=2)
@@ -265,10 +320,16 @@ def test_xformers_dense(bias_name):
         assert (args["sparse_mode"], args["pre_tokens"], args["next_tokens"]) == (4, 2, 0)
 
 
-@pytest.mark.parametrize("bias_cls,br,window", [
-    ("BlockDiagonalMask", None, None), ("BlockDiagonalCausalMask", False, None),
-    ("BlockDiagonalCausalFromBottomRightMask", True, None), ("BlockDiagonalCausalLocalAttentionMask", False, 2),
-    ("BlockDiagonalCausalLocalAttentionFromBottomRightMask", True, 2)])
+@pytest.mark.parametrize(
+    "bias_cls,br,window",
+    [
+        ("BlockDiagonalMask", None, None),
+        ("BlockDiagonalCausalMask", False, None),
+        ("BlockDiagonalCausalFromBottomRightMask", True, None),
+        ("BlockDiagonalCausalLocalAttentionMask", False, 2),
+        ("BlockDiagonalCausalLocalAttentionFromBottomRightMask", True, 2),
+    ],
+)
 def test_xformers_block_diagonal(bias_cls, br, window):
     sq, sk = [3, 4, 2], [3, 6, 5]
     H, K = 2, 8
@@ -280,23 +341,25 @@ def test_xformers_block_diagonal(bias_cls, br, window):
     oq = ok = 0
     for a, b in zip(sq, sk):
         keep = None if br is None else causal_keep(a, b, br, window)
-        want[:, oq:oq + a] = xf_ref(q[:, oq:oq + a], k[:, ok:ok + b], v[:, ok:ok + b], keep)
+        want[:, oq : oq + a] = xf_ref(q[:, oq : oq + a], k[:, ok : ok + b], v[:, ok : ok + b], keep)
         oq, ok = oq + a, ok + b
     args = xformers_to_ascend(q, k, v, attn_bias=ab)
     assert args["input_layout"] == "TND" and list(args["actual_seq_qlen"]) == [3, 7, 9]
     np.testing.assert_allclose(run(args), want, **TOL)
     if bias_cls == "BlockDiagonalCausalMask":
-        assert args["sparse_mode"] == 2               # top-left per block (not 3)
+        assert args["sparse_mode"] == 2  # top-left per block (not 3)
 
 
 def test_xformers_duck_typed_by_class_name():
-    class LowerTriangularMask:                        # e.g. the real xformers class
+    class LowerTriangularMask:  # e.g. the real xformers class
         pass
+
     q = rnd(1, 4, 1, 8)
     assert xformers_to_ascend(q, q, q, attn_bias=LowerTriangularMask())["sparse_mode"] == 2
 
 
 # --------------------------------------------------------------------------------------- TensorRT
+
 
 @pytest.mark.parametrize("case", ["bool", "float", "causal", "causal_bool", "gqa"])
 def test_tensorrt(case):
@@ -313,13 +376,13 @@ def test_tensorrt(case):
         bias = mask
     if case in ("causal", "causal_bool"):
         causal = True
-        keep = keep & np.tril(np.ones((L, S), bool))           # our reading: top-left
+        keep = keep & np.tril(np.ones((L, S), bool))  # our reading: top-left
     if case == "gqa":
         q = rnd(B, 4, L, E)
     Nq, G = q.shape[1], q.shape[1] // k.shape[1]
     want = np.zeros((B, Nq, L, E))
     for h in range(Nq):
-        s = q[0, h].astype(np.float64) @ k[0, h // G].astype(np.float64).T        # no scale in IAttention
+        s = q[0, h].astype(np.float64) @ k[0, h // G].astype(np.float64).T  # no scale in IAttention
         if bias is not None:
             s = s + bias[0, h]
         want[0, h] = softmax_ref(s, keep, v[0, h // G].astype(np.float64))
@@ -338,99 +401,220 @@ def test_flash_attn_varlen_causal_more_queries_than_keys():
     assert (args["sparse_mode"], args["prefix"], args["inner_precise"]) == (6, [0, 2], 2)
     want = np.zeros((7, 2, 8))
     for b in range(2):
-        want[cu_q[b]:cu_q[b + 1]] = flash_ref(q[None, cu_q[b]:cu_q[b + 1]], k[None, cu_k[b]:cu_k[b + 1]],
-                                              v[None, cu_k[b]:cu_k[b + 1]], causal=True)[0]
+        want[cu_q[b] : cu_q[b + 1]] = flash_ref(
+            q[None, cu_q[b] : cu_q[b + 1]], k[None, cu_k[b] : cu_k[b + 1]], v[None, cu_k[b] : cu_k[b + 1]], causal=True
+        )[0]
     np.testing.assert_allclose(run(args), want, **TOL)
 
 
 # ------------------------------------------------------------------------------- input validation
 
+
 def _q4(B=1, N=2, L=4, E=8):
     return rnd(B, N, L, E)
 
 
-_QB = rnd(1, 4, 2, 8)      # BSND / BMHK
-_QT = rnd(4, 2, 8)         # TND
+_QB = rnd(1, 4, 2, 8)  # BSND / BMHK
+_QT = rnd(4, 2, 8)  # TND
 
 
-@pytest.mark.parametrize("fn, kw, exc, rule", [
-    # int / uint8 masks would otherwise be read as an additive +1 bias (nothing masked)
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.eye(4, dtype=np.uint8)),
-     TypeError, "sdpa.attn_mask.dtype"),
-    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), mask=np.eye(4, dtype=np.int32)),
-     TypeError, "tensorrt.mask.dtype"),
-    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB, attn_bias=np.eye(4, dtype=np.uint8)),
-     TypeError, "xformers.bias.dtype"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=(1.7, 0)), TypeError, "flash_attn.window_size"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=(1,)), ValueError, "flash_attn.window_size"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=3), TypeError, "flash_attn.window_size"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 1.5, 4.0], cu_seqlens_k=[0, 2, 4]),
-     TypeError, "flash_attn.cu_seqlens"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[1, 4], cu_seqlens_k=[1, 4]),
-     ValueError, "flash_attn.cu_seqlens"),
-    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB,
-                              attn_bias=xf.LowerTriangularFromBottomRightLocalAttentionMask(2.5)),
-     TypeError, "xformers.window_size"),
-    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB,
-                              attn_bias=xf.BlockDiagonalCausalLocalAttentionMask.from_seqlens([2, 2])),
-     TypeError, "xformers.window_size"),
-    (flash_attn_func_to_ascend, dict(q=_QT, k=_QT, v=_QT), ValueError, "compat.qkv.rank"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4]),
-     ValueError, "compat.qkv.rank"),
-    (sdpa_to_ascend, dict(query=_q4(), key=rnd(4, 8), value=_q4()), ValueError, "compat.qkv.rank"),
-    (tensorrt_to_ascend, dict(query=_QT, key=_QT, value=_QT), ValueError, "compat.qkv.rank"),
-    (xformers_to_ascend, dict(query=rnd(8), key=rnd(8), value=rnd(8)), ValueError, "compat.qkv.rank"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=rnd(1, 4, 0, 8), v=rnd(1, 4, 0, 8)), ValueError, "compat.qkv.heads"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(N=0), value=_q4(N=0), enable_gqa=True), ValueError, "compat.qkv.heads"),
-    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(N=0), value=_q4(N=0)), ValueError, "compat.qkv.heads"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), scale="x"), TypeError, "scale.type"),
-    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), scale=None), TypeError, "scale.type"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, softmax_scale="x"), TypeError, "scale.type"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.ones((3, 3), bool)),
-     ValueError, "compat.mask.shape"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.zeros((3, 3), np.float32)),
-     ValueError, "compat.mask.shape"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p=1.5), ValueError, "compat.dropout_p"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p="0.1"), TypeError, "compat.dropout_p"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.ones((4, 4), bool), is_causal=True),
-     ValueError, "sdpa.mask_and_causal"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(N=1), value=_q4(N=1)), ValueError, "sdpa.enable_gqa"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.full((4, 4), np.inf, np.float32)),
-     ValueError, "compat.mask.values"),
-    (sdpa_to_ascend, dict(query=_q4().astype(np.float16), key=_q4().astype(np.float16),
-                          value=_q4().astype(np.float16), attn_mask=np.full((4, 4), 0.1, np.float32)),
-     ValueError, "compat.mask.values"),                      # 0.1 is not a float16: the pse would differ
-    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), normalization_op="NONE"),
-     ValueError, "tensorrt.normalization_op"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, softcap=30.0), ValueError, "flash_attn.softcap"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, return_attn_probs=True),
-     ValueError, "flash_attn.return_attn_probs"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
-                                            block_table=np.zeros((1, 1), np.int32)), ValueError, "flash_attn.block_table"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, alibi_slopes=np.ones(3, np.float32)),
-     ValueError, "flash_attn.alibi_slopes"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
-                                            max_seqlen_q=3), ValueError, "flash_attn.max_seqlen"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
-                                            max_seqlen_k=2), ValueError, "flash_attn.max_seqlen"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 1, 4], cu_seqlens_k=[0, 2, 4],
-                                            alibi_slopes=np.ones(2, np.float32)), ValueError, "flash_attn.varlen_alibi"),
-    (xformers_to_ascend, dict(query=rnd(2, 4, 2, 8), key=rnd(2, 4, 2, 8), value=rnd(2, 4, 2, 8),
-                              attn_bias=xf.BlockDiagonalMask.from_seqlens([2, 2])),
-     ValueError, "xformers.block_diagonal.batch"),
-    (xformers_to_ascend, dict(query=_QB, key=_QB, value=_QB, attn_bias=type("PagedBlockDiagonalPaddedKeysMask", (), {})()),
-     ValueError, "xformers.bias.unsupported"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), is_causal="false"), TypeError, "compat.flag"),
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), enable_gqa=1), TypeError, "compat.flag"),
-    (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), causal="yes"), TypeError, "compat.flag"),
-    (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, causal="x"), TypeError, "compat.flag"),
-    (flash_attn_varlen_func_to_ascend, dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4],
-                                            causal=None), TypeError, "compat.flag"),
-    # anything else: the spec's own rule, through ms_fa.semantics.args.normalize on the translated call
-    (sdpa_to_ascend, dict(query=_q4(), key=_q4(E=4), value=_q4()), ValueError, "head_dim.qk"),
-    (sdpa_to_ascend, dict(query=_q4().astype(np.float64), key=_q4().astype(np.float64),
-                          value=_q4().astype(np.float64)), TypeError, "qkv.dtype"),
-])
+@pytest.mark.parametrize(
+    "fn, kw, exc, rule",
+    [
+        # int / uint8 masks would otherwise be read as an additive +1 bias (nothing masked)
+        (
+            sdpa_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.eye(4, dtype=np.uint8)),
+            TypeError,
+            "sdpa.attn_mask.dtype",
+        ),
+        (
+            tensorrt_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), mask=np.eye(4, dtype=np.int32)),
+            TypeError,
+            "tensorrt.mask.dtype",
+        ),
+        (
+            xformers_to_ascend,
+            dict(query=_QB, key=_QB, value=_QB, attn_bias=np.eye(4, dtype=np.uint8)),
+            TypeError,
+            "xformers.bias.dtype",
+        ),
+        (
+            flash_attn_func_to_ascend,
+            dict(q=_QB, k=_QB, v=_QB, window_size=(1.7, 0)),
+            TypeError,
+            "flash_attn.window_size",
+        ),
+        (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=(1,)), ValueError, "flash_attn.window_size"),
+        (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, window_size=3), TypeError, "flash_attn.window_size"),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 1.5, 4.0], cu_seqlens_k=[0, 2, 4]),
+            TypeError,
+            "flash_attn.cu_seqlens",
+        ),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[1, 4], cu_seqlens_k=[1, 4]),
+            ValueError,
+            "flash_attn.cu_seqlens",
+        ),
+        (
+            xformers_to_ascend,
+            dict(query=_QB, key=_QB, value=_QB, attn_bias=xf.LowerTriangularFromBottomRightLocalAttentionMask(2.5)),
+            TypeError,
+            "xformers.window_size",
+        ),
+        (
+            xformers_to_ascend,
+            dict(
+                query=_QB, key=_QB, value=_QB, attn_bias=xf.BlockDiagonalCausalLocalAttentionMask.from_seqlens([2, 2])
+            ),
+            TypeError,
+            "xformers.window_size",
+        ),
+        (flash_attn_func_to_ascend, dict(q=_QT, k=_QT, v=_QT), ValueError, "compat.qkv.rank"),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QB, k=_QB, v=_QB, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4]),
+            ValueError,
+            "compat.qkv.rank",
+        ),
+        (sdpa_to_ascend, dict(query=_q4(), key=rnd(4, 8), value=_q4()), ValueError, "compat.qkv.rank"),
+        (tensorrt_to_ascend, dict(query=_QT, key=_QT, value=_QT), ValueError, "compat.qkv.rank"),
+        (xformers_to_ascend, dict(query=rnd(8), key=rnd(8), value=rnd(8)), ValueError, "compat.qkv.rank"),
+        (flash_attn_func_to_ascend, dict(q=_QB, k=rnd(1, 4, 0, 8), v=rnd(1, 4, 0, 8)), ValueError, "compat.qkv.heads"),
+        (
+            sdpa_to_ascend,
+            dict(query=_q4(), key=_q4(N=0), value=_q4(N=0), enable_gqa=True),
+            ValueError,
+            "compat.qkv.heads",
+        ),
+        (tensorrt_to_ascend, dict(query=_q4(), key=_q4(N=0), value=_q4(N=0)), ValueError, "compat.qkv.heads"),
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), scale="x"), TypeError, "scale.type"),
+        (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), scale=None), TypeError, "scale.type"),
+        (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, softmax_scale="x"), TypeError, "scale.type"),
+        (
+            sdpa_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.ones((3, 3), bool)),
+            ValueError,
+            "compat.mask.shape",
+        ),
+        (
+            sdpa_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.zeros((3, 3), np.float32)),
+            ValueError,
+            "compat.mask.shape",
+        ),
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p=1.5), ValueError, "compat.dropout_p"),
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), dropout_p="0.1"), TypeError, "compat.dropout_p"),
+        (
+            sdpa_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.ones((4, 4), bool), is_causal=True),
+            ValueError,
+            "sdpa.mask_and_causal",
+        ),
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(N=1), value=_q4(N=1)), ValueError, "sdpa.enable_gqa"),
+        (
+            sdpa_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), attn_mask=np.full((4, 4), np.inf, np.float32)),
+            ValueError,
+            "compat.mask.values",
+        ),
+        (
+            sdpa_to_ascend,
+            dict(
+                query=_q4().astype(np.float16),
+                key=_q4().astype(np.float16),
+                value=_q4().astype(np.float16),
+                attn_mask=np.full((4, 4), 0.1, np.float32),
+            ),
+            ValueError,
+            "compat.mask.values",
+        ),  # 0.1 is not a float16: the pse would differ
+        (
+            tensorrt_to_ascend,
+            dict(query=_q4(), key=_q4(), value=_q4(), normalization_op="NONE"),
+            ValueError,
+            "tensorrt.normalization_op",
+        ),
+        (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, softcap=30.0), ValueError, "flash_attn.softcap"),
+        (
+            flash_attn_func_to_ascend,
+            dict(q=_QB, k=_QB, v=_QB, return_attn_probs=True),
+            ValueError,
+            "flash_attn.return_attn_probs",
+        ),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4], block_table=np.zeros((1, 1), np.int32)),
+            ValueError,
+            "flash_attn.block_table",
+        ),
+        (
+            flash_attn_func_to_ascend,
+            dict(q=_QB, k=_QB, v=_QB, alibi_slopes=np.ones(3, np.float32)),
+            ValueError,
+            "flash_attn.alibi_slopes",
+        ),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4], max_seqlen_q=3),
+            ValueError,
+            "flash_attn.max_seqlen",
+        ),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4], max_seqlen_k=2),
+            ValueError,
+            "flash_attn.max_seqlen",
+        ),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(
+                q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 1, 4], cu_seqlens_k=[0, 2, 4], alibi_slopes=np.ones(2, np.float32)
+            ),
+            ValueError,
+            "flash_attn.varlen_alibi",
+        ),
+        (
+            xformers_to_ascend,
+            dict(
+                query=rnd(2, 4, 2, 8),
+                key=rnd(2, 4, 2, 8),
+                value=rnd(2, 4, 2, 8),
+                attn_bias=xf.BlockDiagonalMask.from_seqlens([2, 2]),
+            ),
+            ValueError,
+            "xformers.block_diagonal.batch",
+        ),
+        (
+            xformers_to_ascend,
+            dict(query=_QB, key=_QB, value=_QB, attn_bias=type("PagedBlockDiagonalPaddedKeysMask", (), {})()),
+            ValueError,
+            "xformers.bias.unsupported",
+        ),
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), is_causal="false"), TypeError, "compat.flag"),
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), enable_gqa=1), TypeError, "compat.flag"),
+        (tensorrt_to_ascend, dict(query=_q4(), key=_q4(), value=_q4(), causal="yes"), TypeError, "compat.flag"),
+        (flash_attn_func_to_ascend, dict(q=_QB, k=_QB, v=_QB, causal="x"), TypeError, "compat.flag"),
+        (
+            flash_attn_varlen_func_to_ascend,
+            dict(q=_QT, k=_QT, v=_QT, cu_seqlens_q=[0, 4], cu_seqlens_k=[0, 4], causal=None),
+            TypeError,
+            "compat.flag",
+        ),
+        # anything else: the spec's own rule, through ms_fa.semantics.args.normalize on the translated call
+        (sdpa_to_ascend, dict(query=_q4(), key=_q4(E=4), value=_q4()), ValueError, "head_dim.qk"),
+        (
+            sdpa_to_ascend,
+            dict(query=_q4().astype(np.float64), key=_q4().astype(np.float64), value=_q4().astype(np.float64)),
+            TypeError,
+            "qkv.dtype",
+        ),
+    ],
+)
 def test_input_validation_named_rules(fn, kw, exc, rule):
     with pytest.raises(exc, match=r"^\[" + rule.replace(".", r"\.") + r"\]"):
         fn(**kw)

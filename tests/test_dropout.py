@@ -1,14 +1,13 @@
 """ms_fa's dropout keep-bit generator (ms_fa/semantics/dropout.py, ms_fa/csrc/fa_dropout.h) and the
 dropout semantics of the reference (SPEC §4)."""
+
 import ctypes
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
-
 from reference_cases import grad_kwargs, make_case, make_dy  # noqa: E402
 
 from ms_fa.semantics import dropout as dr  # noqa: E402
@@ -35,8 +34,10 @@ def shim(tmp_path_factory):
     src = d / "shim.cpp"
     src.write_text(SHIM)
     so = d / "shim.so"
-    subprocess.run(["g++", "-O1", "-shared", "-fPIC", "-std=c++11", "-I", os.path.dirname(HEADER), str(src),
-                    "-o", str(so)], check=True)
+    subprocess.run(
+        ["g++", "-O1", "-shared", "-fPIC", "-std=c++11", "-I", os.path.dirname(HEADER), str(src), "-o", str(so)],
+        check=True,
+    )
     lib = ctypes.CDLL(str(so))
     lib.gen.argtypes = [ctypes.c_uint64] * 4 + [ctypes.c_float, ctypes.c_void_p]
     lib.thr.argtypes = [ctypes.c_float]
@@ -51,16 +52,19 @@ def _c_bits(lib, seed, offset, start, n, kp):
     return out
 
 
-@pytest.mark.parametrize("seed,offset,kp", [(0, 0, 0.5), (10, 0, 0.9), (2**63 + 12345, 7, 0.3),
-                                             (-1, 2**64 - 5, 0.7), (123456789, 2**40, 0.1)])
+@pytest.mark.parametrize(
+    "seed,offset,kp",
+    [(0, 0, 0.5), (10, 0, 0.9), (2**63 + 12345, 7, 0.3), (-1, 2**64 - 5, 0.7), (123456789, 2**40, 0.1)],
+)
 def test_cpp_and_python_agree_bit_for_bit(shim, seed, offset, kp):
     for start in (0, 1000003):
         c = _c_bits(shim, seed, offset, start, 20000, kp)
         p = dr.keep_bits(seed, offset, 20000, kp, start=start)
         np.testing.assert_array_equal(c, p)
     # a start offset is the same stream shifted
-    np.testing.assert_array_equal(dr.keep_bits(seed, offset, 100, kp, start=50),
-                                  dr.keep_bits(seed, offset, 150, kp)[50:])
+    np.testing.assert_array_equal(
+        dr.keep_bits(seed, offset, 100, kp, start=50), dr.keep_bits(seed, offset, 150, kp)[50:]
+    )
 
 
 @pytest.mark.parametrize("kp", [0.1, 0.3, 0.5, 0.7, 0.9, 0.999, 1.0, 1e-9])
@@ -104,7 +108,7 @@ def test_keep_fraction_binomial(kp):
 def test_pack_lsb_first():
     bits = np.array([1, 0, 0, 1, 0, 1, 0, 1, 1, 1], np.uint8)
     packed = dr.pack_bits(bits)
-    assert packed.tolist() == [0b10101001, 0b00000011]      # bit k of byte m = score 8m+k
+    assert packed.tolist() == [0b10101001, 0b00000011]  # bit k of byte m = score 8m+k
     np.testing.assert_array_equal(dr.unpack_bits(packed, 10), bits)
     with pytest.raises(ValueError, match="drop_mask.size"):
         dr.unpack_bits(packed, 17)
@@ -128,7 +132,7 @@ def test_explicit_bits_formula():
     kp = 0.6
     bits = (rng.random((B, N, S1, S2)) < kp).astype(np.uint8)
     bits[0, 0, 0, :3] = [1, 0, 1]
-    packed = dr.pack_bits(bits).reshape(B, N, S1, S2 // 8)        # MindSpore (B, N1, S1, S2 // 8)
+    packed = dr.pack_bits(bits).reshape(B, N, S1, S2 // 8)  # MindSpore (B, N1, S1, S2 // 8)
     out, mx, sm = fa_forward(q, k, v, N, "BNSD", scale=0.5, keep_prob=kp, drop_mask=packed)[:3]
     eo, em, el = _np_forward_bits(q, k, v, 0.5, bits, kp)
     np.testing.assert_allclose(out, eo, rtol=2e-6, atol=1e-7)
@@ -140,13 +144,27 @@ def test_explicit_bits_formula():
     np.testing.assert_array_equal(sm, nd[2])
     # flat 1-D buffer (torch_npu style, padded) gives the same result
     flat = np.zeros(dr.mask_buffer_bytes(bits.size), np.uint8)
-    flat[:packed.size] = packed.reshape(-1)
+    flat[: packed.size] = packed.reshape(-1)
     np.testing.assert_array_equal(fa_forward(q, k, v, N, "BNSD", scale=0.5, keep_prob=kp, drop_mask=flat)[0], out)
 
 
 def test_generated_bits_forward_backward_agree():
-    c = make_case("BSH", 1, "float16", B=2, N1=4, N2=2, S1=6, S2=16, D=8, keep_prob=0.7, seed=5,
-                  dropout_seed=11, dropout_offset=64, mask_extra=0.2)
+    c = make_case(
+        "BSH",
+        1,
+        "float16",
+        B=2,
+        N1=4,
+        N2=2,
+        S1=6,
+        S2=16,
+        D=8,
+        keep_prob=0.7,
+        seed=5,
+        dropout_seed=11,
+        dropout_offset=64,
+        mask_extra=0.2,
+    )
     fwd = fa_forward(**c)
     assert int(fwd[4]) == 11 and int(fwd[5]) == 64 and int(fwd[6]) == 2 * 4 * 6 * 16
     bits = dr.keep_bits(11, 64, 2 * 4 * 6 * 16, 0.7)
@@ -167,21 +185,21 @@ def test_generated_bits_forward_backward_agree():
 def test_tnd_bits_layout():
     """TND: flat bits are the concatenation of per-batch (N1, S1b, S2b) blocks."""
     qlen, kvlen, N = [2, 0, 3], [3, 4, 2], 2
-    c = make_case("TND", 1, "float32", N1=N, D=4, tnd_q=qlen, tnd_kv=kvlen, keep_prob=0.5, seed=1,
-                  explicit_drop_mask=True)
+    c = make_case(
+        "TND", 1, "float32", N1=N, D=4, tnd_q=qlen, tnd_kv=kvlen, keep_prob=0.5, seed=1, explicit_drop_mask=True
+    )
     out = fa_forward(**c)[0]
     bits = dr.unpack_bits(c["drop_mask"], N * (2 * 3 + 0 + 3 * 2))
     q, k, v = c["query"], c["key"], c["value"]
     oq, ok, o = 0, 0, 0
     for s1, s2 in zip(qlen, kvlen):
-        bb = bits[o:o + N * s1 * s2].reshape(1, N, s1, s2)
+        bb = bits[o : o + N * s1 * s2].reshape(1, N, s1, s2)
         if s1:
-            qb = q[oq:oq + s1].transpose(1, 0, 2)[None]
-            kb = k[ok:ok + s2].transpose(1, 0, 2)[None]
-            vb = v[ok:ok + s2].transpose(1, 0, 2)[None]
-            ref = fa_forward(qb, kb, vb, N, "BNSD", scale=c["scale"], keep_prob=0.5,
-                             drop_mask=dr.pack_bits(bb))[0]
-            np.testing.assert_array_equal(out[oq:oq + s1].transpose(1, 0, 2)[None], ref)
+            qb = q[oq : oq + s1].transpose(1, 0, 2)[None]
+            kb = k[ok : ok + s2].transpose(1, 0, 2)[None]
+            vb = v[ok : ok + s2].transpose(1, 0, 2)[None]
+            ref = fa_forward(qb, kb, vb, N, "BNSD", scale=c["scale"], keep_prob=0.5, drop_mask=dr.pack_bits(bb))[0]
+            np.testing.assert_array_equal(out[oq : oq + s1].transpose(1, 0, 2)[None], ref)
         oq, ok, o = oq + s1, ok + s2, o + N * s1 * s2
 
 
@@ -191,5 +209,5 @@ def test_nearby_offsets_give_unrelated_streams():
     a = dr.keep_bits(10, 0, 4096, 0.5).astype(bool)
     b = dr.keep_bits(10, 12, 4096, 0.5).astype(bool)
     for shift in range(0, 65):
-        agree = float(np.mean(a[shift:] == b[:b.size - shift]))
+        agree = float(np.mean(a[shift:] == b[: b.size - shift]))
         assert 0.45 < agree < 0.55, (shift, agree)

@@ -1,4 +1,5 @@
 """``python -m ms_fa explain`` and the generated sparse-mode atlas."""
+
 import importlib.util
 import os
 
@@ -21,7 +22,7 @@ def test_mode4_picture_matches_spec_figure(capsys):
     assert rc == 0
     lines = out.out.splitlines()
     start = next(i for i, l in enumerate(lines) if l.startswith("effective mask")) + 1
-    rows = lines[start:start + 13]
+    rows = lines[start : start + 13]
     fig = {0: "0000000011111111", 4: "1000000000001111", 8: "1111100000000000", 12: "1111111110000000"}
     for r, want in fig.items():
         assert rows[r] == want.replace("0", ".").replace("1", "x")
@@ -53,8 +54,8 @@ def test_no_mask_means_nothing_masked(capsys):
 def test_tnd_mode7_card1(capsys):
     rc, out = run(capsys, "--sparse-mode", "7", "--tnd-q", "3,5", "--tnd-kv", "3,9", "--pre", "6", "--next", "-2")
     assert rc == 0
-    assert ".xx\n..x\n..." in out.out            # batch 0: 3x3 causal
-    assert "...xxx\n....xx" in out.out           # batch 1 (band batch): j > i + 2
+    assert ".xx\n..x\n..." in out.out  # batch 0: 3x3 causal
+    assert "...xxx\n....xx" in out.out  # batch 1 (band batch): j > i + 2
 
 
 def test_mask_expression(capsys):
@@ -78,8 +79,10 @@ def test_png(tmp_path, capsys):
     with open(p, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
+
     img = mpimg.imread(str(p))
     assert img.ndim == 3 and img.shape[0] > 10 and img.shape[1] > 10
 
@@ -99,24 +102,27 @@ def test_sparse_mode_atlas_is_up_to_date():
         assert "\n" + row + "\n" in doc, row
 
 
-@pytest.mark.parametrize("argv, rule", [
-    (["--s1", "4", "--s2", "4", "--max-cells", "0"], "explain.max_cells"),
-    (["--s1", "4", "--s2", "4", "--atten-mask", "missing-dir/missing.npy"], "explain.atten_mask"),
-    (["--s1", "4", "--s2", "4", "--png", "missing-dir/sub/x.png"], "explain.png"),
-    (["--s1", "4", "--s2", "4", "--block", "0,4"], "explain.block"),
-    (["--s1", "4", "--s2", "4", "--block", "4,4,4"], "explain.block"),
-    (["--s1", "4", "--s2", "4", "--block", "a"], "explain.block"),
-    (["--s1", "-3", "--s2", "4"], "explain.s1"),
-    (["--s1", "4", "--s2", "-1"], "explain.s2"),
-    (["--s1", "4", "--s2", "4", "--heads", "-1"], "explain.heads"),
-    (["--s1", "4", "--s2", "4", "--batch", "-2"], "explain.batch"),
-    (["--s1", "4", "--s2", "4", "--batch", "0"], "explain.batch"),
-    (["--tnd-kv", "3,5"], "explain.tnd_kv"),
-    (["--sparse-mode", "6", "--s1", "4", "--s2", "4", "--prefix", "x"], "explain.prefix"),
-    (["--mask", "PrefixLM(1.5)", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
-    (["--mask", "PrefixLM([-1])", "--s1", "4", "--s2", "4"], "mask.prefix"),
-    (["--mask", "Packed([3])", "--s1", "1", "--s2", "1", "--heads", "0"], "explain.heads"),
-])
+@pytest.mark.parametrize(
+    "argv, rule",
+    [
+        (["--s1", "4", "--s2", "4", "--max-cells", "0"], "explain.max_cells"),
+        (["--s1", "4", "--s2", "4", "--atten-mask", "missing-dir/missing.npy"], "explain.atten_mask"),
+        (["--s1", "4", "--s2", "4", "--png", "missing-dir/sub/x.png"], "explain.png"),
+        (["--s1", "4", "--s2", "4", "--block", "0,4"], "explain.block"),
+        (["--s1", "4", "--s2", "4", "--block", "4,4,4"], "explain.block"),
+        (["--s1", "4", "--s2", "4", "--block", "a"], "explain.block"),
+        (["--s1", "-3", "--s2", "4"], "explain.s1"),
+        (["--s1", "4", "--s2", "-1"], "explain.s2"),
+        (["--s1", "4", "--s2", "4", "--heads", "-1"], "explain.heads"),
+        (["--s1", "4", "--s2", "4", "--batch", "-2"], "explain.batch"),
+        (["--s1", "4", "--s2", "4", "--batch", "0"], "explain.batch"),
+        (["--tnd-kv", "3,5"], "explain.tnd_kv"),
+        (["--sparse-mode", "6", "--s1", "4", "--s2", "4", "--prefix", "x"], "explain.prefix"),
+        (["--mask", "PrefixLM(1.5)", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "PrefixLM([-1])", "--s1", "4", "--s2", "4"], "mask.prefix"),
+        (["--mask", "Packed([3])", "--s1", "1", "--s2", "1", "--heads", "0"], "explain.heads"),
+    ],
+)
 def test_cli_usage_errors_name_rule(capsys, argv, rule):
     rc, out = run(capsys, *argv)
     assert rc == 2, out

@@ -18,17 +18,24 @@ Small tiles (env MS_FA_BLOCK_M/N, MS_FA_BWD_BLOCK_M/N) make the multi-block path
 sizes: online softmax over several S2 tiles, several S1 blocks, tile skipping, both backward
 schedules (MS_FA_BWD_MODE=A/B).
 """
-from __future__ import annotations
 
-import os
+from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference_cases import (
+    FLT_MAX,
+    assert_design_rule,
+    assert_gradients_design_rule,
+    grad_kwargs,
+    make_case,
+    make_dy,
+    split_case,
+)
 
 from ms_fa.kernels import cpu as K
 from ms_fa.semantics import reference as R
 from ms_fa.semantics.dtypes import as_float32, dtype_name
-from reference_cases import FLT_MAX, assert_design_rule, assert_gradients_design_rule, grad_kwargs, make_case, make_dy, split_case
 
 LAYOUTS4 = ("BSH", "SBH", "BSND", "BNSD")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -41,7 +48,7 @@ K.load_library()
 # --------------------------------------------------------------------------------------------------
 # the checker (also used by tests/test_kernel_properties.py)
 
-compare = assert_design_rule     # also used by tests/test_kernel_properties.py
+compare = assert_design_rule  # also used by tests/test_kernel_properties.py
 compare_grads = assert_gradients_design_rule
 
 
@@ -65,7 +72,7 @@ def check_case(case, grad=True, dy_seed=7):
     dy = make_dy(case, seed=dy_seed)
     gK = K.fa_grad(dy, *a, **grad_kwargs(kw, oK))
     gX = R.fa_grad(dy, *a, **grad_kwargs(kw, oX))
-    g64 = R.fa_grad(dy, *a, **grad_kwargs(kw, o64), precision="float64")   # float64 end to end
+    g64 = R.fa_grad(dy, *a, **grad_kwargs(kw, o64), precision="float64")  # float64 end to end
     for k, src in zip(gK, a[:3]):
         assert k.shape == np.asarray(src).shape and k.dtype == np.asarray(src).dtype
     compare_grads(gK, gX, g64, dt, dy, *a, **kw)
@@ -81,11 +88,12 @@ def small_tiles(monkeypatch):
 # --------------------------------------------------------------------------------------------------
 # every mode x layout x dtype
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("mode", (0, 1, 2, 3, 4, 5, 6))
 @pytest.mark.parametrize("layout", LAYOUTS4)
 def test_modes_layouts(layout, mode, dtype):
-    S1, S2 = (40, 56) if mode != 3 else (56, 40)   # mode 3 with S1 > S2: invalid rows, auto invalid-line
+    S1, S2 = (40, 56) if mode != 3 else (56, 40)  # mode 3 with S1 > S2: invalid rows, auto invalid-line
     case = make_case(layout, mode, dtype, B=2, N1=4, N2=2, S1=S1, S2=S2, D=16, seed=11 * mode + 1)
     check_case(case)
 
@@ -97,8 +105,7 @@ def test_modes_tnd(mode, dtype):
     kv = [17, 5, 40, 20] if mode not in (2, 8) else [17, 5, 33, 9]
     if mode == 4:
         kv = [20, 5, 40, 20]
-    case = make_case("TND", mode, dtype, N1=4, N2=2, D=16, tnd_q=q, tnd_kv=kv, tnd_pad_q=3, tnd_pad_kv=2,
-                     seed=5 + mode)
+    case = make_case("TND", mode, dtype, N1=4, N2=2, D=16, tnd_q=q, tnd_kv=kv, tnd_pad_q=3, tnd_pad_kv=2, seed=5 + mode)
     check_case(case)
 
 
@@ -111,14 +118,16 @@ def test_no_mask_ignores_mode(mode):
 @pytest.mark.parametrize("mask_form", ("SS", "11SS", "B1SS", "BNSS"))
 @pytest.mark.parametrize("mode", (0, 1))
 def test_full_mask_forms(mode, mask_form):
-    case = make_case("BSND", mode, "float16", B=2, N1=2, S1=30, S2=45, D=8, mask_form=mask_form, mask_extra=0.2,
-                     seed=21)
+    case = make_case(
+        "BSND", mode, "float16", B=2, N1=2, S1=30, S2=45, D=8, mask_form=mask_form, mask_extra=0.2, seed=21
+    )
     check_case(case)
 
 
 def test_tnd_tt_mask():
-    case = make_case("TND", 1, "float32", N1=2, D=8, tnd_q=[10, 20, 7], tnd_kv=[12, 18, 30], mask_form="TT",
-                     mask_extra=0.3, seed=4)
+    case = make_case(
+        "TND", 1, "float32", N1=2, D=8, tnd_q=[10, 20, 7], tnd_kv=[12, 18, 30], mask_form="TT", mask_extra=0.3, seed=4
+    )
     check_case(case)
 
 
@@ -135,6 +144,7 @@ def test_default_tiles_multiblock(monkeypatch):
 
 # --------------------------------------------------------------------------------------------------
 # GQA / MQA, head dims
+
 
 @pytest.mark.parametrize("bwd_mode", ("A", "B"))
 @pytest.mark.parametrize("N1,N2", ((8, 2), (4, 1), (3, 3)))
@@ -156,8 +166,9 @@ def test_single_key_gradient_cancels(seed, D, monkeypatch):
     for k in ("MS_FA_BLOCK_M", "MS_FA_BLOCK_N", "MS_FA_BWD_BLOCK_M", "MS_FA_BWD_BLOCK_N"):
         monkeypatch.setenv(k, "8")
     monkeypatch.setenv("MS_FA_BWD_MODE", "A")
-    case = make_case("BSH", 0, "float32", B=2, N1=1, S1=13, S2=1, D=D, seed=seed, pre_tokens=10, next_tokens=0,
-                     inner_precise=2)
+    case = make_case(
+        "BSH", 0, "float32", B=2, N1=1, S1=13, S2=1, D=D, seed=seed, pre_tokens=10, next_tokens=0, inner_precise=2
+    )
     _, (dq, dk, _) = check_case(case)
     assert np.max(np.abs(dq)) < 1e-5 and np.max(np.abs(dk)) < 1e-5
 
@@ -175,19 +186,34 @@ def test_odd_head_dim():
 # --------------------------------------------------------------------------------------------------
 # pse
 
+
 @pytest.mark.parametrize("pse_type", (0, 1))
 @pytest.mark.parametrize("pse_kind,pse_b", (("full", 2), ("full", 1), ("row", 2), ("row", 1), ("alibi", None)))
 def test_pse_external(pse_kind, pse_b, pse_type):
-    case = make_case("BSND", 1, "float16", B=2, N1=4, N2=2, S1=40, S2=48, D=16, pse_kind=pse_kind, pse_b=pse_b,
-                     pse_type=pse_type, seed=9)
+    case = make_case(
+        "BSND",
+        1,
+        "float16",
+        B=2,
+        N1=4,
+        N2=2,
+        S1=40,
+        S2=48,
+        D=16,
+        pse_kind=pse_kind,
+        pse_b=pse_b,
+        pse_type=pse_type,
+        seed=9,
+    )
     check_case(case)
 
 
 @pytest.mark.parametrize("mode", (2, 3))
 def test_pse_alibi_compressed(mode):
     """S > 1024 for one head of small D: the 1024-row pse is read through SPEC §5.2's mapping."""
-    case = make_case("BNSD", mode, "float32", B=1, N1=1, S1=1100, S2=1100, D=4, pse_kind="alibi_compressed",
-                     pse_type=1, seed=1)
+    case = make_case(
+        "BNSD", mode, "float32", B=1, N1=1, S1=1100, S2=1100, D=4, pse_kind="alibi_compressed", pse_type=1, seed=1
+    )
     check_case(case, grad=False)
 
 
@@ -196,14 +222,25 @@ def test_pse_alibi_compressed_grad_bf16(monkeypatch):
     monkeypatch.setenv("MS_FA_BLOCK_N", "128")
     monkeypatch.setenv("MS_FA_BWD_BLOCK_M", "64")
     monkeypatch.setenv("MS_FA_BWD_BLOCK_N", "128")
-    case = make_case("BSH", 2, "bfloat16", B=1, N1=1, S1=1030, S2=1030, D=4, pse_kind="alibi_compressed",
-                     pse_type=0, seed=2)
+    case = make_case(
+        "BSH", 2, "bfloat16", B=1, N1=1, S1=1030, S2=1030, D=4, pse_kind="alibi_compressed", pse_type=0, seed=2
+    )
     check_case(case)
 
 
 def test_pse_alibi_compressed_tnd():
-    case = make_case("TND", 3, "float16", N1=2, D=8, tnd_q=[30, 0, 50], tnd_kv=[30, 0, 50], pse_kind="alibi_compressed",
-                     pse_type=1, seed=6)
+    case = make_case(
+        "TND",
+        3,
+        "float16",
+        N1=2,
+        D=8,
+        tnd_q=[30, 0, 50],
+        tnd_kv=[30, 0, 50],
+        pse_kind="alibi_compressed",
+        pse_type=1,
+        seed=6,
+    )
     check_case(case)
 
 
@@ -212,38 +249,103 @@ def test_pse_alibi_compressed_tnd():
 @pytest.mark.parametrize("layout", ("BNSD", "TND"))
 def test_pse_slopes(layout, pse_kind, pse_type):
     if layout == "TND":
-        case = make_case("TND", 2, "float32", N1=4, N2=2, D=8, tnd_q=[20, 31], tnd_kv=[20, 31], pse_kind=pse_kind,
-                         pse_type=pse_type, seed=3)
+        case = make_case(
+            "TND",
+            2,
+            "float32",
+            N1=4,
+            N2=2,
+            D=8,
+            tnd_q=[20, 31],
+            tnd_kv=[20, 31],
+            pse_kind=pse_kind,
+            pse_type=pse_type,
+            seed=3,
+        )
     else:
-        case = make_case(layout, 2, "bfloat16", B=2, N1=4, N2=2, S1=40, S2=40, D=8, pse_kind=pse_kind,
-                         pse_type=pse_type, q_start_idx=5, kv_start_idx=2, seed=3)
+        case = make_case(
+            layout,
+            2,
+            "bfloat16",
+            B=2,
+            N1=4,
+            N2=2,
+            S1=40,
+            S2=40,
+            D=8,
+            pse_kind=pse_kind,
+            pse_type=pse_type,
+            q_start_idx=5,
+            kv_start_idx=2,
+            seed=3,
+        )
     check_case(case)
 
 
 def test_pse_slopes_tnd_mode8_start_idx():
-    case = make_case("TND", 8, "float32", N1=2, D=8, tnd_q=[12, 20], tnd_kv=[12, 20], pse_kind="slopes_n",
-                     pse_type=3, q_start_idx=4, kv_start_idx=4, next_tokens=0, seed=8)
+    case = make_case(
+        "TND",
+        8,
+        "float32",
+        N1=2,
+        D=8,
+        tnd_q=[12, 20],
+        tnd_kv=[12, 20],
+        pse_kind="slopes_n",
+        pse_type=3,
+        q_start_idx=4,
+        kv_start_idx=4,
+        next_tokens=0,
+        seed=8,
+    )
     check_case(case)
 
 
 # --------------------------------------------------------------------------------------------------
 # dropout
 
+
 @pytest.mark.parametrize("explicit", (True, False))
 @pytest.mark.parametrize("layout,dtype", (("BNSD", "float32"), ("BSH", "float16"), ("TND", "bfloat16")))
 def test_dropout(layout, dtype, explicit):
     if layout == "TND":
-        case = make_case("TND", 3, dtype, N1=4, N2=2, D=16, tnd_q=[10, 0, 25], tnd_kv=[16, 4, 40], keep_prob=0.7,
-                         explicit_drop_mask=explicit, seed=12, dropout_offset=77)
+        case = make_case(
+            "TND",
+            3,
+            dtype,
+            N1=4,
+            N2=2,
+            D=16,
+            tnd_q=[10, 0, 25],
+            tnd_kv=[16, 4, 40],
+            keep_prob=0.7,
+            explicit_drop_mask=explicit,
+            seed=12,
+            dropout_offset=77,
+        )
     else:
-        case = make_case(layout, 2, dtype, B=2, N1=4, N2=2, S1=40, S2=40, D=16, keep_prob=0.6,
-                         explicit_drop_mask=explicit, seed=12, dropout_offset=5)
+        case = make_case(
+            layout,
+            2,
+            dtype,
+            B=2,
+            N1=4,
+            N2=2,
+            S1=40,
+            S2=40,
+            D=16,
+            keep_prob=0.6,
+            explicit_drop_mask=explicit,
+            seed=12,
+            dropout_offset=5,
+        )
     check_case(case)
 
 
 def test_generated_dropout_matches_explicit_bits():
     """Generated bits (seed/offset) == the same bits passed explicitly (fa_dropout.h == semantics/dropout.py)."""
     from ms_fa.semantics.dropout import keep_bits, pack_bits
+
     case = make_case("BNSD", 1, "float32", B=1, N1=2, S1=24, S2=32, D=8, keep_prob=0.5, seed=4)
     a, kw = split_case(case)
     o1 = K.fa_forward(*a, **kw)
@@ -251,12 +353,13 @@ def test_generated_dropout_matches_explicit_bits():
     kw2 = dict(kw, drop_mask=pack_bits(bits).reshape(1, 2, 24, 4))
     o2 = K.fa_forward(*a, **kw2)
     np.testing.assert_array_equal(o1[0], o2[0])
-    assert not np.array_equal(o1[0], K.fa_forward(*a, **dict(kw, keep_prob=1.0))[0])   # dropout did act
-    check_case(case, grad=False)                                                        # and equals the oracle
+    assert not np.array_equal(o1[0], K.fa_forward(*a, **dict(kw, keep_prob=1.0))[0])  # dropout did act
+    check_case(case, grad=False)  # and equals the oracle
 
 
 # --------------------------------------------------------------------------------------------------
 # invalid rows (SPEC §6.1), empty inputs
+
 
 def _user_masked_rows_case(inner_precise, dtype="float32"):
     case = make_case("BNSD", 1, dtype, B=1, N1=2, S1=30, S2=40, D=8, inner_precise=inner_precise, seed=5)
@@ -276,7 +379,7 @@ def test_user_masked_rows(inner_precise, dtype):
     if inner_precise == 2:
         assert np.all(ssum[0, :, 3] == FLT_MAX) and np.all(as_float32(out[0, :, 3]) == 0)
         assert np.all(as_float32(dq[0, :, 3]) == 0)
-    else:   # mean of V over the 40 structurally kept columns; dS = P (dP - D) reaches dQ (SPEC §7)
+    else:  # mean of V over the 40 structurally kept columns; dS = P (dP - D) reaches dQ (SPEC §7)
         assert np.all(ssum[0, :, 3] == 40)
         assert np.abs(as_float32(dq[0, :, 3])).max() > 0
 
@@ -304,8 +407,9 @@ def test_prefix_zero_invalid_rows():
 
 
 def test_tnd_empty_kv_batch_and_trailing_rows():
-    case = make_case("TND", 1, "float32", N1=2, D=8, tnd_q=[5, 7, 0, 6], tnd_kv=[9, 0, 4, 11], tnd_pad_q=4,
-                     tnd_pad_kv=3, seed=3)
+    case = make_case(
+        "TND", 1, "float32", N1=2, D=8, tnd_q=[5, 7, 0, 6], tnd_kv=[9, 0, 4, 11], tnd_pad_q=4, tnd_pad_kv=3, seed=3
+    )
     (out, smax, ssum, *_), (dq, dk, dv) = check_case(case)
     assert np.all(out[5:12] == 0) and np.all(smax[5:12] == 0) and np.all(ssum[5:12] == 0)
     assert np.all(out[18:] == 0) and np.all(ssum[18:] == 0) and np.all(dq[18:] == 0) and np.all(dk[24:] == 0)
@@ -325,6 +429,7 @@ def test_empty_seq():
 
 # --------------------------------------------------------------------------------------------------
 # mechanics
+
 
 def test_noncontiguous_inputs():
     case = make_case("BNSD", 2, "float32", B=1, N1=2, S1=20, S2=20, D=8, seed=1)
@@ -358,16 +463,18 @@ def test_validation_errors_come_from_args():
 def test_cast_round_half_away():
     """P and out use CAST_ROUND: a value exactly between two fp16 numbers goes away from zero."""
     import ml_dtypes  # noqa: F401
+
     from ms_fa.semantics.dtypes import round_to
+
     # V = ties for fp16 after averaging two keys with equal scores: (a + b) / 2 lands on a tie
     q = np.zeros((1, 1, 1, 8), np.float16)
     k = np.zeros((1, 1, 2, 8), np.float16)
     v = np.zeros((1, 1, 2, 8), np.float16)
     v[0, 0, 0, :] = np.float16(1.0)
-    v[0, 0, 1, :] = np.float16(1.0) + np.float16(2 ** -10)      # mean = 1 + 2^-11: a tie in fp16
+    v[0, 0, 1, :] = np.float16(1.0) + np.float16(2**-10)  # mean = 1 + 2^-11: a tie in fp16
     out = K.fa_forward(q, k, v, 1, "BNSD")[0]
-    ref = round_to(np.float32(1 + 2 ** -11), "float16")
-    assert as_float32(out)[0, 0, 0, 0] == ref == np.float32(1 + 2 ** -10)
+    ref = round_to(np.float32(1 + 2**-11), "float16")
+    assert as_float32(out)[0, 0, 0, 0] == ref == np.float32(1 + 2**-10)
 
 
 def test_binding_arguments_are_validated_with_named_rules():
@@ -379,5 +486,5 @@ def test_binding_arguments_are_validated_with_named_rules():
     g = grad_kwargs(kw, out)
     with pytest.raises(TypeError, match=r"\[grad\.dy\]"):
         K.fa_grad(None, *a, **g)
-    with pytest.raises(ValueError, match=r"\[grad\.softmax_stats\]"):     # used to be cast silently
+    with pytest.raises(ValueError, match=r"\[grad\.softmax_stats\]"):  # used to be cast silently
         K.fa_grad(out[0], *a, **dict(g, softmax_max=np.zeros(out[1].shape, np.int32)))

@@ -14,6 +14,7 @@ AVX2 + FMA + F16C, or with -DMS_FA_FORCE_SCALAR) must give the same results as t
   kernel's plain-loop GEMM, identical on both), so that only fa_simd.h differs. Needs the cross
   compiler and Debian ``qemu-user``; skipped without them.
 """
+
 from __future__ import annotations
 
 import glob
@@ -32,8 +33,17 @@ CXX = os.environ.get("CXX", "g++")
 CROSS = "aarch64-linux-gnu-g++"
 QEMU = "qemu-aarch64"
 # setup.py BuildSharedLib's flags, less the CPU tuning (-march=native / MS_FA_CXXFLAGS)
-BASE_FLAGS = ["-std=c++17", "-O3", "-fPIC", "-fopenmp", "-Wall", "-Wextra", "-ffp-contract=off",
-              "-D_GLIBCXX_USE_CXX11_ABI=0", "-I" + CSRC]
+BASE_FLAGS = [
+    "-std=c++17",
+    "-O3",
+    "-fPIC",
+    "-fopenmp",
+    "-Wall",
+    "-Wextra",
+    "-ffp-contract=off",
+    "-D_GLIBCXX_USE_CXX11_ABI=0",
+    "-I" + CSRC,
+]
 # the portable path on this host: x86-64 baseline (SSE2 only) on x86, the default elsewhere
 PORTABLE_FLAGS = ["-march=x86-64"] if X86 else []
 
@@ -44,7 +54,8 @@ def _need(tool):
 
 
 def _openblas():
-    import scipy_openblas32 as sob   # an install requirement of ms_fa
+    import scipy_openblas32 as sob  # an install requirement of ms_fa
+
     return sob.get_include_dir(), sob.get_lib_dir(), sob.get_library()
 
 
@@ -56,8 +67,11 @@ def _run(cmd, timeout=300, **kw):
 
 def _simd_macro(cxx, flags):
     """Value of MS_FA_SIMD_AVX2 that fa_simd.h defines under these flags."""
-    r = _run([cxx, "-std=c++17", "-E", "-dM", "-x", "c++"] + flags + ["-include", os.path.join(CSRC, "fa_simd.h"),
-                                                                   os.devnull])
+    r = _run(
+        [cxx, "-std=c++17", "-E", "-dM", "-x", "c++"]
+        + flags
+        + ["-include", os.path.join(CSRC, "fa_simd.h"), os.devnull]
+    )
     vals = [ln.split()[2] for ln in r.stdout.splitlines() if ln.startswith("#define MS_FA_SIMD_AVX2 ")]
     assert len(vals) == 1
     return int(vals[0])
@@ -69,7 +83,7 @@ def test_portable_selected():
     assert _simd_macro(CXX, ["-DMS_FA_FORCE_SCALAR"] + (["-mavx2", "-mfma", "-mf16c"] if X86 else [])) == 0
     if X86:
         assert _simd_macro(CXX, ["-mavx2", "-mfma", "-mf16c"]) == 1
-        assert _simd_macro(CXX, ["-mavx2", "-mfma"]) == 0   # all three or none
+        assert _simd_macro(CXX, ["-mavx2", "-mfma"]) == 0  # all three or none
 
 
 @pytest.fixture(scope="session")
@@ -79,21 +93,44 @@ def scalar_lib(tmp_path_factory):
     inc, libdir, lib = _openblas()
     out = str(tmp_path_factory.mktemp("portable") / "libms_fa_cpu_portable.so")
     srcs = sorted(glob.glob(os.path.join(CSRC, "*.cc")))
-    _run([CXX, "-shared"] + BASE_FLAGS + PORTABLE_FLAGS + ["-I" + inc, "-DMS_FA_HAVE_OPENBLAS=1"] + srcs +
-         ["-o", out, "-L" + libdir, "-l" + lib], cwd=ROOT)
+    _run(
+        [CXX, "-shared"]
+        + BASE_FLAGS
+        + PORTABLE_FLAGS
+        + ["-I" + inc, "-DMS_FA_HAVE_OPENBLAS=1"]
+        + srcs
+        + ["-o", out, "-L" + libdir, "-l" + lib],
+        cwd=ROOT,
+    )
     return out
 
 
 def test_scalar_library_passes_kernel_tests(scalar_lib):
     env = dict(os.environ, MS_FA_LIB=scalar_lib)
     # the child process really loads the portable library
-    probe = ("from ms_fa.kernels import cpu as K; K.load_library(); import os; "
-             "print(K.library_path()); print(any(l.rstrip().endswith(os.path.basename(K.library_path())) "
-             "for l in open('/proc/self/maps')) if os.path.exists('/proc/self/maps') else True)")
+    probe = (
+        "from ms_fa.kernels import cpu as K; K.load_library(); import os; "
+        "print(K.library_path()); print(any(l.rstrip().endswith(os.path.basename(K.library_path())) "
+        "for l in open('/proc/self/maps')) if os.path.exists('/proc/self/maps') else True)"
+    )
     r = _run([sys.executable, "-c", probe], env=env, cwd=ROOT)
     assert r.stdout.split() == [scalar_lib, "True"], r.stdout
-    r = _run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-              "tests/test_kernel_cpu.py", "tests/test_kernel_properties.py"], env=env, cwd=ROOT, timeout=600)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_kernel_cpu.py",
+            "tests/test_kernel_properties.py",
+        ],
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert " passed" in r.stdout and " skipped" not in r.stdout.splitlines()[-1], r.stdout[-2000:]
 
 
@@ -105,8 +142,9 @@ def test_aarch64_compiles():
     procs = []
     for src in sorted(glob.glob(os.path.join(CSRC, "*.cc"))):
         cmd = [CROSS] + BASE_FLAGS + ["-I" + inc, "-DMS_FA_HAVE_OPENBLAS=1", "-fsyntax-only", src]
-        procs.append((src, cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                                 cwd=ROOT)))
+        procs.append(
+            (src, cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT))
+        )
     for src, cmd, p in procs:
         out, err = p.communicate(timeout=300)
         assert p.returncode == 0, f"{' '.join(cmd)}\n{err[-4000:]}"

@@ -4,19 +4,17 @@ lengths (incl. empty batches and trailing padding) x pse kinds x dropout x inval
 sizes (small tiles so that several S1 blocks / S2 tiles, skipping and the online softmax across
 tiles are exercised) x backward schedule (A / B). Tuned to run in well under a minute.
 """
+
 from __future__ import annotations
 
 import os
 
-import numpy as np
-import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-
-from ms_fa.semantics.args import normalize
 from reference_cases import make_case, split_case
 from test_kernel_cpu import check_case
 
+from ms_fa.semantics.args import normalize
 
 DTYPES = ("float32", "float16", "bfloat16")
 
@@ -31,7 +29,7 @@ def cases(draw):
     G = draw(st.sampled_from((1, 2, 3)))
     D = draw(st.sampled_from((8, 16, 24)))
     Dv = draw(st.sampled_from((D, D // 2)))
-    kw = dict(N1=N2 * G, N2=N2, D=D, Dv=Dv, seed=draw(st.integers(0, 10 ** 6)))
+    kw = dict(N1=N2 * G, N2=N2, D=D, Dv=Dv, seed=draw(st.integers(0, 10**6)))
     if tnd:
         nb = draw(st.integers(1, 4))
         q = draw(st.lists(st.integers(0, 40), min_size=nb, max_size=nb))
@@ -40,7 +38,7 @@ def cases(draw):
         else:
             kv = [x + draw(st.integers(0, 20)) for x in q]
         if draw(st.booleans()) and nb > 1:
-            kv[draw(st.integers(0, nb - 1))] = 0        # an empty kv batch
+            kv[draw(st.integers(0, nb - 1))] = 0  # an empty kv batch
         kw.update(tnd_q=q, tnd_kv=kv, tnd_pad_q=draw(st.integers(0, 3)), tnd_pad_kv=draw(st.integers(0, 3)))
         # T1 == 0 (nothing at all) is left out: the oracle's fa_grad cannot reshape an empty (0, N1, 8)
         assume(sum(q) + kw["tnd_pad_q"] > 0 and sum(kv) + kw["tnd_pad_kv"] > 0)
@@ -60,7 +58,7 @@ def cases(draw):
             kw["pse_type"] = draw(st.sampled_from((0, 1)))
     # masks, invalid rows
     if mode in (0, 1, 5) and draw(st.booleans()):
-        kw["mask_extra"] = draw(st.sampled_from((0.3, 0.9, 1.0)))   # 1.0: every row fully user-masked
+        kw["mask_extra"] = draw(st.sampled_from((0.3, 0.9, 1.0)))  # 1.0: every row fully user-masked
     if draw(st.integers(0, 3)) == 0:
         kw["inner_precise"] = 2
     if draw(st.integers(0, 5)) == 0:
@@ -75,7 +73,7 @@ def cases(draw):
         case = make_case(layout, mode, dtype, **kw)
         a, k = split_case(case)
         k = {x: y for x, y in k.items() if x not in ("seed", "offset")}
-        normalize(*a, **k)                      # only cases the operator accepts (SPEC §9)
+        normalize(*a, **k)  # only cases the operator accepts (SPEC §9)
     except ValueError:
         assume(False)
     tiles = (draw(st.sampled_from((8, 16, 32, 256))), draw(st.sampled_from((8, 24, 64, 256))))
@@ -83,14 +81,22 @@ def cases(draw):
     return case, tiles, bwd_mode
 
 
-@settings(max_examples=int(os.environ.get("MS_FA_PROP_EXAMPLES", "120")), deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])   # filter_too_much stays on: a normalize that wrongly
-                                                            # rejected valid cases would trip it
+@settings(
+    max_examples=int(os.environ.get("MS_FA_PROP_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)  # filter_too_much stays on: a normalize that wrongly
+# rejected valid cases would trip it
 @given(cases())
 def test_kernel_matches_oracle(c):
     case, (bm, bn), bwd_mode = c
-    env = {"MS_FA_BLOCK_M": str(bm), "MS_FA_BLOCK_N": str(bn), "MS_FA_BWD_BLOCK_M": str(bm),
-           "MS_FA_BWD_BLOCK_N": str(bn), "MS_FA_BWD_MODE": bwd_mode}
+    env = {
+        "MS_FA_BLOCK_M": str(bm),
+        "MS_FA_BLOCK_N": str(bn),
+        "MS_FA_BWD_BLOCK_M": str(bm),
+        "MS_FA_BWD_BLOCK_N": str(bn),
+        "MS_FA_BWD_MODE": bwd_mode,
+    }
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

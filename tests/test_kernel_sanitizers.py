@@ -12,18 +12,18 @@ fa_cpu_backward.cc with ``-O1 -g -fsanitize=address,undefined -fno-sanitize-reco
 ``MS_FA_LIB=/tmp/asan/lib.so LD_PRELOAD=$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)
 ASAN_OPTIONS=detect_leaks=0``.
 """
+
 from __future__ import annotations
 
 import ctypes
 
 import numpy as np
 import pytest
-
-from ms_fa.kernels import cpu as K
-from ms_fa.semantics.args import normalize
 from reference_cases import make_case, split_case
 from test_kernel_cpu import check_case
 
+from ms_fa.kernels import cpu as K
+from ms_fa.semantics.args import normalize
 
 FPTR = ctypes.POINTER(ctypes.c_float)
 I64P = ctypes.POINTER(ctypes.c_int64)
@@ -44,13 +44,34 @@ def _call_both(prob, a):
     buf = np.zeros(1 << 12, np.float32)
     res = []
     err = ctypes.create_string_buffer(512)
-    rc = lib.fa_cpu_forward(ctypes.byref(prob), q.ctypes.data, k.ctypes.data, v.ctypes.data, buf.ctypes.data,
-                            buf.ctypes.data_as(FPTR), buf.ctypes.data_as(FPTR), err, len(err))
+    rc = lib.fa_cpu_forward(
+        ctypes.byref(prob),
+        q.ctypes.data,
+        k.ctypes.data,
+        v.ctypes.data,
+        buf.ctypes.data,
+        buf.ctypes.data_as(FPTR),
+        buf.ctypes.data_as(FPTR),
+        err,
+        len(err),
+    )
     res.append((rc, err.value.decode()))
     err = ctypes.create_string_buffer(512)
-    rc = lib.fa_cpu_backward(ctypes.byref(prob), q.ctypes.data, k.ctypes.data, v.ctypes.data, buf.ctypes.data,
-                             buf.ctypes.data, buf.ctypes.data_as(FPTR), buf.ctypes.data_as(FPTR), buf.ctypes.data,
-                             buf.ctypes.data, buf.ctypes.data, err, len(err))
+    rc = lib.fa_cpu_backward(
+        ctypes.byref(prob),
+        q.ctypes.data,
+        k.ctypes.data,
+        v.ctypes.data,
+        buf.ctypes.data,
+        buf.ctypes.data,
+        buf.ctypes.data_as(FPTR),
+        buf.ctypes.data_as(FPTR),
+        buf.ctypes.data,
+        buf.ctypes.data,
+        buf.ctypes.data,
+        err,
+        len(err),
+    )
     res.append((rc, err.value.decode()))
     return res
 

@@ -5,6 +5,7 @@ checked literally; the other rows, and the TND pictures of modes 7/8 (held back 
 from §2.4"), were derived BY HAND from the SPEC §2.3/§2.4 formulas and written out here as strings
 -- not produced by running the code. The derivations are in the comments.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -32,7 +33,7 @@ def assert_pic(got: np.ndarray, want: str):
 
 def nontnd(mode, S1, S2, pre=INT_MAX, nxt=INT_MAX, prefix=0):
     band = M.band_for(mode, S1, S2, pre, nxt, has_mask=True, prefix=prefix)
-    user = np.zeros((S1, S2), bool) if mode in (0, 1, 5) else None   # consistent (empty) user part
+    user = np.zeros((S1, S2), bool) if mode in (0, 1, 5) else None  # consistent (empty) user part
     return M.effective_mask(band, S1, S2, user)
 
 
@@ -43,8 +44,19 @@ def tnd(mode, qlen, kvlen, pre, nxt, prefix=None):
     bb = M.band_batch_index(mode, sq)
     out = []
     for b, (s1, s2) in enumerate(zip(sq, skv)):
-        band = M.band_for(mode, s1, s2, pre, nxt, has_mask=True, tnd=True, is_band_batch=(b == bb),
-                          prefix=0 if prefix is None else prefix[b], max_s1=max(sq), max_s2=max(skv))
+        band = M.band_for(
+            mode,
+            s1,
+            s2,
+            pre,
+            nxt,
+            has_mask=True,
+            tnd=True,
+            is_band_batch=(b == bb),
+            prefix=0 if prefix is None else prefix[b],
+            max_s1=max(sq),
+            max_s2=max(skv),
+        )
         out.append(M.effective_mask(band, s1, s2, None))
     return out
 
@@ -182,7 +194,11 @@ def test_quoted_rows_literally():
     assert m[:3].all() and show(m[[3]]) == "0111111111" and show(m[[12]]) == "0000000000"
     m = nontnd(4, 13, 16, 6, 4)
     assert [show(m[[k]]) for k in (0, 4, 8, 12)] == [
-        "0000000011111111", "1000000000001111", "1111100000000000", "1111111110000000"]
+        "0000000011111111",
+        "1000000000001111",
+        "1111100000000000",
+        "1111111110000000",
+    ]
     for mode in (5, 6):
         m = nontnd(mode, 10, 10, prefix=4)
         assert all(show(m[[k]]) == "0000111111" for k in range(4))
@@ -203,25 +219,19 @@ def test_masks_module_docstring_pictures():
 #   lengths S1 = [3, 2], S2 = [3, 6]; band batch = LAST with S1b != 0 = batch 1
 #   batch 0 (not band):  discard j > i + (3-3)          = j > i       (3x3 causal)
 #   batch 1 (band):      discard j > i + (6-2) + (-2)   = j > i + 2   (2x6)
-MODE7_CARD1 = ["011 001 000",
-               "000111 000011"]
+MODE7_CARD1 = ["011 001 000", "000111 000011"]
 # card 2 of the same split runs mode 3: qlen {2,7,11}, kvlen {6,11,15}
 #   S1 = [2, 5, 4], S2 = [6, 5, 4]; discard j > i + S2b - S1b
 #   batch 0: j > i + 4 (2x6); batch 1: j > i (5x5); batch 2: j > i (4x4)
-MODE3_CARD2 = ["000001 000000",
-               "01111 00111 00011 00001 00000",
-               "0111 0011 0001 0000"]
+MODE3_CARD2 = ["000001 000000", "01111 00111 00011 00001 00000", "0111 0011 0001 0000"]
 # mode 8, card 2: qlen {3,8,12}, kvlen {4,9,13}, pre 4, next 1
 #   S1 = [3, 5, 4], S2 = [4, 5, 4]; band batch = FIRST with S1b != 0 = batch 0
 #   batch 0 (band): discard j > i + S2b - max(S1b - next, 0) = i + 4 - 2 = i + 2   (3x4)
 #   batch 1, 2:     discard j > i                                                  (5x5, 4x4)
-MODE8_CARD2 = ["0001 0000 0000",
-               "01111 00111 00011 00001 00000",
-               "0111 0011 0001 0000"]
+MODE8_CARD2 = ["0001 0000 0000", "01111 00111 00011 00001 00000", "0111 0011 0001 0000"]
 # card 1 of the same split runs mode 2: qlen {3,5}, kvlen {3,7}
 #   S1 = [3, 2], S2 = [3, 4]; discard j > i (top-left)
-MODE2_CARD1 = ["011 001 000",
-               "0111 0011"]
+MODE2_CARD1 = ["011 001 000", "0111 0011"]
 
 TND_CASES = [
     ("mode7_card1", 7, (3, 5), (3, 9), 6, -2, MODE7_CARD1),
@@ -245,9 +255,19 @@ def test_tnd_figures_through_normalize(name, mode, qlen, kvlen, pre, nxt, want):
     T1, T2, N, D = qlen[-1], kvlen[-1], 2, 8
     q = np.zeros((T1, N, D), np.float16)
     k = np.zeros((T2, N, D), np.float16)
-    args = normalize(q, k, k, N, "TND", atten_mask=canonical_compressed_mask("causal"),
-                     pre_tokens=pre, next_tokens=nxt, sparse_mode=mode,
-                     actual_seq_qlen=list(qlen), actual_seq_kvlen=list(kvlen))
+    args = normalize(
+        q,
+        k,
+        k,
+        N,
+        "TND",
+        atten_mask=canonical_compressed_mask("causal"),
+        pre_tokens=pre,
+        next_tokens=nxt,
+        sparse_mode=mode,
+        actual_seq_qlen=list(qlen),
+        actual_seq_kvlen=list(kvlen),
+    )
     masks = M.effective_masks_tnd(args, 1, canonical_compressed_mask("causal"))
     for g, w in zip(masks, want):
         assert_pic(g, w)
@@ -259,10 +279,13 @@ def test_tnd_block_diagonal_picture_mode7():
     full = np.ones((5, 9), bool)
     full[0:3, 0:3] = got[0]
     full[3:5, 3:9] = got[1]
-    assert_pic(full, """
+    assert_pic(
+        full,
+        """
 011111111
 001111111
 000111111
 111000111
 111000011
-""")
+""",
+    )

@@ -1,11 +1,13 @@
 """Mask objects (ms_fa.masks.objects): materialize() equals the effective mask the spec computes
 from to_ascend()'s arguments, and the chosen sparse_mode is the cheapest exact one (brute force
 over every cheaper mode and its parameters on small sizes)."""
+
 import itertools
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ms_fa.masks.compile import COST_ORDER, COST_ORDER_TND
 from ms_fa.masks.objects import CausalMask, DenseMask, Packed, PrefixLM, SlidingWindow
@@ -16,6 +18,7 @@ INT_MAX = 2147483647
 
 
 # ---------------------------------------------------------------------------------- spec helpers
+
 
 def spec_mask(kw, S1=None, S2=None, B=1, N=1):
     """Effective mask per the spec (normalize + effective_mask_for). Non-TND: (B, N, S1, S2);
@@ -36,7 +39,7 @@ def spec_mask(kw, S1=None, S2=None, B=1, N=1):
         for b in range(args.B):
             s1, s2 = args.seqlens_q[b], args.seqlens_kv[b]
             if s1 and s2:
-                out[oq:oq + s1, ok:ok + s2] = sm.effective_mask_for(args, b, 0, am)
+                out[oq : oq + s1, ok : ok + s2] = sm.effective_mask_for(args, b, 0, am)
             oq, ok = oq + s1, ok + s2
         return out
     return np.stack([np.stack([sm.effective_mask_for(args, b, h, am) for h in range(N)]) for b in range(B)])
@@ -74,14 +77,18 @@ def structural_candidates(mode, S1, S2, B, tnd_lens=None):
 
 def cheaper_exists(target, chosen, order, S1, S2, B, packed=None):
     """Brute force: is any mode before ``chosen`` in ``order`` exact for ``target``?"""
-    modes = order[:order.index(chosen)] if chosen in order else order
+    modes = order[: order.index(chosen)] if chosen in order else order
     for mode in modes:
         if mode in (0, 1, 5):
-            continue           # full-mask modes are after every structural one
+            continue  # full-mask modes are after every structural one
         for kw in structural_candidates(mode, S1, S2, B, (packed.seqlens_q, packed.seqlens_kv) if packed else None):
             if packed is not None:
-                kw = dict(kw, input_layout="TND", actual_seq_qlen=list(np.cumsum(packed.seqlens_q)),
-                          actual_seq_kvlen=list(np.cumsum(packed.seqlens_kv)))
+                kw = dict(
+                    kw,
+                    input_layout="TND",
+                    actual_seq_qlen=list(np.cumsum(packed.seqlens_q)),
+                    actual_seq_kvlen=list(np.cumsum(packed.seqlens_kv)),
+                )
             try:
                 got = spec_mask(kw, S1, S2, B)
             except (TypeError, ValueError):
@@ -109,8 +116,7 @@ def windows(draw):
 
 
 def atoms(B=1, dense_size=None):
-    base = [st.builds(CausalMask, aligns), windows(),
-            st.integers(0, 8).map(PrefixLM)]
+    base = [st.builds(CausalMask, aligns), windows(), st.integers(0, 8).map(PrefixLM)]
     if B > 1:
         base.append(st.lists(st.integers(0, 8), min_size=B, max_size=B).map(PrefixLM))
     return st.one_of(*base)
@@ -121,7 +127,7 @@ def plain_masks(draw):
     S1, S2 = draw(st.integers(1, 7)), draw(st.integers(1, 7))
     B = draw(st.sampled_from([1, 1, 2]))
     parts = draw(st.lists(atoms(B), min_size=1, max_size=3))
-    if draw(st.integers(0, 5)) == 0:        # a dense component (random or structured content)
+    if draw(st.integers(0, 5)) == 0:  # a dense component (random or structured content)
         kind = draw(st.sampled_from(["random", "causal", "band"]))
         i, j = np.arange(S1)[:, None], np.arange(S2)[None, :]
         if kind == "random":
@@ -147,9 +153,17 @@ def packed_masks(draw):
     if n > 1 and draw(st.booleans()):
         sq[draw(st.integers(0, n - 1))] = 0
     pk = Packed(sq, sk)
-    parts = draw(st.lists(st.one_of(st.builds(CausalMask, aligns), windows(),
-                                    st.lists(st.integers(0, 6), min_size=n, max_size=n).map(PrefixLM)),
-                          min_size=draw(st.sampled_from([0, 1, 1, 1])), max_size=2))
+    parts = draw(
+        st.lists(
+            st.one_of(
+                st.builds(CausalMask, aligns),
+                windows(),
+                st.lists(st.integers(0, 6), min_size=n, max_size=n).map(PrefixLM),
+            ),
+            min_size=draw(st.sampled_from([0, 1, 1, 1])),
+            max_size=2,
+        )
+    )
     m = pk
     for p in parts:
         m = m & p
@@ -160,6 +174,7 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 
 
 # ----------------------------------------------------------------------------------------- tests
+
 
 @SETTINGS
 @given(plain_masks())
@@ -187,7 +202,7 @@ def test_plain_structural_or_reasoned_error(case):
     except ValueError as e:
         msg = str(e)
         assert "Ascend cannot express" in msg and "allow_dense=True" in msg and "sparse_mode 4" in msg
-        assert cheaper_exists(target, None, COST_ORDER[:5], S1, S2, B) is None   # really inexpressible
+        assert cheaper_exists(target, None, COST_ORDER[:5], S1, S2, B) is None  # really inexpressible
         return
     assert kw["sparse_mode"] not in (0, 1, 5) or kw["atten_mask"] is None
 
@@ -206,13 +221,14 @@ def test_packed_materialize_matches_spec_and_cheapest(case):
         assert cheaper_exists(target, None, COST_ORDER_TND[:7], T1, T2, 1, packed=pk) is None
         kw = m.to_ascend(allow_dense=True)
     assert kw["input_layout"] == "TND"
-    assert kw["actual_seq_qlen"] == list(np.cumsum(pk.seqlens_q))       # cumulative, no leading 0
+    assert kw["actual_seq_qlen"] == list(np.cumsum(pk.seqlens_q))  # cumulative, no leading 0
     assert np.array_equal(spec_mask(kw), target)
     chosen = kw["sparse_mode"] if kw["atten_mask"] is not None else "none"
     assert cheaper_exists(target, chosen, COST_ORDER_TND, T1, T2, 1, packed=pk) is None, (repr(m), chosen)
 
 
 # --------------------------------------------------------------------------------- unit examples
+
 
 def test_spec_figure_mode4():
     m = SlidingWindow(6, 4, align="bottom_right")
@@ -226,15 +242,15 @@ def test_spec_figure_mode4():
 def test_choices():
     assert CausalMask().to_ascend(8, 8)["sparse_mode"] == 2
     assert CausalMask("bottom_right").to_ascend(5, 8)["sparse_mode"] == 3
-    assert CausalMask("bottom_right").to_ascend(8, 8)["sparse_mode"] == 2       # same mask, cheaper mode first
+    assert CausalMask("bottom_right").to_ascend(8, 8)["sparse_mode"] == 2  # same mask, cheaper mode first
     kw = PrefixLM([4, 5]).to_ascend(10, 10)
     assert kw["sparse_mode"] == 6 and kw["prefix"] == [4, 5] and kw["atten_mask"].shape == (3072, 2048)
     kw = (Packed([3, 2], [3, 6]) & CausalMask("bottom_right")).to_ascend()
     assert kw["sparse_mode"] == 3 and kw["actual_seq_qlen"] == [3, 5] and kw["actual_seq_kvlen"] == [3, 9]
     assert SlidingWindow(None, None).to_ascend(4, 4)["atten_mask"] is None
-    assert Packed([2, 3]).to_ascend()["atten_mask"] is None                      # TND alone separates documents
+    assert Packed([2, 3]).to_ascend()["atten_mask"] is None  # TND alone separates documents
     d = DenseMask(np.triu(np.ones((6, 6), bool), 1))
-    assert d.to_ascend()["sparse_mode"] == 2                                     # dense content detected
+    assert d.to_ascend()["sparse_mode"] == 2  # dense content detected
     r = DenseMask(np.random.default_rng(0).random((4, 5)) < 0.5)
     assert r.to_ascend()["sparse_mode"] == 0
 
@@ -244,7 +260,7 @@ def _doc_dense(docs, sq, sk):
     d = np.ones((T1, T2), bool)
     oq = ok = 0
     for m, a, b in zip(docs, sq, sk):
-        d[oq:oq + a, ok:ok + b] = m
+        d[oq : oq + a, ok : ok + b] = m
         oq, ok = oq + a, ok + b
     return d
 
@@ -252,13 +268,16 @@ def _doc_dense(docs, sq, sk):
 def test_context_parallel_modes_7_8_from_dense_documents():
     i3, j3 = np.arange(3)[:, None], np.arange(3)[None, :]
     i2, j6 = np.arange(2)[:, None], np.arange(6)[None, :]
-    card1 = _doc_dense([j3 > i3, j6 > i2 + 2], [3, 2], [3, 6])          # SPEC §2.4 mode 7, card 1
+    card1 = _doc_dense([j3 > i3, j6 > i2 + 2], [3, 2], [3, 6])  # SPEC §2.4 mode 7, card 1
     kw = (Packed([3, 2], [3, 6]) & DenseMask(card1)).to_ascend()
     assert (kw["sparse_mode"], kw["next_tokens"]) == (7, -2) and kw["pre_tokens"] >= 6
     assert np.array_equal(spec_mask(kw), card1)
-    docs = [np.arange(4)[None, :] > np.arange(3)[:, None] + 2,
-            np.arange(5)[None, :] > np.arange(5)[:, None], np.arange(4)[None, :] > np.arange(4)[:, None]]
-    card2 = _doc_dense(docs, [3, 5, 4], [4, 5, 4])                          # SPEC §2.4 mode 8, card 2
+    docs = [
+        np.arange(4)[None, :] > np.arange(3)[:, None] + 2,
+        np.arange(5)[None, :] > np.arange(5)[:, None],
+        np.arange(4)[None, :] > np.arange(4)[:, None],
+    ]
+    card2 = _doc_dense(docs, [3, 5, 4], [4, 5, 4])  # SPEC §2.4 mode 8, card 2
     kw = (Packed([3, 5, 4], [4, 5, 4]) & DenseMask(card2)).to_ascend()
     assert (kw["sparse_mode"], kw["next_tokens"]) == (8, 1)
     assert kw["actual_seq_qlen"] == [3, 8, 12] and kw["actual_seq_kvlen"] == [4, 9, 13]
@@ -314,37 +333,40 @@ def test_png(tmp_path):
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("make, exc, rule", [
-    (lambda: PrefixLM([1.7]), TypeError, "mask.prefix.type"),
-    (lambda: PrefixLM(["x"]), TypeError, "mask.prefix.type"),
-    (lambda: PrefixLM(2.0), TypeError, "mask.prefix.type"),
-    (lambda: PrefixLM(True), TypeError, "mask.prefix.type"),
-    (lambda: PrefixLM(-3), ValueError, "mask.prefix"),
-    (lambda: PrefixLM([]), ValueError, "mask.prefix.empty"),
-    (lambda: Packed([1.5, 2]), TypeError, "mask.packed.type"),
-    (lambda: Packed(3), TypeError, "mask.packed.type"),
-    (lambda: Packed(["a"]), TypeError, "mask.packed.type"),
-    (lambda: Packed([True, 2]), TypeError, "mask.packed.type"),
-    (lambda: Packed([]), ValueError, "mask.packed.empty"),
-    (lambda: Packed([1, 2], [1]), ValueError, "mask.packed.length"),
-    (lambda: Packed([1, -2]), ValueError, "mask.packed.negative"),
-    (lambda: Packed.from_cu_seqlens([1, 3]), ValueError, "mask.packed.cu_seqlens"),
-    (lambda: CausalMask("diag"), ValueError, "mask.align"),
-    (lambda: SlidingWindow(1.5, 0), TypeError, "mask.sliding_window.type"),
-    (lambda: SlidingWindow(-3, 1), ValueError, "mask.sliding_window.empty"),
-    (lambda: DenseMask(np.zeros(3, bool)), ValueError, "mask.dense.rank"),
-    (lambda: DenseMask(np.zeros((1,) * 5, bool)), ValueError, "mask.dense.rank"),
-    (lambda: DenseMask("abc"), TypeError, "mask.dense.type"),
-    (lambda: Packed([2]) & Packed([2]), ValueError, "mask.packed.multiple"),
-    (lambda: CausalMask().to_ascend(4.5, 4), TypeError, "mask.size"),
-    (lambda: CausalMask().materialize(4, True), TypeError, "mask.size"),
-    (lambda: CausalMask().materialize(-1, 4), ValueError, "mask.size"),
-    (lambda: CausalMask().to_ascend(), ValueError, "mask.size"),
-    (lambda: DenseMask(np.zeros((3, 4), bool)).materialize(4, 4), ValueError, "mask.dense.shape"),
-    (lambda: (PrefixLM([1, 2]) & PrefixLM([1, 2, 3])).materialize(4, 4), ValueError, "mask.batch"),
-    (lambda: Packed([3]).materialize(2, 3), ValueError, "mask.packed.size"),
-    (lambda: (SlidingWindow(2, 2) & PrefixLM(4)).to_ascend(10, 10), ValueError, "mask.expressible"),
-])
+@pytest.mark.parametrize(
+    "make, exc, rule",
+    [
+        (lambda: PrefixLM([1.7]), TypeError, "mask.prefix.type"),
+        (lambda: PrefixLM(["x"]), TypeError, "mask.prefix.type"),
+        (lambda: PrefixLM(2.0), TypeError, "mask.prefix.type"),
+        (lambda: PrefixLM(True), TypeError, "mask.prefix.type"),
+        (lambda: PrefixLM(-3), ValueError, "mask.prefix"),
+        (lambda: PrefixLM([]), ValueError, "mask.prefix.empty"),
+        (lambda: Packed([1.5, 2]), TypeError, "mask.packed.type"),
+        (lambda: Packed(3), TypeError, "mask.packed.type"),
+        (lambda: Packed(["a"]), TypeError, "mask.packed.type"),
+        (lambda: Packed([True, 2]), TypeError, "mask.packed.type"),
+        (lambda: Packed([]), ValueError, "mask.packed.empty"),
+        (lambda: Packed([1, 2], [1]), ValueError, "mask.packed.length"),
+        (lambda: Packed([1, -2]), ValueError, "mask.packed.negative"),
+        (lambda: Packed.from_cu_seqlens([1, 3]), ValueError, "mask.packed.cu_seqlens"),
+        (lambda: CausalMask("diag"), ValueError, "mask.align"),
+        (lambda: SlidingWindow(1.5, 0), TypeError, "mask.sliding_window.type"),
+        (lambda: SlidingWindow(-3, 1), ValueError, "mask.sliding_window.empty"),
+        (lambda: DenseMask(np.zeros(3, bool)), ValueError, "mask.dense.rank"),
+        (lambda: DenseMask(np.zeros((1,) * 5, bool)), ValueError, "mask.dense.rank"),
+        (lambda: DenseMask("abc"), TypeError, "mask.dense.type"),
+        (lambda: Packed([2]) & Packed([2]), ValueError, "mask.packed.multiple"),
+        (lambda: CausalMask().to_ascend(4.5, 4), TypeError, "mask.size"),
+        (lambda: CausalMask().materialize(4, True), TypeError, "mask.size"),
+        (lambda: CausalMask().materialize(-1, 4), ValueError, "mask.size"),
+        (lambda: CausalMask().to_ascend(), ValueError, "mask.size"),
+        (lambda: DenseMask(np.zeros((3, 4), bool)).materialize(4, 4), ValueError, "mask.dense.shape"),
+        (lambda: (PrefixLM([1, 2]) & PrefixLM([1, 2, 3])).materialize(4, 4), ValueError, "mask.batch"),
+        (lambda: Packed([3]).materialize(2, 3), ValueError, "mask.packed.size"),
+        (lambda: (SlidingWindow(2, 2) & PrefixLM(4)).to_ascend(10, 10), ValueError, "mask.expressible"),
+    ],
+)
 def test_bad_input_names_rule(make, exc, rule):
     with pytest.raises(exc) as ei:
         make()

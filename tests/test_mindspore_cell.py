@@ -1,21 +1,20 @@
 """ms_fa.FlashAttention (nn.Cell): mask objects and plain speed_fusion parameters, TND packing, ALiBi, the
 explicit argument cache, GRAPH mode -- against the float64 oracle (DESIGN §6 rule)."""
+
 from __future__ import annotations
 
 import math
-import os
-
-import numpy as np
-import pytest
 
 import mindspore as ms  # noqa: E402  (a dependency of ms_fa)
+import numpy as np
+import pytest
 from mindspore import Tensor  # noqa: E402
+from test_mindspore_ops import compare, compare_grads  # noqa: E402
 
 import ms_fa  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
 from ms_fa.semantics import reference as R  # noqa: E402
 from ms_fa.semantics.pse import alibi_bias_full, alibi_slopes  # noqa: E402
-from test_mindspore_ops import compare, compare_grads  # noqa: E402
 
 # the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip
 library_path()
@@ -30,8 +29,13 @@ def _oracle(q, k, v, n, layout, dy=None, **kw):
     if dy is None:
         return oX, o64, None, None
     g = dict(kw, attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
-    g64 = dict(kw, attention_out=o64[0], softmax_max=o64[1], softmax_sum=o64[2])      # float64 end to end
-    return oX, o64, R.fa_grad(dy, q, k, v, n, layout, **g), R.fa_grad(dy, q, k, v, n, layout, **g64, precision="float64")
+    g64 = dict(kw, attention_out=o64[0], softmax_max=o64[1], softmax_sum=o64[2])  # float64 end to end
+    return (
+        oX,
+        o64,
+        R.fa_grad(dy, q, k, v, n, layout, **g),
+        R.fa_grad(dy, q, k, v, n, layout, **g64, precision="float64"),
+    )
 
 
 def test_tnd_packed_causal_alibi_forward_and_grad():
@@ -50,8 +54,9 @@ def test_tnd_packed_causal_alibi_forward_and_grad():
     kw.pop("input_layout")
     oX, o64, gX, g64 = _oracle(q, k, v, N, "TND", dy, pse=alibi_slopes(N), pse_type=2, scale=1 / math.sqrt(D), **kw)
     compare("attention_out", out, oX[0], o64[0], "float32")
-    compare_grads(grads, gX, g64, "float32", dy, q, k, v, N, "TND", pse=alibi_slopes(N), pse_type=2,
-                  scale=1 / math.sqrt(D), **kw)
+    compare_grads(
+        grads, gX, g64, "float32", dy, q, k, v, N, "TND", pse=alibi_slopes(N), pse_type=2, scale=1 / math.sqrt(D), **kw
+    )
     # the same computation written densely: block-diagonal causal mask + ALiBi bias -slope*|i-j|
     dense = mask.materialize(T, T)
     s = np.einsum("ind,jnd->nij", q.astype(np.float64), k) / math.sqrt(D)
@@ -70,9 +75,21 @@ def test_tnd_with_plain_parameters_and_per_call_lists_equals_mask_object():
     a = plain(q, q, q, actual_seq_qlen=[4, 6, 11], actual_seq_kvlen=[4, 6, 11])
     b = ms_fa.FlashAttention(2, "TND", alibi=True)(q, q, q, mask=ms_fa.Packed(lens) & ms_fa.CausalMask())
     np.testing.assert_allclose(a.asnumpy(), b.asnumpy(), rtol=0, atol=1e-6)
-    qn = q.asnumpy()                                   # and both equal the oracle
-    oX, o64, _, _ = _oracle(qn, qn, qn, 2, "TND", sparse_mode=3, atten_mask=cm.asnumpy(), pse=alibi_slopes(2),
-                            pse_type=2, scale=8 ** -0.5, actual_seq_qlen=[4, 6, 11], actual_seq_kvlen=[4, 6, 11])
+    qn = q.asnumpy()  # and both equal the oracle
+    oX, o64, _, _ = _oracle(
+        qn,
+        qn,
+        qn,
+        2,
+        "TND",
+        sparse_mode=3,
+        atten_mask=cm.asnumpy(),
+        pse=alibi_slopes(2),
+        pse_type=2,
+        scale=8**-0.5,
+        actual_seq_qlen=[4, 6, 11],
+        actual_seq_kvlen=[4, 6, 11],
+    )
     compare("attention_out", a, oX[0], o64[0], "float32")
 
 
@@ -96,7 +113,7 @@ def test_mask_object_in_graph_mode_and_argument_cache():
     assert (fa2.cache.misses, fa2.cache.hits) == (1, 2)
     for s in (3, 4, 5):
         fa2(Tensor(q[:, :s]), Tensor(k[:, :s]), Tensor(v[:, :s]))
-    assert len(fa2.cache) == 2          # bounded (LRU)
+    assert len(fa2.cache) == 2  # bounded (LRU)
 
 
 def test_plain_parameters_alibi_bias_and_default_scale():
@@ -106,8 +123,9 @@ def test_plain_parameters_alibi_bias_and_default_scale():
     fa = ms_fa.FlashAttention(N, "BNSD", sparse_mode=3, atten_mask=Tensor(cm), alibi=True, alibi_mode="bias")
     out = fa(Tensor(q), Tensor(k), Tensor(v))
     pse = alibi_bias_full(alibi_slopes(N), S, S)[None]
-    oX, o64, _, _ = _oracle(q, k, v, N, "BNSD", pse=pse, pse_type=0, atten_mask=cm, sparse_mode=3,
-                            scale=1 / math.sqrt(D))
+    oX, o64, _, _ = _oracle(
+        q, k, v, N, "BNSD", pse=pse, pse_type=0, atten_mask=cm, sparse_mode=3, scale=1 / math.sqrt(D)
+    )
     compare("attention_out", out, oX[0], o64[0], "float32")
 
 
@@ -116,7 +134,7 @@ def test_cell_errors_name_the_rule():
     fa = ms_fa.FlashAttention(2, "BSH")
     with pytest.raises(ValueError, match=r"\[flash_attention.mask_layout\]"):
         fa(q, q, q, mask=ms_fa.Packed([2, 2]) & ms_fa.CausalMask())
-    with pytest.raises(ValueError, match=r"\[head_num.positive\]"):       # the spec's rule, at construction
+    with pytest.raises(ValueError, match=r"\[head_num.positive\]"):  # the spec's rule, at construction
         ms_fa.FlashAttention(0)
     with pytest.raises(TypeError, match=r"\[scale.type\]"):
         ms_fa.FlashAttention(2, "BSH", scale="0.1")
@@ -148,14 +166,14 @@ def test_mask_cache_distinguishes_masks_that_print_alike_and_takes_batch():
     assert repr(ms_fa.DenseMask(masks[0])) == repr(ms_fa.DenseMask(masks[1]))
     for m in masks:
         out = cell(Tensor(q), Tensor(q), Tensor(q), mask=ms_fa.DenseMask(m))
-        ref = R.fa_forward(q, q, q, N, "BNSD", atten_mask=m, sparse_mode=1, scale=D ** -0.5)
-        ref64 = R.fa_forward(q, q, q, N, "BNSD", atten_mask=m, sparse_mode=1, scale=D ** -0.5, precision="float64")
+        ref = R.fa_forward(q, q, q, N, "BNSD", atten_mask=m, sparse_mode=1, scale=D**-0.5)
+        ref64 = R.fa_forward(q, q, q, N, "BNSD", atten_mask=m, sparse_mode=1, scale=D**-0.5, precision="float64")
         compare("attention_out", out, ref[0], ref64[0], "float32")
     mh = np.stack([mk(3), mk(4)])[None]
     out = cell(Tensor(q), Tensor(q), Tensor(q), mask=ms_fa.DenseMask(mh))
     full = np.broadcast_to(mh, (2, N, S, S)).copy()
-    ref = R.fa_forward(q, q, q, N, "BNSD", atten_mask=full, sparse_mode=1, scale=D ** -0.5)
-    ref64 = R.fa_forward(q, q, q, N, "BNSD", atten_mask=full, sparse_mode=1, scale=D ** -0.5, precision="float64")
+    ref = R.fa_forward(q, q, q, N, "BNSD", atten_mask=full, sparse_mode=1, scale=D**-0.5)
+    ref64 = R.fa_forward(q, q, q, N, "BNSD", atten_mask=full, sparse_mode=1, scale=D**-0.5, precision="float64")
     compare("attention_out", out, ref[0], ref64[0], "float32")
 
 

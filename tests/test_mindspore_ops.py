@@ -8,32 +8,44 @@ ulp of the quantity's magnitude plus 1e-6; for dq / dk also two fp32 ulps of the
 dS = P * (dP - D), reference_cases.gradient_magnitudes). Gradients via ms.grad against the oracle's fa_grad. Validation errors raise before
 any kernel runs, with the rule named.
 """
+
 from __future__ import annotations
 
-import os
-
+import mindspore as ms  # noqa: E402  (a dependency of ms_fa)
 import numpy as np
 import pytest
-
-import mindspore as ms  # noqa: E402  (a dependency of ms_fa)
 from mindspore import Tensor, nn  # noqa: E402
+from reference_cases import assert_design_rule, assert_gradients_design_rule, make_case, make_dy, random_config  # noqa: E402
 
 import ms_fa  # noqa: E402
 from ms_fa.mindspore import ops as F  # noqa: E402
 from ms_fa.mindspore._custom import library_path  # noqa: E402
 from ms_fa.semantics import reference as R  # noqa: E402
 from ms_fa.semantics.dtypes import as_float32, dtype_name  # noqa: E402
-from reference_cases import assert_design_rule, assert_gradients_design_rule, make_case, make_dy, random_config  # noqa: E402
 
 # the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip
 library_path()
 
-KWARGS = ("pse", "atten_mask", "scale", "keep_prob", "pre_tokens", "next_tokens", "inner_precise", "prefix",
-          "actual_seq_qlen", "actual_seq_kvlen", "sparse_mode", "pse_type", "q_start_idx", "kv_start_idx")
+KWARGS = (
+    "pse",
+    "atten_mask",
+    "scale",
+    "keep_prob",
+    "pre_tokens",
+    "next_tokens",
+    "inner_precise",
+    "prefix",
+    "actual_seq_qlen",
+    "actual_seq_kvlen",
+    "sparse_mode",
+    "pse_type",
+    "q_start_idx",
+    "kv_start_idx",
+)
 TENSOR_KW = ("pse", "atten_mask")
 
 
-compare = assert_design_rule     # DESIGN §6 (also used by tests/test_mindspore_cell.py)
+compare = assert_design_rule  # DESIGN §6 (also used by tests/test_mindspore_cell.py)
 compare_grads = assert_gradients_design_rule
 
 
@@ -65,6 +77,7 @@ def run_ms(case, how, dy=None):
     elif how == "jit":
         f, g = ms.jit(fwd), ms.jit(ms.grad(loss, grad_position=(0, 1, 2)))
     else:
+
         class Fwd(nn.Cell):
             def construct(self, q, k, v, pse, am):
                 return fwd(q, k, v, pse, am)
@@ -103,8 +116,13 @@ def check(case, how="pynative", grad=True):
     dy = make_dy(case, seed=7) if grad else None
     out, grads = run_ms(case, how, dy)
     assert len(out) == 7
-    assert out[3].shape == (0,) and out[3].dtype == Tensor(np.zeros(1, np.float32)).astype(
-        {"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}[dt]).dtype
+    assert (
+        out[3].shape == (0,)
+        and out[3].dtype
+        == Tensor(np.zeros(1, np.float32))
+        .astype({"float32": ms.float32, "float16": ms.float16, "bfloat16": ms.bfloat16}[dt])
+        .dtype
+    )
     for t in (4, 5, 6):
         assert out[t].shape == () and out[t].dtype == ms.int64
     rkw = dict(kw, seed=int(out[4].asnumpy()), offset=int(out[5].asnumpy()))
@@ -119,13 +137,22 @@ def check(case, how="pynative", grad=True):
         if how == "pynative" and kw.get("keep_prob", 1.0) < 1.0:
             # the grad call re-runs the forward, which steps MindSpore's generator once more
             from ms_fa.mindspore._dispatch import _GENERATOR_STEP
+
             rkw["offset"] += _GENERATOR_STEP
             oX = R.fa_forward(q, k, v, n, lay, **rkw)
             o64 = R.fa_forward(q, k, v, n, lay, **rkw, precision="float64")
         gkw = dict(rkw, attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
         gX = R.fa_grad(dy, q, k, v, n, lay, **gkw)
-        g64 = R.fa_grad(dy, q, k, v, n, lay, **dict(rkw, attention_out=o64[0], softmax_max=o64[1],
-                                                     softmax_sum=o64[2]), precision="float64")
+        g64 = R.fa_grad(
+            dy,
+            q,
+            k,
+            v,
+            n,
+            lay,
+            **dict(rkw, attention_out=o64[0], softmax_max=o64[1], softmax_sum=o64[2]),
+            precision="float64",
+        )
         for gm, src in zip(grads, (q, k, v)):
             assert tuple(gm.shape) == src.shape
         compare_grads(grads, gX, g64, dt, dy, q, k, v, n, lay, **rkw)
@@ -134,19 +161,29 @@ def check(case, how="pynative", grad=True):
 # --- PYNATIVE: every layout, every sparse mode, the three dtypes, GQA, pse kinds, dropout -----------------
 
 PYNATIVE_CASES = [
-    ("BSH", 0, "float32", {}), ("SBH", 1, "float16", {}), ("BSND", 2, "bfloat16", {}),
-    ("BNSD", 3, "float32", dict(S1=6, S2=9)), ("BSH", 4, "float32", {}), ("BNSD", 5, "float16", {}),
-    ("BSND", 6, "float32", {}), ("BNSD", 0, "float32", dict(N1=4, N2=2, pse_kind="full")),
-    ("BSH", 2, "float32", dict(N1=4, N2=1, pse_kind="slopes_n")), ("SBH", 0, "float32", dict(pse_kind="row")),
-    ("BNSD", 0, "float32", dict(keep_prob=0.8)), ("BNSD", 1, "float32", dict(Dv=4, D=8)),
-    ("TND", 3, "float32", dict(tnd_q=[3, 5, 2], tnd_kv=[4, 5, 2])), ("TND", 0, "float16", dict(tnd_q=[4, 3])),
-    ("TND", 7, "float32", dict(tnd_q=[5, 6], tnd_kv=[5, 6])), ("TND", 8, "bfloat16", dict(tnd_q=[5, 6], tnd_kv=[5, 6])),
+    ("BSH", 0, "float32", {}),
+    ("SBH", 1, "float16", {}),
+    ("BSND", 2, "bfloat16", {}),
+    ("BNSD", 3, "float32", dict(S1=6, S2=9)),
+    ("BSH", 4, "float32", {}),
+    ("BNSD", 5, "float16", {}),
+    ("BSND", 6, "float32", {}),
+    ("BNSD", 0, "float32", dict(N1=4, N2=2, pse_kind="full")),
+    ("BSH", 2, "float32", dict(N1=4, N2=1, pse_kind="slopes_n")),
+    ("SBH", 0, "float32", dict(pse_kind="row")),
+    ("BNSD", 0, "float32", dict(keep_prob=0.8)),
+    ("BNSD", 1, "float32", dict(Dv=4, D=8)),
+    ("TND", 3, "float32", dict(tnd_q=[3, 5, 2], tnd_kv=[4, 5, 2])),
+    ("TND", 0, "float16", dict(tnd_q=[4, 3])),
+    ("TND", 7, "float32", dict(tnd_q=[5, 6], tnd_kv=[5, 6])),
+    ("TND", 8, "bfloat16", dict(tnd_q=[5, 6], tnd_kv=[5, 6])),
     ("TND", 2, "float32", dict(tnd_q=[3, 4], pse_kind="slopes_n", N1=2)),
 ]
 
 
-@pytest.mark.parametrize("layout,mode,dtype,extra", PYNATIVE_CASES,
-                         ids=[f"{c[0]}-m{c[1]}-{c[2]}-{i}" for i, c in enumerate(PYNATIVE_CASES)])
+@pytest.mark.parametrize(
+    "layout,mode,dtype,extra", PYNATIVE_CASES, ids=[f"{c[0]}-m{c[1]}-{c[2]}-{i}" for i, c in enumerate(PYNATIVE_CASES)]
+)
 def test_pynative_matches_oracle(layout, mode, dtype, extra):
     case = mk(layout, mode, dtype, extra, 11 + mode, B=2, S1=7)
     check(case, "pynative")
@@ -163,8 +200,11 @@ def test_pynative_random_configurations(seed):
 
 # --- GRAPH and ms.jit ---------------------------------------------------------------------------------
 
-GRAPH_CASES = [("BSH", 2, "float32", {}), ("TND", 3, "float16", dict(tnd_q=[3, 5], tnd_kv=[4, 5])),
-               ("BNSD", 4, "bfloat16", dict(N1=4, N2=2))]
+GRAPH_CASES = [
+    ("BSH", 2, "float32", {}),
+    ("TND", 3, "float16", dict(tnd_q=[3, 5], tnd_kv=[4, 5])),
+    ("BNSD", 4, "bfloat16", dict(N1=4, N2=2)),
+]
 
 
 @pytest.mark.parametrize("how", ["graph", "jit"])
@@ -190,8 +230,13 @@ def test_graph_dropout_fresh_bits_each_step_and_matching_grads():
     assert s1 != (int(o2[4].asnumpy()), int(o2[5].asnumpy()))
     assert not np.array_equal(o1[0].asnumpy(), o2[0].asnumpy())
     rkw = dict(kw, seed=s1[0], offset=s1[1])
-    compare("attention_out", o1[0], R.fa_forward(q, k, v, n, lay, **rkw)[0],
-            R.fa_forward(q, k, v, n, lay, **rkw, precision="float64")[0], "float32")
+    compare(
+        "attention_out",
+        o1[0],
+        R.fa_forward(q, k, v, n, lay, **rkw)[0],
+        R.fa_forward(q, k, v, n, lay, **rkw, precision="float64")[0],
+        "float32",
+    )
 
     def loss(q, k, v):
         out = F.speed_fusion_attention(q, k, v, n, lay, **kw)
@@ -204,9 +249,19 @@ def test_graph_dropout_fresh_bits_each_step_and_matching_grads():
     g64kw = dict(gkw, attention_out=o64[0], softmax_max=o64[1], softmax_sum=o64[2])
     gkw.update(attention_out=oX[0], softmax_max=oX[1], softmax_sum=oX[2])
     dy = np.ones(oX[0].shape, np.float32)
-    compare_grads(grads, R.fa_grad(dy, q, k, v, n, lay, **gkw),
-                  R.fa_grad(dy, q, k, v, n, lay, **g64kw, precision="float64"), "float32", dy, q, k, v, n, lay, **gkw)
-
+    compare_grads(
+        grads,
+        R.fa_grad(dy, q, k, v, n, lay, **gkw),
+        R.fa_grad(dy, q, k, v, n, lay, **g64kw, precision="float64"),
+        "float32",
+        dy,
+        q,
+        k,
+        v,
+        n,
+        lay,
+        **gkw,
+    )
 
 
 @pytest.mark.parametrize("how", ["pynative", "jit"])
@@ -219,15 +274,27 @@ def test_shapes_change_between_calls(how):
 
 # --- flash_attention_score ----------------------------------------------------------------------------
 
+
 def test_flash_attention_score_pse_type1_and_drop_mask():
-    case = make_case("BSH", 2, "float32", B=2, S1=6, N1=2, pse_kind="full", keep_prob=0.7,
-                     explicit_drop_mask=True, seed=3)
+    case = make_case(
+        "BSH", 2, "float32", B=2, S1=6, N1=2, pse_kind="full", keep_prob=0.7, explicit_drop_mask=True, seed=3
+    )
     q, k, v, n = case["query"], case["key"], case["value"], case["head_num"]
-    out = ms_fa.flash_attention_score(T(q), T(k), T(v), n, real_shift=T(case["pse"]),
-                                      drop_mask=T(case["drop_mask"]), attn_mask=T(case["atten_mask"]),
-                                      keep_prob=case["keep_prob"], scalar_value=case["scale"],
-                                      pre_tokens=case["pre_tokens"], next_tokens=case["next_tokens"],
-                                      input_layout="BSH", sparse_mode=2)
+    out = ms_fa.flash_attention_score(
+        T(q),
+        T(k),
+        T(v),
+        n,
+        real_shift=T(case["pse"]),
+        drop_mask=T(case["drop_mask"]),
+        attn_mask=T(case["atten_mask"]),
+        keep_prob=case["keep_prob"],
+        scalar_value=case["scale"],
+        pre_tokens=case["pre_tokens"],
+        next_tokens=case["next_tokens"],
+        input_layout="BSH",
+        sparse_mode=2,
+    )
     kw = {x: case[x] for x in KWARGS + ("drop_mask",) if x in case}
     kw["pse_type"] = 1
     oX = R.fa_forward(q, k, v, n, "BSH", **kw)
@@ -235,10 +302,20 @@ def test_flash_attention_score_pse_type1_and_drop_mask():
     compare("attention_out", out, oX[0], o64[0], "float32")
 
     def loss(q, k, v):
-        return ms_fa.flash_attention_score(q, k, v, n, real_shift=T(case["pse"]), drop_mask=T(case["drop_mask"]),
-                                           attn_mask=T(case["atten_mask"]), keep_prob=case["keep_prob"],
-                                           scalar_value=case["scale"], next_tokens=case["next_tokens"],
-                                           input_layout="BSH", sparse_mode=2).sum()
+        return ms_fa.flash_attention_score(
+            q,
+            k,
+            v,
+            n,
+            real_shift=T(case["pse"]),
+            drop_mask=T(case["drop_mask"]),
+            attn_mask=T(case["atten_mask"]),
+            keep_prob=case["keep_prob"],
+            scalar_value=case["scale"],
+            next_tokens=case["next_tokens"],
+            input_layout="BSH",
+            sparse_mode=2,
+        ).sum()
 
     g = ms.grad(loss, grad_position=(0, 1, 2))(T(q), T(k), T(v))
     dy = np.ones_like(q, dtype=np.float32)
@@ -254,13 +331,19 @@ def test_flash_attention_score_under_jit():
 
     @ms.jit
     def f(q, k, v, pse, am):
-        return ms_fa.flash_attention_score(q, k, v, n, real_shift=pse, attn_mask=am, scalar_value=case["scale"],
-                                           input_layout="BNSD", sparse_mode=3)
+        return ms_fa.flash_attention_score(
+            q, k, v, n, real_shift=pse, attn_mask=am, scalar_value=case["scale"], input_layout="BNSD", sparse_mode=3
+        )
 
     out = f(T(q), T(k), T(v), T(case["pse"]), T(case["atten_mask"]))
     kw = dict(pse=case["pse"], pse_type=1, atten_mask=case["atten_mask"], scale=case["scale"], sparse_mode=3)
-    compare("attention_out", out, R.fa_forward(q, k, v, n, "BNSD", **kw)[0],
-            R.fa_forward(q, k, v, n, "BNSD", **kw, precision="float64")[0], "float32")
+    compare(
+        "attention_out",
+        out,
+        R.fa_forward(q, k, v, n, "BNSD", **kw)[0],
+        R.fa_forward(q, k, v, n, "BNSD", **kw, precision="float64")[0],
+        "float32",
+    )
 
 
 def test_pse_gradient_is_zero_as_on_atlas_a2():
@@ -276,28 +359,54 @@ def test_pse_gradient_is_zero_as_on_atlas_a2():
 
 # --- validation: errors before any kernel, naming the rule --------------------------------------------
 
+
 def _q(shape, dt=np.float32):
     return Tensor(np.zeros(shape, dt))
 
 
 BAD = [
-    (lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 3, "BSH"), ValueError,
-     "head_num.divides_H"),
-    (lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4), np.float16), 1, "BSH"), TypeError,
-     "qkv.same_dtype"),
-    (lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "XYZ"), ValueError,
-     "input_layout.value"),
-    (lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "BSH", sparse_mode=9),
-     ValueError, "sparse_mode.range"),
-    (lambda: F.speed_fusion_attention(_q((4, 1, 8)), _q((4, 1, 8)), _q((4, 1, 8)), 1, "TND"), ValueError,
-     "tnd.actual_seq_required"),
-    (lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "BSH", keep_prob=0.0),
-     ValueError, "keep_prob.range"),
-    (lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "BSH", padding_mask=_q((1,))),
-     ValueError, "padding_mask.none"),
-    (lambda: F.flash_attention_score(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1,
-                                     attn_mask=Tensor(np.zeros((3, 3), np.uint8))), ValueError,
-     "atten_mask.full_shape"),
+    (
+        lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 3, "BSH"),
+        ValueError,
+        "head_num.divides_H",
+    ),
+    (
+        lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4), np.float16), 1, "BSH"),
+        TypeError,
+        "qkv.same_dtype",
+    ),
+    (
+        lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "XYZ"),
+        ValueError,
+        "input_layout.value",
+    ),
+    (
+        lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "BSH", sparse_mode=9),
+        ValueError,
+        "sparse_mode.range",
+    ),
+    (
+        lambda: F.speed_fusion_attention(_q((4, 1, 8)), _q((4, 1, 8)), _q((4, 1, 8)), 1, "TND"),
+        ValueError,
+        "tnd.actual_seq_required",
+    ),
+    (
+        lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "BSH", keep_prob=0.0),
+        ValueError,
+        "keep_prob.range",
+    ),
+    (
+        lambda: F.speed_fusion_attention(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, "BSH", padding_mask=_q((1,))),
+        ValueError,
+        "padding_mask.none",
+    ),
+    (
+        lambda: F.flash_attention_score(
+            _q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1, attn_mask=Tensor(np.zeros((3, 3), np.uint8))
+        ),
+        ValueError,
+        "atten_mask.full_shape",
+    ),
     (lambda: F.flash_attention_score(_q((1, 2, 4)), _q((1, 2, 4)), _q((1, 2, 4)), 1.5), TypeError, "head_num.type"),
     (lambda: ms_fa.FlashAttention(2, mask=object()), TypeError, "flash_attention.mask"),
     (lambda: ms_fa.FlashAttention(2, alibi=True, alibi_mode="x"), ValueError, "flash_attention.alibi_mode"),
@@ -331,8 +440,9 @@ def test_dropout_seed_offset_follow_mindspore_generator():
     ms.manual_seed(10)
     o3 = ms_fa.speed_fusion_attention(q, q, q, 2, "BNSD", keep_prob=0.5)
     np.testing.assert_array_equal(o1[0].asnumpy(), o3[0].asnumpy())
-    ref = R.fa_forward(q.asnumpy(), q.asnumpy(), q.asnumpy(), 2, "BNSD", keep_prob=0.5, seed=int(o2[4]),
-                       offset=int(o2[5]))
+    ref = R.fa_forward(
+        q.asnumpy(), q.asnumpy(), q.asnumpy(), 2, "BNSD", keep_prob=0.5, seed=int(o2[4]), offset=int(o2[5])
+    )
     np.testing.assert_allclose(o2[0].asnumpy(), ref[0], rtol=1e-5, atol=1e-6)
 
 

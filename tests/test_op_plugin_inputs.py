@@ -17,17 +17,16 @@ read as (S, S)). One subprocess (the plugin must be set before MindSpore's first
 A small C++ harness calls the plugin with a storage layout whose stride count differs from the rank
 (MakeContiguous used to index past the strides).
 """
+
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import pytest
-
 import mindspore  # noqa: E402,F401  (a dependency of ms_fa)
+
 from ms_fa.mindspore._custom import library_path  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,7 +34,7 @@ CSRC = os.path.join(ROOT, "ms_fa", "csrc")
 # the CPU library is part of the install (./dev.sh builds it): a missing one is a failure, not a skip
 library_path()
 
-SCRIPT = r'''
+SCRIPT = r"""
 import json, os, numpy as np
 import mindspore as ms
 from mindspore import ops, Tensor as T
@@ -155,21 +154,20 @@ def graph_row_mask(q, m):
 reject("graph/atten_mask.full_shape", lambda: graph_row_mask(T(q64), T(np.zeros((1, 64), np.uint8))))
 res["unpatch"] = [ms_fa.unpatch().mechanism, os.environ.get("MS_OP_PLUGIN_PATH")]
 print("RES " + json.dumps(res))
-'''
+"""
 
 
 def test_op_plugin_checks_inputs_and_dropout_streams(tmp_path):
     lib = library_path()
-    script = tmp_path / "op_plugin_inputs.py"            # GRAPH mode needs the source in a file
+    script = tmp_path / "op_plugin_inputs.py"  # GRAPH mode needs the source in a file
     script.write_text(SCRIPT)
     env = dict(os.environ, MS_OP_PLUGIN_PATH=lib, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RES ")]
     assert line, f"rc {proc.returncode} (a crash is a failure)\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     res = json.loads(line[0][4:])
     assert res["patch"][0] == "op_plugin" and "set before the process started" in res["patch"][1], res["patch"]
-    assert res["unpatch"] == ["none", lib], res["unpatch"]   # not set by ms_fa: unpatch() leaves it
+    assert res["unpatch"] == ["none", lib], res["unpatch"]  # not set by ms_fa: unpatch() leaves it
     assert len(res["rejected"]) == 20, sorted(res["rejected"])
     for name, got in res["rejected"].items():
         rule = name.split("/")[-1] if name.startswith("graph/") else name.split("/")[0]
@@ -177,14 +175,14 @@ def test_op_plugin_checks_inputs_and_dropout_streams(tmp_path):
     bad = {k: e for k, e in res["accepted"].items() if not e < 1e-5}
     assert len(res["accepted"]) == 13 and not bad, res["accepted"]
     d = res["dropout"]
-    assert d["offsets"][1] != d["offsets"][0], d              # MindSpore stepped its generator
+    assert d["offsets"][1] != d["offsets"][0], d  # MindSpore stepped its generator
     assert all(0.45 < f < 0.55 for f in d["keep_frac"]), d
     # independent Bernoulli(0.5) bits agree on ~50% (8192 bits: sd 0.6%); shifted copies would agree on 100%
     assert d["max_agree"] < 0.6, d
     assert d["fwd_err"] < 1e-5 and d["grad_err"] < 1e-5, d
 
 
-HARNESS = r'''
+HARNESS = r"""
 #include <dlfcn.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -249,18 +247,19 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
-'''
+"""
 
 
 def test_op_plugin_rejects_layout_with_wrong_stride_count(tmp_path):
     src, exe = tmp_path / "harness.cc", tmp_path / "harness"
     src.write_text(HARNESS)
-    subprocess.check_call(["g++", "-std=c++17", "-O1", "-D_GLIBCXX_USE_CXX11_ABI=0", "-I" + CSRC, str(src),
-                           "-o", str(exe),
-                           "-ldl"])
+    subprocess.check_call(
+        ["g++", "-std=c++17", "-O1", "-D_GLIBCXX_USE_CXX11_ABI=0", "-I" + CSRC, str(src), "-o", str(exe), "-ldl"]
+    )
     env = dict(os.environ)
-    try:                        # the library links the OpenBLAS of the scipy-openblas32 wheel by soname
+    try:  # the library links the OpenBLAS of the scipy-openblas32 wheel by soname
         import scipy_openblas32
+
         env["LD_LIBRARY_PATH"] = scipy_openblas32.get_lib_dir() + os.pathsep + env.get("LD_LIBRARY_PATH", "")
     except ImportError:
         pass
@@ -281,12 +280,12 @@ def test_plugin_rules_are_the_spec_rules():
     from ms_fa.semantics.args import rule_names
 
     plugin_only = {
-        "plugin.layout",        # MindSpore's tensor-layout record (rank vs strides); no such input in Python
-        "drop_mask.required",   # the FlashAttentionScore primitive has no generator inputs to draw bits from
+        "plugin.layout",  # MindSpore's tensor-layout record (rank vs strides); no such input in Python
+        "drop_mask.required",  # the FlashAttentionScore primitive has no generator inputs to draw bits from
     }
     with open(os.path.join(CSRC, "ms_op_plugin.cc")) as f:
         src = f.read()
     raised = set(re.findall(r'"\[([A-Za-z0-9_.]+)\]', src))
-    raised |= set(re.findall(r'"(atten_mask\.[a-z_]+)"', src))      # rule names passed as %s arguments
+    raised |= set(re.findall(r'"(atten_mask\.[a-z_]+)"', src))  # rule names passed as %s arguments
     assert raised, "no rule names found in ms_op_plugin.cc"
     assert raised - plugin_only <= set(rule_names()), sorted(raised - plugin_only - set(rule_names()))

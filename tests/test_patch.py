@@ -9,6 +9,7 @@ Subprocesses (the op plugin is process-wide and must be set before MindSpore's f
   KernelInputInfo, strided views in PYNATIVE) against the float64 oracle, and pins the MindSpore 2.10
   PYNATIVE view bug that keeps patch() from using the plugin in PYNATIVE mode.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -17,10 +18,9 @@ import os
 import subprocess
 import sys
 
+import mindspore as ms  # noqa: E402  (a dependency of ms_fa)
 import numpy as np
 import pytest
-
-import mindspore as ms  # noqa: E402  (a dependency of ms_fa)
 from mindspore import Tensor, nn  # noqa: E402
 
 import ms_fa  # noqa: E402
@@ -42,8 +42,9 @@ def _env(**extra):
 
 
 def _run(args, **env):
-    return subprocess.run([sys.executable] + args, cwd=ROOT, env=_env(**env), capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run(
+        [sys.executable] + args, cwd=ROOT, env=_env(**env), capture_output=True, text=True, timeout=300
+    )
 
 
 def _losses(proc):
@@ -57,7 +58,7 @@ def _twin(model, steps):
     """The naive twin (plain matmul-softmax-matmul attention), trained in this process."""
     spec = importlib.util.spec_from_file_location(f"_twin_{model}", os.path.join(MODELS, model + ".py"))
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod          # GRAPH mode resolves names through sys.modules
+    sys.modules[spec.name] = mod  # GRAPH mode resolves names through sys.modules
     spec.loader.exec_module(mod)
     prev = ms.get_context("mode")
     try:
@@ -69,12 +70,17 @@ def _twin(model, steps):
 STEPS = 3
 
 
-@pytest.mark.parametrize("model,plugin", [("train_speed_fusion_pynative", False), ("train_fas_primitive_graph", False),
-                                          ("train_fas_primitive_graph", True)],
-                         ids=["pynative-python", "graph-python", "graph-op_plugin"])
+@pytest.mark.parametrize(
+    "model,plugin",
+    [("train_speed_fusion_pynative", False), ("train_fas_primitive_graph", False), ("train_fas_primitive_graph", True)],
+    ids=["pynative-python", "graph-python", "graph-op_plugin"],
+)
 def test_model_trains_through_ms_fa_run(model, plugin):
-    args = ["-m", "ms_fa", "run"] + (["--op-plugin"] if plugin else []) + [f"tests/models/{model}.py",
-                                                                          "--steps", str(STEPS)]
+    args = (
+        ["-m", "ms_fa", "run"]
+        + (["--op-plugin"] if plugin else [])
+        + [f"tests/models/{model}.py", "--steps", str(STEPS)]
+    )
     proc = _run(args)
     got = _losses(proc)
     assert f"mechanism={'op_plugin' if plugin else 'python'}" in proc.stderr
@@ -84,14 +90,16 @@ def test_model_trains_through_ms_fa_run(model, plugin):
 
 
 def test_models_fail_with_mindsporess_own_error_without_ms_fa():
-    code = ("import runpy, sys\n"
-            "for m in ('train_speed_fusion_pynative', 'train_fas_primitive_graph'):\n"
-            "    sys.argv = [m, '--steps', '1']\n"
-            "    try:\n"
-            "        runpy.run_path('tests/models/%s.py' % m, run_name='__main__')\n"
-            "        print('RESULT', m, 'ran')\n"
-            "    except Exception as e:\n"
-            "        print('RESULT', m, type(e).__name__, str(e).strip().replace('\\n', ' ')[:400])\n")
+    code = (
+        "import runpy, sys\n"
+        "for m in ('train_speed_fusion_pynative', 'train_fas_primitive_graph'):\n"
+        "    sys.argv = [m, '--steps', '1']\n"
+        "    try:\n"
+        "        runpy.run_path('tests/models/%s.py' % m, run_name='__main__')\n"
+        "        print('RESULT', m, 'ran')\n"
+        "    except Exception as e:\n"
+        "        print('RESULT', m, type(e).__name__, str(e).strip().replace('\\n', ' ')[:400])\n"
+    )
     proc = _run(["-c", code])
     res = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert len(res) == 2, proc.stdout + proc.stderr[-3000:]
@@ -99,7 +107,7 @@ def test_models_fail_with_mindsporess_own_error_without_ms_fa():
     assert "RuntimeError" in res[1] and "FlashAttentionScore" in res[1], res[1]
 
 
-ABI_SCRIPT = r'''
+ABI_SCRIPT = r"""
 import json, numpy as np
 import mindspore as ms
 from mindspore import ops, Tensor
@@ -184,11 +192,11 @@ res["repatch"] = [st.mechanism, st.reason]
 ms_fa.unpatch()
 res["unpatch2"] = os.environ.get("MS_OP_PLUGIN_PATH")
 print("ABI " + json.dumps(res))
-'''
+"""
 
 
 def test_op_plugin_abi_pins(tmp_path):
-    script = tmp_path / "op_plugin_abi.py"        # GRAPH mode needs the source in a file
+    script = tmp_path / "op_plugin_abi.py"  # GRAPH mode needs the source in a file
     script.write_text(ABI_SCRIPT)
     proc = _run([str(script)])
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("ABI ")]
@@ -201,11 +209,14 @@ def test_op_plugin_abi_pins(tmp_path):
     assert res["unpatch"] == ["none", None], res["unpatch"]
     assert res["repatch"][0] == "op_plugin" and "set by ms_fa.patch()" in res["repatch"][1], res["repatch"]
     assert res["unpatch2"] is None
-    assert res["pynative_view_bug"], ("MindSpore no longer corrupts strided views in PYNATIVE with an op plugin: "
-                                      "ms_fa.patch() may now use the plugin in PYNATIVE mode (update patch.py)")
+    assert res["pynative_view_bug"], (
+        "MindSpore no longer corrupts strided views in PYNATIVE with an op plugin: "
+        "ms_fa.patch() may now use the plugin in PYNATIVE mode (update patch.py)"
+    )
 
 
 # --- in-process: the python mechanism ----------------------------------------------------------------
+
 
 def test_patch_python_mechanism_replaces_and_restores():
     import mindspore.ops as msops
@@ -220,7 +231,7 @@ def test_patch_python_mechanism_replaces_and_restores():
         assert msops.flash_attention_score is ms_fa.flash_attention_score
         assert msops.speed_fusion_attention is ms_fa.speed_fusion_attention
         assert nn_ops.FlashAttentionScore is not orig_prim and gen_ops_prim.FlashAttentionScore is not orig_prim
-        assert ms_fa.patch() is status                     # idempotent
+        assert ms_fa.patch() is status  # idempotent
 
         # MindFormers style: the primitive in a Cell, GRAPH mode, with the primitive's 4 outputs
         B, S, N, D = 2, 5, 2, 8
@@ -230,8 +241,9 @@ def test_patch_python_mechanism_replaces_and_restores():
         class Net(nn.Cell):
             def __init__(self):
                 super().__init__()
-                self.fa = nn_ops.FlashAttentionScore(head_num=N, scale_value=0.3, next_tokens=0, input_layout="BSH",
-                                                     sparse_mode=2)
+                self.fa = nn_ops.FlashAttentionScore(
+                    head_num=N, scale_value=0.3, next_tokens=0, input_layout="BSH", sparse_mode=2
+                )
                 self.mask = Tensor(cm)
 
             def construct(self, q):
@@ -243,8 +255,9 @@ def test_patch_python_mechanism_replaces_and_restores():
             smax, ssum, sout, out = Net()(Tensor(q))
         finally:
             ms.set_context(mode=prev)
-        ref = R.fa_forward(q, q, q, N, "BSH", atten_mask=cm, scale=0.3, next_tokens=0, sparse_mode=2,
-                           precision="float64")
+        ref = R.fa_forward(
+            q, q, q, N, "BSH", atten_mask=cm, scale=0.3, next_tokens=0, sparse_mode=2, precision="float64"
+        )
         assert np.abs(out.asnumpy() - ref[0]).max() < 1e-5 and np.abs(smax.asnumpy() - ref[1]).max() < 1e-5
         assert tuple(sout.shape) == (1,)
 

@@ -6,6 +6,7 @@ a batched C ABI, and loaded with ctypes. >= 10,000 random configurations: every 
 TND and not, band batches, S1 > S2 and S1 < S2, pre/next negative / small / INT32_MAX, prefixes,
 block sizes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -44,8 +45,14 @@ def shim(tmp_path_factory):
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
     lib = ctypes.CDLL(so)
-    for name in ("shim_band", "shim_row_range", "shim_keep", "shim_s2_range", "shim_block_kind",
-                 "shim_auto_invalid_line"):
+    for name in (
+        "shim_band",
+        "shim_row_range",
+        "shim_keep",
+        "shim_s2_range",
+        "shim_block_kind",
+        "shim_auto_invalid_line",
+    ):
         getattr(lib, name).restype = None
     lib.shim_band_batch_index.restype = ctypes.c_int64
     lib.shim_band_batch_index.argtypes = [ctypes.c_int32, P64, ctypes.c_int64]
@@ -57,12 +64,24 @@ def shim(tmp_path_factory):
 # ------------------------------------------------------------------------------------------------
 # the header compiles standalone, also on the Ascend path of FA_PLAN_INLINE
 
+
 @pytest.mark.parametrize("defines", [[], ["-DFA_PLAN_ASCEND", "-D__aicore__="], ["-DNDEBUG", "-O2"]])
 def test_header_compiles_standalone(tmp_path, defines):
     src = tmp_path / "only_header.cc"
     src.write_text('#include "fa_plan.h"\n#include "fa_plan.h"\n')
-    cmd = [GXX, *CXXFLAGS, "-Wconversion", "-Wshadow", *defines, "-I", CSRC, "-c", str(src),
-           "-o", str(tmp_path / "o.o")]
+    cmd = [
+        GXX,
+        *CXXFLAGS,
+        "-Wconversion",
+        "-Wshadow",
+        *defines,
+        "-I",
+        CSRC,
+        "-c",
+        str(src),
+        "-o",
+        str(tmp_path / "o.o"),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
@@ -75,6 +94,7 @@ def test_header_is_dependency_free():
 
 # ------------------------------------------------------------------------------------------------
 # random configurations
+
 
 def _tokens(rng, n):
     """pre/next values: small signed, around the lengths, INT32_MAX, very negative."""
@@ -106,8 +126,19 @@ def _configs(rng, n=N_CONFIGS):
 
 def _py_band(c):
     mode, S1, S2, pre, nxt, hm, pfx, tnd, bb, m1, m2 = (int(x) for x in c)
-    return M.band_for(mode, S1, S2, pre, nxt, has_mask=bool(hm), prefix=pfx, tnd=bool(tnd),
-                      is_band_batch=bool(bb), max_s1=m1, max_s2=m2)
+    return M.band_for(
+        mode,
+        S1,
+        S2,
+        pre,
+        nxt,
+        has_mask=bool(hm),
+        prefix=pfx,
+        tnd=bool(tnd),
+        is_band_batch=bool(bb),
+        max_s1=m1,
+        max_s2=m2,
+    )
 
 
 def _band_row(b):
@@ -174,7 +205,7 @@ def test_row_kept_count_matches_python(cases, shim):
         cnt = M.row_kept_count(pbands[k], S1, S2)
         q = np.ascontiguousarray(np.stack([np.full(S1, S2), np.arange(S1)], 1).astype(np.int64))
         out = np.zeros((S1, 3), np.int64)
-        bands = np.ascontiguousarray(np.repeat(cbands[k:k + 1], S1, 0))
+        bands = np.ascontiguousarray(np.repeat(cbands[k : k + 1], S1, 0))
         shim.shim_row_range(ctypes.c_int64(S1), _ptr(bands), _ptr(q), _ptr(out))
         assert (out[:, 2] == cnt).all(), cfg[k].tolist()
 
@@ -195,14 +226,19 @@ def test_s2_range_matches(cases, shim):
     q = np.ascontiguousarray(np.stack([cfg[:, 1], cfg[:, 2], i0, i1, s2b], 1))
     out = np.zeros((n, 2), np.int64)
     shim.shim_s2_range(ctypes.c_int64(n), _ptr(cbands), _ptr(q), _ptr(out))
-    py = np.array([M.s2_range(b, int(a), int(c), int(x), int(y), int(z))
-                   for b, a, c, x, y, z in zip(pbands, cfg[:, 1], cfg[:, 2], i0, i1, s2b)], np.int64)
+    py = np.array(
+        [
+            M.s2_range(b, int(a), int(c), int(x), int(y), int(z))
+            for b, a, c, x, y, z in zip(pbands, cfg[:, 1], cfg[:, 2], i0, i1, s2b)
+        ],
+        np.int64,
+    )
     bad = np.nonzero((py != out).any(1))[0]
     assert bad.size == 0, [(cfg[k].tolist(), q[k].tolist(), py[k].tolist(), out[k].tolist()) for k in bad[:5]]
     # brute force on the smaller cases: the union of the rows' kept columns, rounded outward
     for k in np.nonzero((cfg[:, 1] <= 64) & (cfg[:, 2] <= 64))[0][:3000]:
         S1, S2 = int(cfg[k, 1]), int(cfg[k, 2])
-        sm = ~M.structural_mask(pbands[k], S1, S2)[i0[k]:i1[k]]
+        sm = ~M.structural_mask(pbands[k], S1, S2)[i0[k] : i1[k]]
         cols = np.nonzero(sm.any(0))[0]
         if cols.size == 0:
             assert tuple(out[k]) == (0, 0)
@@ -216,10 +252,10 @@ def test_s2_range_is_upstream_rule_for_plain_bands():
     """Where every row of the S1 block keeps something, the range is GetS2LoopRange's
     [max(i0 - pre, 0) rounded down, min(i1 + next, S2) rounded up)."""
     for pre, nxt, S1, S2, i0, i1, blk, want in [
-        (INT_MAX, 0, 300, 300, 128, 256, 128, (0, 256)),      # causal
-        (64, 0, 1000, 1000, 512, 640, 128, (384, 640)),       # sliding window
+        (INT_MAX, 0, 300, 300, 128, 256, 128, (0, 256)),  # causal
+        (64, 0, 1000, 1000, 512, 640, 128, (384, 640)),  # sliding window
         (10, 10, 1000, 1000, 0, 128, 128, (0, 256)),
-        (INT_MAX, 44, 300, 344, 256, 300, 128, (0, 344)),     # mode 3, S2 > S1: end clipped to S2
+        (INT_MAX, 44, 300, 344, 256, 300, 128, (0, 344)),  # mode 3, S2 > S1: end clipped to S2
     ]:
         assert M.s2_range(M.Band(pre, nxt), S1, S2, i0, i1, blk) == want
     # prefix modes: start 0, end max(prefix, causal end)
@@ -246,19 +282,19 @@ def test_block_kind_matches(cases, shim):
         ii = np.arange(i0[k], i1[k])[:, None]
         jj = np.arange(j0[k], j1[k])[None, :]
         kept = b.keep(ii, jj)
-        want = M.BLOCK_SKIP if not kept.any() else (
-            M.BLOCK_FULL if kept.all() and not b.user_mask else M.BLOCK_PARTIAL)
+        want = M.BLOCK_SKIP if not kept.any() else (M.BLOCK_FULL if kept.all() and not b.user_mask else M.BLOCK_PARTIAL)
         assert out[k] == want, (cfg[k].tolist(), q[k].tolist())
 
 
 def test_band_batch_index_and_seqlen_match(shim):
     rng = np.random.default_rng(7)
     from ms_fa.semantics.args import seqlens_from_cumulative
+
     for _ in range(2000):
         B = int(rng.integers(1, 7))
         lens = rng.integers(0, 5, B) * (rng.random(B) < 0.7)
         cum = np.cumsum(lens)
-        if rng.random() < 0.2:                  # decreasing entries: negative differences clamp to 0
+        if rng.random() < 0.2:  # decreasing entries: negative differences clamp to 0
             cum = cum - rng.integers(0, 4, B)
         cum = np.ascontiguousarray(cum.astype(np.int64))
         sq = seqlens_from_cumulative(cum.tolist())
@@ -276,12 +312,15 @@ def test_auto_invalid_line_matches(shim):
         mode = int(rng.integers(0, 9))
         S1, S2 = int(rng.integers(1, 50)), int(rng.integers(1, 50))
         pre, nxt = (int(x) for x in _tokens(rng, 2))
-        hm, ip, tnd = int(rng.random() < 0.85), int(rng.choice([0, 1, 2], p=[.45, .45, .1])), int(rng.random() < 0.2)
+        hm, ip, tnd = int(rng.random() < 0.85), int(rng.choice([0, 1, 2], p=[0.45, 0.45, 0.1])), int(rng.random() < 0.2)
         plist = None if rng.random() < 0.3 else [int(x) for x in rng.integers(0, 3, int(rng.integers(1, 4)))]
         rows.append([mode, S1, S2, pre, nxt, hm, ip, tnd, -1 if plist is None else len(plist)])
         pref += plist or []
-        py.append(M.auto_invalid_line(mode, S1, S2, pre, nxt, has_mask=bool(hm), inner_precise=ip,
-                                      prefix=plist, tnd=bool(tnd)))
+        py.append(
+            M.auto_invalid_line(
+                mode, S1, S2, pre, nxt, has_mask=bool(hm), inner_precise=ip, prefix=plist, tnd=bool(tnd)
+            )
+        )
     cfg = np.ascontiguousarray(np.array(rows, np.int64))
     pf = np.ascontiguousarray(np.array(pref + [0], np.int64))
     out = np.zeros(n, np.int64)
@@ -293,6 +332,7 @@ def test_auto_invalid_line_matches(shim):
 # ------------------------------------------------------------------------------------------------
 # coverage of the block plan (Python; identical to C++ by the tests above)
 
+
 def test_block_plan_covers_exactly():
     rng = np.random.default_rng(3)
     for _ in range(600):
@@ -300,8 +340,17 @@ def test_block_plan_covers_exactly():
         tnd = mode >= 7 or rng.random() < 0.3
         S1, S2 = int(rng.integers(1, 60)), int(rng.integers(1, 60))
         pre, nxt = (int(x) for x in _tokens(rng, 2))
-        band = M.band_for(mode, S1, S2, pre, nxt, has_mask=True, prefix=int(rng.integers(0, S2 + 1)),
-                          tnd=tnd, is_band_batch=bool(rng.integers(0, 2)))
+        band = M.band_for(
+            mode,
+            S1,
+            S2,
+            pre,
+            nxt,
+            has_mask=True,
+            prefix=int(rng.integers(0, S2 + 1)),
+            tnd=tnd,
+            is_band_batch=bool(rng.integers(0, 2)),
+        )
         s1b, s2b = int(rng.choice([1, 3, 8, 16, 64])), int(rng.choice([1, 4, 7, 16, 128]))
         kept = ~M.effective_mask(band, S1, S2, np.zeros((S1, S2), bool))
         plan = M.block_plan(band, S1, S2, s1b, s2b)
@@ -322,7 +371,7 @@ def test_block_plan_covers_exactly():
             # tiles are aligned to the block grid (the last one clipped at S2)
             assert i0 % s1b == 0 and j0 % s2b == 0 and j1 - j0 <= s2b
         assert not (kept & ~covered).any(), (mode, S1, S2, pre, nxt, band)
-        assert visited.max(initial=0) <= 1          # no tile twice
+        assert visited.max(initial=0) <= 1  # no tile twice
         frac = M.plan_flops_fraction(band, S1, S2, s1b, s2b)
         assert kept.sum() / (S1 * S2) - 1e-12 <= frac <= 1.0
 
@@ -330,9 +379,9 @@ def test_block_plan_covers_exactly():
 def test_plan_flops_fraction_values():
     causal = M.band_for(2, 4096, 4096, INT_MAX, 0, has_mask=True)
     f = M.plan_flops_fraction(causal, 4096, 4096, 128, 128)
-    assert f == pytest.approx((32 * 33 / 2) / 32 ** 2)
+    assert f == pytest.approx((32 * 33 / 2) / 32**2)
     dense = M.band_for(1, 100, 100, INT_MAX, INT_MAX, has_mask=True)
     assert M.plan_flops_fraction(dense, 100, 100, 64, 64) == 1.0
     assert M.plan_flops_fraction(causal, 0, 10, 64, 64) == 0.0
-    win = M.Band(127, 0)                     # sliding window of 128: cost ~ S * W
+    win = M.Band(127, 0)  # sliding window of 128: cost ~ S * W
     assert M.plan_flops_fraction(win, 16384, 16384, 128, 128) == pytest.approx(2 * 128 / 16384, rel=0.01)

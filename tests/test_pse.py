@@ -1,16 +1,13 @@
 """ALiBi slopes / bias, compressed ALiBi expansion and in-kernel ALiBi (SPEC §5)."""
+
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
-
 from reference_cases import compressed_mask  # noqa: E402
 
 from ms_fa.semantics.args import normalize  # noqa: E402
-from ms_fa.semantics.pse import (alibi_bias_full, alibi_compressed, alibi_slopes, expand_pse,  # noqa: E402
-                            inner_alibi)
+from ms_fa.semantics.pse import alibi_bias_full, alibi_compressed, alibi_slopes, expand_pse, inner_alibi  # noqa: E402
 from ms_fa.semantics.reference import fa_forward  # noqa: E402
 
 
@@ -23,27 +20,30 @@ def ft_generate_alibi_slopes(num_heads, tp_size=1, tp_rank=0, alibi_scale=1.0):
         rank_heads = num_heads // tp_size
         start_head_id = rank_heads * tp_rank
         end_head_id = start_head_id + rank_heads
-    closest_power_of_2 = 2**np.floor(np.log2(num_heads))
+    closest_power_of_2 = 2 ** np.floor(np.log2(num_heads))
     slopes_ft = []
     for h_id in range(start_head_id, end_head_id):
         if h_id < closest_power_of_2:
-            slopes_ft.append(np.power(2**(-(2**-(np.log2(closest_power_of_2) - 3))), h_id + 1))
+            slopes_ft.append(np.power(2 ** (-(2 ** -(np.log2(closest_power_of_2) - 3))), h_id + 1))
         else:
-            slopes_ft.append(np.power(2**(-(2**-(np.log2(closest_power_of_2 * 2) - 3))),
-                                      (h_id - closest_power_of_2) * 2 + 1))
+            slopes_ft.append(
+                np.power(2 ** (-(2 ** -(np.log2(closest_power_of_2 * 2) - 3))), (h_id - closest_power_of_2) * 2 + 1)
+            )
     slopes = np.asarray(slopes_ft, dtype=np.float32)
     return alibi_scale * slopes
 
 
 def mindspeed_get_slopes(n):
     """MindSpeed / ALiBi paper reference (SPEC §5.1)."""
+
     def pow2(n):
-        start = 2 ** (-2 ** -(math.log2(n) - 3))
-        return [start * start ** i for i in range(n)]
+        start = 2 ** (-(2 ** -(math.log2(n) - 3)))
+        return [start * start**i for i in range(n)]
+
     if math.log2(n).is_integer():
         return pow2(n)
     c = 2 ** math.floor(math.log2(n))
-    return pow2(c) + mindspeed_get_slopes(2 * c)[0::2][:n - c]
+    return pow2(c) + mindspeed_get_slopes(2 * c)[0::2][: n - c]
 
 
 @pytest.mark.parametrize("n", list(range(1, 41)) + [48, 64, 96, 128])
@@ -55,20 +55,20 @@ def test_slopes_match_ft_and_mindspeed(n):
 
 
 def test_slopes_known_values_and_tp():
-    np.testing.assert_array_equal(alibi_slopes(8), np.float32([2.0 ** -k for k in range(1, 9)]))
+    np.testing.assert_array_equal(alibi_slopes(8), np.float32([2.0**-k for k in range(1, 9)]))
     np.testing.assert_array_equal(alibi_slopes(4), np.float32([2.0 ** -(2 * k) for k in range(1, 5)]))
     # 12 heads: 8 power-of-2 slopes 2^-1..2^-8, then 2^-0.5, 2^-1.5, 2^-2.5, 2^-3.5
-    np.testing.assert_allclose(alibi_slopes(12)[8:], np.float32([2 ** -0.5, 2 ** -1.5, 2 ** -2.5, 2 ** -3.5]),
-                               rtol=1e-7)
+    np.testing.assert_allclose(alibi_slopes(12)[8:], np.float32([2**-0.5, 2**-1.5, 2**-2.5, 2**-3.5]), rtol=1e-7)
     np.testing.assert_array_equal(alibi_slopes(16, tp_size=4, tp_rank=2), alibi_slopes(16)[8:12])
-    np.testing.assert_array_equal(alibi_slopes(16, tp_size=4, tp_rank=1),
-                                  ft_generate_alibi_slopes(16, tp_size=4, tp_rank=1))
+    np.testing.assert_array_equal(
+        alibi_slopes(16, tp_size=4, tp_rank=1), ft_generate_alibi_slopes(16, tp_size=4, tp_rank=1)
+    )
     with pytest.raises(ValueError, match=r"\[alibi.n_heads\]"):
         alibi_slopes(0)
     with pytest.raises(TypeError, match=r"\[alibi.n_heads\]"):
         alibi_slopes(3.0)
     for kw in (dict(tp_size=3), dict(tp_size=0), dict(tp_size=2, tp_rank=5), dict(tp_size=16)):
-        with pytest.raises(ValueError, match=r"\[alibi.tp\]"):       # used to return too few / wrong slopes
+        with pytest.raises(ValueError, match=r"\[alibi.tp\]"):  # used to return too few / wrong slopes
             alibi_slopes(8, **kw)
 
 
@@ -87,12 +87,25 @@ def _args(S1, S2, N=2, mode=2, tnd=None, pse=None, pse_type=1, **kw):
     if tnd is None:
         q = np.zeros((1, N, S1, 4), np.float16)
         k = np.zeros((1, N, S2, 4), np.float16)
-        return normalize(q, k, k, N, "BNSD", pse=pse, atten_mask=compressed_mask(), sparse_mode=mode,
-                         pse_type=pse_type, **kw)
+        return normalize(
+            q, k, k, N, "BNSD", pse=pse, atten_mask=compressed_mask(), sparse_mode=mode, pse_type=pse_type, **kw
+        )
     q = np.zeros((sum(tnd), N, 4), np.float16)
     cum = list(np.cumsum(tnd))
-    return normalize(q, q, q, N, "TND", pse=pse, atten_mask=compressed_mask(), sparse_mode=mode,
-                     actual_seq_qlen=cum, actual_seq_kvlen=cum, pse_type=pse_type, **kw)
+    return normalize(
+        q,
+        q,
+        q,
+        N,
+        "TND",
+        pse=pse,
+        atten_mask=compressed_mask(),
+        sparse_mode=mode,
+        actual_seq_qlen=cum,
+        actual_seq_kvlen=cum,
+        pse_type=pse_type,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("S", [1025, 1500, 2100])
@@ -130,7 +143,7 @@ def test_inner_alibi_numerics_and_start_idx():
         i, j = np.arange(5)[:, None], np.arange(5)[None, :]
         d = np.abs((j + 1) - (i + 3)).astype(np.float32)
         if pt == 3:
-            d = np.sqrt(d)                       # float32 sqrt (correctly rounded)
+            d = np.sqrt(d)  # float32 sqrt (correctly rounded)
         for h in range(3):
             np.testing.assert_array_equal(a[h], np.float32(-sl[h]) * d)
         a64 = inner_alibi(sl, 5, 5, pt, q_start=3, kv_start=1, precision="float64")
@@ -153,9 +166,23 @@ def test_expand_slopes_forms_and_mode8_rule():
     lens_q, lens_k = [2, 3], [4, 3]
     qt = np.zeros((5, N, 4), np.float16)
     kt = np.zeros((7, N, 4), np.float16)
-    a = normalize(qt, kt, kt, N, "TND", pse=slb[0], pse_type=2, atten_mask=compressed_mask(), sparse_mode=8,
-                  actual_seq_qlen=[2, 5], actual_seq_kvlen=[4, 7], pre_tokens=2**31 - 1, next_tokens=0,
-                  q_start_idx=[4], kv_start_idx=[2])
+    a = normalize(
+        qt,
+        kt,
+        kt,
+        N,
+        "TND",
+        pse=slb[0],
+        pse_type=2,
+        atten_mask=compressed_mask(),
+        sparse_mode=8,
+        actual_seq_qlen=[2, 5],
+        actual_seq_kvlen=[4, 7],
+        pre_tokens=2**31 - 1,
+        next_tokens=0,
+        q_start_idx=[4],
+        kv_start_idx=[2],
+    )
     np.testing.assert_array_equal(expand_pse(slb[0], a, 0), inner_alibi(slb[0], 2, 4, 2, q_start=4, kv_start=2))
     np.testing.assert_array_equal(expand_pse(slb[0], a, 1), inner_alibi(slb[0], 3, 3, 2))
     del lens_q, lens_k
@@ -194,12 +221,34 @@ def test_compressed_pse_in_attention_equals_full_pse():
     kt = np.concatenate([k[0].transpose(1, 0, 2), k[0, :, :400].transpose(1, 0, 2)])
     vt = np.concatenate([v[0].transpose(1, 0, 2), v[0, :, :400].transpose(1, 0, 2)])
     cum = list(np.cumsum(lens))
-    t = fa_forward(qt, kt, vt, 1, "TND", pse=comp, atten_mask=m, sparse_mode=3, actual_seq_qlen=cum,
-                   actual_seq_kvlen=cum, pse_type=0, scale=0.5)
+    t = fa_forward(
+        qt,
+        kt,
+        vt,
+        1,
+        "TND",
+        pse=comp,
+        atten_mask=m,
+        sparse_mode=3,
+        actual_seq_qlen=cum,
+        actual_seq_kvlen=cum,
+        pse_type=0,
+        scale=0.5,
+    )
     a = fa_forward(q, k, v, 1, "BNSD", pse=full, atten_mask=m, sparse_mode=3, pse_type=0, scale=0.5)
     np.testing.assert_array_equal(t[0][:1100], a[0][0].transpose(1, 0, 2))
     s4 = 400
-    a4 = fa_forward(q[:, :, :s4], k[:, :, :s4], v[:, :, :s4], 1, "BNSD", pse=full[:, :, :s4, :s4], atten_mask=m,
-                    sparse_mode=3, pse_type=0, scale=0.5)
+    a4 = fa_forward(
+        q[:, :, :s4],
+        k[:, :, :s4],
+        v[:, :, :s4],
+        1,
+        "BNSD",
+        pse=full[:, :, :s4, :s4],
+        atten_mask=m,
+        sparse_mode=3,
+        pse_type=0,
+        scale=0.5,
+    )
     np.testing.assert_array_equal(t[0][1100:], a4[0][0].transpose(1, 0, 2))
     np.testing.assert_array_equal(t[1][1100:, 0, 0], a4[1][0, 0, :, 0])

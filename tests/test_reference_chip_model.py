@@ -7,6 +7,7 @@ Casts use its own round-half-away-from-zero (nearest neighbours compared in floa
 ``ms_fa.semantics.dtypes.round_to``. Dropping any one rounding point changes hundreds of elements, so
 these tests fail if the oracle loses one (the closeness tests against float64 would not notice).
 """
+
 import ml_dtypes
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ NEG = np.float32(-3.4028234663852886e38)
 def cast_half_away(x, dt):
     """float32 -> nearest value of dtype ``dt`` (float16 / bfloat16), ties away from zero, as float32."""
     x = np.asarray(x, np.float32)
-    lo = x.astype(dt).astype(np.float32)              # some neighbour (numpy: nearest, ties to even)
+    lo = x.astype(dt).astype(np.float32)  # some neighbour (numpy: nearest, ties to even)
     step = np.where(lo <= x, np.float32(np.inf), np.float32(-np.inf))
     other = np.nextafter(lo.astype(dt), step.astype(dt)).astype(np.float32)
     dlo = np.abs(x.astype(np.float64) - lo)
@@ -78,7 +79,7 @@ def test_chip_precision_is_bit_exact_against_independent_model(dt, pse_type):
     q, k, v, dy = r(B, N1, S1, D), r(B, N2, S2, D), r(B, N2, S2, D), r(B, N1, S1, D)
     pse = r(1, N1, S1, S2)
     mask = rng.random((S1, S2)) < 0.3
-    mask[:, 0] = False                      # no fully masked row here (see SPEC §6.1 tests elsewhere)
+    mask[:, 0] = False  # no fully masked row here (see SPEC §6.1 tests elsewhere)
     kw = dict(pse=pse, atten_mask=mask, scale=0.37, sparse_mode=1, pse_type=pse_type)
     o, mx, sm, *_ = fa_forward(q, k, v, N1, "BNSD", **kw)
     dq, dk, dv = fa_grad(dy, q, k, v, N1, "BNSD", attention_out=o, softmax_max=mx, softmax_sum=sm, **kw)
@@ -95,17 +96,20 @@ def test_chip_precision_is_bit_exact_against_independent_model(dt, pse_type):
 
 def test_cast_half_away_ties():
     """The model's own cast, on exact ties of both dtypes, both signs, and a subnormal."""
-    x = np.array([1 + 2 ** -11, -(1 + 2 ** -11), 1 + 3 * 2 ** -11, 2 ** -25, -(2 ** -25)], np.float32)
-    np.testing.assert_array_equal(cast_half_away(x, np.float16),
-                                  np.array([1 + 2 ** -10, -(1 + 2 ** -10), 1 + 2 ** -9, 2 ** -24, -(2 ** -24)], np.float32))
-    y = np.array([1 + 2 ** -8, -(1 + 2 ** -8), 1 + 3 * 2 ** -8], np.float32)
-    np.testing.assert_array_equal(cast_half_away(y, ml_dtypes.bfloat16),
-                                  np.array([1 + 2 ** -7, -(1 + 2 ** -7), 1 + 2 ** -6], np.float32))
+    x = np.array([1 + 2**-11, -(1 + 2**-11), 1 + 3 * 2**-11, 2**-25, -(2**-25)], np.float32)
+    np.testing.assert_array_equal(
+        cast_half_away(x, np.float16), np.array([1 + 2**-10, -(1 + 2**-10), 1 + 2**-9, 2**-24, -(2**-24)], np.float32)
+    )
+    y = np.array([1 + 2**-8, -(1 + 2**-8), 1 + 3 * 2**-8], np.float32)
+    np.testing.assert_array_equal(
+        cast_half_away(y, ml_dtypes.bfloat16), np.array([1 + 2**-7, -(1 + 2**-7), 1 + 2**-6], np.float32)
+    )
 
 
 @pytest.mark.parametrize("name", ["float16", "bfloat16"])
 def test_round_to_agrees_with_independent_cast(name):
     from ms_fa.semantics.dtypes import round_to
+
     dt = np.float16 if name == "float16" else ml_dtypes.bfloat16
     rng = np.random.default_rng(1)
     x = (rng.standard_normal(20000) * 10.0 ** rng.integers(-8, 4, 20000)).astype(np.float32)

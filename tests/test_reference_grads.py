@@ -1,12 +1,9 @@
 """float64 gradients of the reference (fa_grad, precision="float64") == central finite differences of
 fa_forward (precision="float64") for every sparse mode (non-TND 0-6, TND 0-4,6,7,8), GQA, pse types
 0-3, dropout bits, invalid rows; plus chip-mode grads close to float64."""
-import os
-import sys
 
 import numpy as np
 import pytest
-
 from reference_cases import grad_kwargs, make_case, make_dy  # noqa: E402
 
 from ms_fa.semantics.reference import fa_forward, fa_grad  # noqa: E402
@@ -40,7 +37,7 @@ NON_TND = [
     ("BNSD", 0, dict(S1=5, S2=6)),
     ("BSH", 1, dict(S1=4, S2=6, mask_extra=0.4, mask_form="BNSS")),
     ("SBH", 2, dict(S1=5, S2=5)),
-    ("BSND", 3, dict(S1=6, S2=4)),                  # S1 > S2: invalid rows (auto invalid-line)
+    ("BSND", 3, dict(S1=6, S2=4)),  # S1 > S2: invalid rows (auto invalid-line)
     ("BNSD", 4, dict(S1=5, S2=6)),
     ("BNSD", 5, dict(S1=5, S2=5, mask_extra=0.2)),
     ("BSH", 6, dict(S1=5, S2=5)),
@@ -71,19 +68,46 @@ def test_fd_tnd_modes(mode, kw):
     _fd_check(c)
 
 
-@pytest.mark.parametrize("pse_kind,pse_type", [("full", 0), ("full", 1), ("row", 1), ("slopes_bn", 2),
-                                               ("slopes_n", 3)])
+@pytest.mark.parametrize("pse_kind,pse_type", [("full", 0), ("full", 1), ("row", 1), ("slopes_bn", 2), ("slopes_n", 3)])
 def test_fd_pse_types_gqa(pse_kind, pse_type):
-    c = make_case("BSND", 2, "float64", B=2, N1=4, N2=2, S1=4, S2=4, D=2, pse_kind=pse_kind, pse_type=pse_type,
-                  seed=3, q_start_idx=1 if pse_type >= 2 else None, kv_start_idx=2 if pse_type >= 2 else None)
+    c = make_case(
+        "BSND",
+        2,
+        "float64",
+        B=2,
+        N1=4,
+        N2=2,
+        S1=4,
+        S2=4,
+        D=2,
+        pse_kind=pse_kind,
+        pse_type=pse_type,
+        seed=3,
+        q_start_idx=1 if pse_type >= 2 else None,
+        kv_start_idx=2 if pse_type >= 2 else None,
+    )
     _fd_check(c)
 
 
 def test_fd_dropout_generated_and_tnd_inner_pse():
     c = make_case("BNSD", 0, "float64", B=1, N1=2, N2=1, S1=4, S2=5, D=2, keep_prob=0.6, seed=4, dropout_seed=3)
     _fd_check(c)
-    c = make_case("TND", 8, "float64", N1=2, N2=2, D=2, tnd_q=[3, 2], tnd_kv=[3, 2], pse_kind="slopes_n",
-                  pse_type=3, next_tokens=0, keep_prob=0.8, explicit_drop_mask=True, seed=5)
+    c = make_case(
+        "TND",
+        8,
+        "float64",
+        N1=2,
+        N2=2,
+        D=2,
+        tnd_q=[3, 2],
+        tnd_kv=[3, 2],
+        pse_kind="slopes_n",
+        pse_type=3,
+        next_tokens=0,
+        keep_prob=0.8,
+        explicit_drop_mask=True,
+        seed=5,
+    )
     _fd_check(c)
 
 
@@ -103,6 +127,7 @@ def test_user_masked_row_invalid_line_off():
     def fd(name, idx):
         def loss(x):
             return float((fa_forward(**dict(c, **{name: x}), precision="float64")[0] * dy).sum())
+
         xp, xm = c[name].copy(), c[name].copy()
         xp[idx] += H
         xm[idx] -= H
@@ -111,11 +136,11 @@ def test_user_masked_row_invalid_line_off():
     for idx in np.ndindex(c["value"].shape):
         np.testing.assert_allclose(dv[idx], fd("value", idx), rtol=1e-6, atol=1e-9)
     q, k, v, o = c["query"][0, 0], c["key"][0, 0], c["value"][0, 0], out[0][0, 0]
-    sc = float(np.float32(c.get("scale", 1.0)))                       # the attribute is float32 (SPEC §1)
-    dS = (1.0 / 4) * (v @ dy[0, 0, 1] - dy[0, 0, 1] @ o[1])           # P = 1/4 on all 4 columns
+    sc = float(np.float32(c.get("scale", 1.0)))  # the attribute is float32 (SPEC §1)
+    dS = (1.0 / 4) * (v @ dy[0, 0, 1] - dy[0, 0, 1] @ o[1])  # P = 1/4 on all 4 columns
     np.testing.assert_allclose(dq[0, 0, 1], sc * dS @ k, rtol=1e-10)
     assert np.abs(dq[0, 0, 1]).max() > 1e-3
-    for r in (0, 2):                                                   # ordinary rows: true gradient
+    for r in (0, 2):  # ordinary rows: true gradient
         for d in range(2):
             np.testing.assert_allclose(dq[0, 0, r, d], fd("query", (0, 0, r, d)), rtol=1e-6, atol=1e-9)
     fd_k = np.array([[fd("key", (0, 0, j, d)) for d in range(2)] for j in range(4)])

@@ -4,6 +4,7 @@ Every rule in ``args.RULES`` has at least one failing case here that checks the 
 that the message starts with ``[rule]``; positive cases check the normalized dimensions, forms,
 band batch, invalid-line flag and numels.
 """
+
 import math
 import re
 from pathlib import Path
@@ -12,7 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from ms_fa.semantics import args as A
+from ms_fa.semantics import rules as Rules
 from ms_fa.semantics.args import INT_MAX, RULES, canonical_compressed_mask, normalize, normalize_npu
 
 F16, F32, BF16 = np.float16, np.float32, ml_dtypes.bfloat16
@@ -53,8 +54,24 @@ def tnd(qlen, kvlen, N1=2, N2=None, D=4, Dv=None, dtype=F16, T1=None, T2=None, *
     return normalize(q, k, v, N1, "TND", **kw)
 
 
-def run(layout="BNSD", B=1, N1=2, N2=None, S1=4, S2=None, D=4, Dv=None, dtype=F16, head_num=None,
-        input_layout=None, q=None, k=None, v=None, fn=normalize, **kw):
+def run(
+    layout="BNSD",
+    B=1,
+    N1=2,
+    N2=None,
+    S1=4,
+    S2=None,
+    D=4,
+    Dv=None,
+    dtype=F16,
+    head_num=None,
+    input_layout=None,
+    q=None,
+    k=None,
+    v=None,
+    fn=normalize,
+    **kw,
+):
     q0, k0, v0 = qkv(layout, B, N1, N2, S1, S2, D, Dv, dtype)
     q = q0 if q is None else q
     k = k0 if k is None else k
@@ -91,18 +108,30 @@ BAD = [
     ("rank_q", lambda: run(q=np.zeros((1, 4, 8), F16)), ValueError, "qkv.rank"),
     ("rank_v_bsh", lambda: run("BSH", v=np.zeros((1, 4, 2, 4), F16)), ValueError, "qkv.rank"),
     ("shape_negative", lambda: run(q=Sym((1, 2, -1, 4), F16)), ValueError, "shape.static"),
-    ("shape_none", lambda: run(k=type("S", (), {"shape": (1, None, 4, 4), "dtype": np.dtype(F16)})()),
-     ValueError, "shape.static"),
-    ("shape_pse_dynamic", lambda: run(pse=type("S", (), {"shape": (1, 2, None, 4), "dtype": np.dtype(F16)})()),
-     ValueError, "shape.static"),
+    (
+        "shape_none",
+        lambda: run(k=type("S", (), {"shape": (1, None, 4, 4), "dtype": np.dtype(F16)})()),
+        ValueError,
+        "shape.static",
+    ),
+    (
+        "shape_pse_dynamic",
+        lambda: run(pse=type("S", (), {"shape": (1, 2, None, 4), "dtype": np.dtype(F16)})()),
+        ValueError,
+        "shape.static",
+    ),
     ("dtype_f64", lambda: run(dtype=np.float64), TypeError, "qkv.dtype"),
     ("dtype_int8_v", lambda: run(v=np.zeros((1, 2, 4, 4), np.int8)), TypeError, "qkv.dtype"),
     ("same_dtype", lambda: run(k=np.zeros((1, 2, 4, 4), F32)), TypeError, "qkv.same_dtype"),
     ("same_dtype_bf16", lambda: run(v=np.zeros((1, 2, 4, 4), BF16)), TypeError, "qkv.same_dtype"),
     ("divides_H", lambda: run("BSH", N1=2, D=4, head_num=3), ValueError, "head_num.divides_H"),
     ("equals_N", lambda: run("BNSD", head_num=3), ValueError, "head_num.equals_N"),
-    ("equals_N_tnd", lambda: normalize(*qkv("TND", N1=2, T1=2, T2=2), 4, "TND", actual_seq_qlen=[2],
-                                       actual_seq_kvlen=[2]), ValueError, "head_num.equals_N"),
+    (
+        "equals_N_tnd",
+        lambda: normalize(*qkv("TND", N1=2, T1=2, T2=2), 4, "TND", actual_seq_qlen=[2], actual_seq_kvlen=[2]),
+        ValueError,
+        "head_num.equals_N",
+    ),
     ("D_too_big", lambda: run(D=800), ValueError, "head_dim.range"),
     ("D_zero_bsh", lambda: run("BSH", q=np.zeros((1, 4, 0), F16)), ValueError, "head_dim.range"),
     ("D_qk", lambda: run(k=np.zeros((1, 2, 4, 8), F16)), ValueError, "head_dim.qk"),
@@ -112,25 +141,52 @@ BAD = [
     ("kv_hidden_key", lambda: run("BSH", k=np.zeros((1, 4, 6), F16)), ValueError, "kv.hidden"),
     ("kv_hidden_value", lambda: run("SBH", v=np.zeros((4, 1, 5), F16)), ValueError, "kv.hidden"),
     ("kv_same_heads", lambda: run(v=np.zeros((1, 1, 4, 4), F16)), ValueError, "kv.same_heads"),
-    ("kv_same_heads_tnd", lambda: normalize(np.zeros((2, 2, 4), F16), np.zeros((2, 2, 4), F16),
-                                            np.zeros((2, 1, 4), F16), 2, "TND", actual_seq_qlen=[2],
-                                            actual_seq_kvlen=[2]), ValueError, "kv.same_heads"),
+    (
+        "kv_same_heads_tnd",
+        lambda: normalize(
+            np.zeros((2, 2, 4), F16),
+            np.zeros((2, 2, 4), F16),
+            np.zeros((2, 1, 4), F16),
+            2,
+            "TND",
+            actual_seq_qlen=[2],
+            actual_seq_kvlen=[2],
+        ),
+        ValueError,
+        "kv.same_heads",
+    ),
     ("kv_same_shape_S", lambda: run(v=np.zeros((1, 2, 5, 4), F16)), ValueError, "kv.same_shape"),
     ("kv_same_shape_B", lambda: run("BSND", v=np.zeros((2, 4, 2, 4), F16)), ValueError, "kv.same_shape"),
     ("kv_same_shape_bsh", lambda: run("BSH", v=np.zeros((1, 5, 8), F16)), ValueError, "kv.same_shape"),
-    ("batch_equal", lambda: run(k=np.zeros((2, 2, 4, 4), F16), v=np.zeros((2, 2, 4, 4), F16)),
-     ValueError, "batch.equal"),
-    ("batch_equal_sbh", lambda: run("SBH", k=np.zeros((4, 2, 8), F16), v=np.zeros((4, 2, 8), F16)),
-     ValueError, "batch.equal"),
+    (
+        "batch_equal",
+        lambda: run(k=np.zeros((2, 2, 4, 4), F16), v=np.zeros((2, 2, 4, 4), F16)),
+        ValueError,
+        "batch.equal",
+    ),
+    (
+        "batch_equal_sbh",
+        lambda: run("SBH", k=np.zeros((4, 2, 8), F16), v=np.zeros((4, 2, 8), F16)),
+        ValueError,
+        "batch.equal",
+    ),
     ("gqa", lambda: run(N1=4, N2=3), ValueError, "gqa.N1_mod_N2"),
     ("gqa_bsh", lambda: run("BSH", N1=2, N2=3), ValueError, "gqa.N1_mod_N2"),
-    ("gqa_zero", lambda: run("BSH", k=np.zeros((1, 4, 0), F16), v=np.zeros((1, 4, 0), F16)),
-     ValueError, "gqa.N1_mod_N2"),
+    (
+        "gqa_zero",
+        lambda: run("BSH", k=np.zeros((1, 4, 0), F16), v=np.zeros((1, 4, 0), F16)),
+        ValueError,
+        "gqa.N1_mod_N2",
+    ),
     ("seq_q_type_str", lambda: tnd([2], [2], actual_seq_qlen="2"), TypeError, "actual_seq_qlen.type"),
     ("seq_q_type_float", lambda: tnd([2], [2], actual_seq_qlen=[2.0]), TypeError, "actual_seq_qlen.type"),
     ("seq_q_type_bool", lambda: tnd([2], [2], actual_seq_qlen=[True]), TypeError, "actual_seq_qlen.type"),
-    ("seq_kv_type_ndarray_float", lambda: tnd([2], [2], actual_seq_kvlen=np.array([2.0])), TypeError,
-     "actual_seq_kvlen.type"),
+    (
+        "seq_kv_type_ndarray_float",
+        lambda: tnd([2], [2], actual_seq_kvlen=np.array([2.0])),
+        TypeError,
+        "actual_seq_kvlen.type",
+    ),
     ("seq_kv_type_int", lambda: tnd([2], [2], actual_seq_kvlen=2), TypeError, "actual_seq_kvlen.type"),
     ("tnd_required", lambda: tnd([2], [2], actual_seq_qlen=None), ValueError, "tnd.actual_seq_required"),
     ("tnd_required_empty", lambda: tnd([2], [2], actual_seq_kvlen=[]), ValueError, "tnd.actual_seq_required"),
@@ -155,8 +211,12 @@ BAD = [
     ("pse_type_4", lambda: run(pse_type=4), ValueError, "pse_type.range"),
     ("pse_type_neg", lambda: run(pse_type=-1), ValueError, "pse_type.range"),
     ("pse_type_fas", lambda: run(pse_type=0, api="flash_attention_score"), ValueError, "pse_type.api"),
-    ("pse_type_npu_v1", lambda: run(pse_type=2, pse=np.zeros(2, F32), api="npu_fusion_attention"),
-     ValueError, "pse_type.api"),
+    (
+        "pse_type_npu_v1",
+        lambda: run(pse_type=2, pse=np.zeros(2, F32), api="npu_fusion_attention"),
+        ValueError,
+        "pse_type.api",
+    ),
     ("start_idx_fas", lambda: run(q_start_idx=[0], api="flash_attention_score"), ValueError, "start_idx.api"),
     ("start_idx_npu_v1", lambda: npu(kv_start_idx=[1]), ValueError, "start_idx.api"),
     ("mode_7_bnsd", lambda: run(sparse_mode=7), ValueError, "sparse_mode.range"),
@@ -170,37 +230,87 @@ BAD = [
     ("mask_dtype", lambda: run(atten_mask=np.zeros((4, 4), F16)), TypeError, "atten_mask.dtype"),
     ("mask_dtype_int32", lambda: run(atten_mask=np.zeros((4, 4), np.int32)), TypeError, "atten_mask.dtype"),
     ("compressed_shape", lambda: run(atten_mask=MASK44, sparse_mode=2), ValueError, "atten_mask.compressed_shape"),
-    ("compressed_shape_rank3", lambda: run(atten_mask=np.zeros((1, 2048, 2048), bool), sparse_mode=3),
-     ValueError, "atten_mask.compressed_shape"),
-    ("compressed_shape_tnd7", lambda: tnd([2], [2], atten_mask=MASK44, sparse_mode=7), ValueError,
-     "atten_mask.compressed_shape"),
-    ("compressed_content_zeros", lambda: run(atten_mask=np.zeros((2048, 2048), bool), sparse_mode=2),
-     ValueError, "atten_mask.compressed_content"),
-    ("compressed_content_diag", lambda: run(atten_mask=_tampered(CAUSAL, 5, 5, np.uint8), sparse_mode=4,
-                                            pre_tokens=1, next_tokens=1),
-     ValueError, "atten_mask.compressed_content"),
-    ("compressed_content_tril", lambda: run(atten_mask=np.ascontiguousarray(CAUSAL.T), sparse_mode=3),
-     ValueError, "atten_mask.compressed_content"),
-    ("compressed_content_4d", lambda: run(atten_mask=_tampered(CAUSAL, 2047, 0)[None, None], sparse_mode=2),
-     ValueError, "atten_mask.compressed_content"),
-    ("prefix_compressed_shape", lambda: run(atten_mask=np.array(CAUSAL), sparse_mode=6, prefix=[2]),
-     ValueError, "atten_mask.prefix_compressed_shape"),
-    ("prefix_compressed_content", lambda: run(atten_mask=_tampered(PREFIX, 2048, 1023), sparse_mode=6, prefix=[2]),
-     ValueError, "atten_mask.prefix_compressed_content"),
+    (
+        "compressed_shape_rank3",
+        lambda: run(atten_mask=np.zeros((1, 2048, 2048), bool), sparse_mode=3),
+        ValueError,
+        "atten_mask.compressed_shape",
+    ),
+    (
+        "compressed_shape_tnd7",
+        lambda: tnd([2], [2], atten_mask=MASK44, sparse_mode=7),
+        ValueError,
+        "atten_mask.compressed_shape",
+    ),
+    (
+        "compressed_content_zeros",
+        lambda: run(atten_mask=np.zeros((2048, 2048), bool), sparse_mode=2),
+        ValueError,
+        "atten_mask.compressed_content",
+    ),
+    (
+        "compressed_content_diag",
+        lambda: run(atten_mask=_tampered(CAUSAL, 5, 5, np.uint8), sparse_mode=4, pre_tokens=1, next_tokens=1),
+        ValueError,
+        "atten_mask.compressed_content",
+    ),
+    (
+        "compressed_content_tril",
+        lambda: run(atten_mask=np.ascontiguousarray(CAUSAL.T), sparse_mode=3),
+        ValueError,
+        "atten_mask.compressed_content",
+    ),
+    (
+        "compressed_content_4d",
+        lambda: run(atten_mask=_tampered(CAUSAL, 2047, 0)[None, None], sparse_mode=2),
+        ValueError,
+        "atten_mask.compressed_content",
+    ),
+    (
+        "prefix_compressed_shape",
+        lambda: run(atten_mask=np.array(CAUSAL), sparse_mode=6, prefix=[2]),
+        ValueError,
+        "atten_mask.prefix_compressed_shape",
+    ),
+    (
+        "prefix_compressed_content",
+        lambda: run(atten_mask=_tampered(PREFIX, 2048, 1023), sparse_mode=6, prefix=[2]),
+        ValueError,
+        "atten_mask.prefix_compressed_content",
+    ),
     ("full_shape", lambda: run(atten_mask=np.zeros((4, 5), bool)), ValueError, "atten_mask.full_shape"),
-    ("full_shape_B", lambda: run(atten_mask=np.zeros((2, 2, 4, 4), bool), sparse_mode=1), ValueError,
-     "atten_mask.full_shape"),
-    ("full_shape_1N", lambda: run(B=2, atten_mask=np.zeros((1, 2, 4, 4), bool)), ValueError,
-     "atten_mask.full_shape"),
+    (
+        "full_shape_B",
+        lambda: run(atten_mask=np.zeros((2, 2, 4, 4), bool), sparse_mode=1),
+        ValueError,
+        "atten_mask.full_shape",
+    ),
+    ("full_shape_1N", lambda: run(B=2, atten_mask=np.zeros((1, 2, 4, 4), bool)), ValueError, "atten_mask.full_shape"),
     ("full_shape_compressed_mode0", lambda: run(atten_mask=np.array(CAUSAL)), ValueError, "atten_mask.full_shape"),
-    ("prefix_full_shape", lambda: run(B=2, atten_mask=MASK44, sparse_mode=5, prefix=[0, 0]), ValueError,
-     "atten_mask.prefix_full_shape"),
-    ("prefix_full_shape_11", lambda: run(B=2, atten_mask=np.zeros((1, 1, 4, 4), bool), sparse_mode=5,
-                                         prefix=[1, 1]), ValueError, "atten_mask.prefix_full_shape"),
-    ("tnd_shape", lambda: tnd([2, 3], [2, 3], atten_mask=np.zeros((1, 1, 3, 3), bool)), ValueError,
-     "atten_mask.tnd_shape"),
-    ("tnd_shape_small", lambda: tnd([2, 3], [2, 3], atten_mask=np.zeros((2, 3), bool), sparse_mode=1),
-     ValueError, "atten_mask.tnd_shape"),
+    (
+        "prefix_full_shape",
+        lambda: run(B=2, atten_mask=MASK44, sparse_mode=5, prefix=[0, 0]),
+        ValueError,
+        "atten_mask.prefix_full_shape",
+    ),
+    (
+        "prefix_full_shape_11",
+        lambda: run(B=2, atten_mask=np.zeros((1, 1, 4, 4), bool), sparse_mode=5, prefix=[1, 1]),
+        ValueError,
+        "atten_mask.prefix_full_shape",
+    ),
+    (
+        "tnd_shape",
+        lambda: tnd([2, 3], [2, 3], atten_mask=np.zeros((1, 1, 3, 3), bool)),
+        ValueError,
+        "atten_mask.tnd_shape",
+    ),
+    (
+        "tnd_shape_small",
+        lambda: tnd([2, 3], [2, 3], atten_mask=np.zeros((2, 3), bool), sparse_mode=1),
+        ValueError,
+        "atten_mask.tnd_shape",
+    ),
     ("prefix_type", lambda: run(sparse_mode=6, atten_mask=PREFIX, prefix=3), TypeError, "prefix.type"),
     ("prefix_type_float", lambda: run(sparse_mode=6, atten_mask=PREFIX, prefix=[1.0]), TypeError, "prefix.type"),
     ("prefix_mode", lambda: run(prefix=[1]), ValueError, "prefix.mode"),
@@ -210,12 +320,24 @@ BAD = [
     ("prefix_length", lambda: run(sparse_mode=6, atten_mask=PREFIX, prefix=[1, 2]), ValueError, "prefix.length"),
     ("prefix_length_5", lambda: run(sparse_mode=5, atten_mask=MASK44, prefix=[1, 2]), ValueError, "prefix.length"),
     ("prefix_range_hi", lambda: run(sparse_mode=6, atten_mask=PREFIX, prefix=[5]), ValueError, "prefix.range"),
-    ("prefix_range_lo", lambda: run(S1=4, S2=6, sparse_mode=6, atten_mask=PREFIX, prefix=[1]), ValueError,
-     "prefix.range"),
-    ("prefix_range_neg", lambda: run(S1=6, S2=4, sparse_mode=6, atten_mask=PREFIX, prefix=[-1]), ValueError,
-     "prefix.range"),
-    ("prefix_range_tnd", lambda: tnd([2, 2], [2, 5], sparse_mode=6, atten_mask=PREFIX, prefix=[0, 2]),
-     ValueError, "prefix.range"),
+    (
+        "prefix_range_lo",
+        lambda: run(S1=4, S2=6, sparse_mode=6, atten_mask=PREFIX, prefix=[1]),
+        ValueError,
+        "prefix.range",
+    ),
+    (
+        "prefix_range_neg",
+        lambda: run(S1=6, S2=4, sparse_mode=6, atten_mask=PREFIX, prefix=[-1]),
+        ValueError,
+        "prefix.range",
+    ),
+    (
+        "prefix_range_tnd",
+        lambda: tnd([2, 2], [2, 5], sparse_mode=6, atten_mask=PREFIX, prefix=[0, 2]),
+        ValueError,
+        "prefix.range",
+    ),
     ("pse_type_obj", lambda: run(pse=[1.0]), TypeError, "pse.type"),
     ("pse_required_2", lambda: run(pse_type=2), ValueError, "pse.required"),
     ("pse_required_3_tnd", lambda: tnd([2], [2], pse_type=3), ValueError, "pse.required"),
@@ -225,92 +347,241 @@ BAD = [
     ("pse_shape_B", lambda: run(pse=np.zeros((2, 2, 4, 4), F16)), ValueError, "pse.shape"),
     ("pse_shape_N", lambda: run(pse=np.zeros((1, 1, 4, 4), F16)), ValueError, "pse.shape"),
     ("pse_shape_rank", lambda: run(pse=np.zeros((2, 4, 4), F16)), ValueError, "pse.shape"),
-    ("pse_alibi_rows", lambda: run(S1=8, pse=np.zeros((1, 2, 1024, 8), F16), sparse_mode=2, atten_mask=CAUSAL),
-     ValueError, "pse.alibi_rows"),
-    ("pse_alibi_same_s", lambda: run(N1=1, S1=1100, S2=1200, D=1, pse=Sym((1, 1, 1024, 1200), F16),
-                                     sparse_mode=2, atten_mask=CAUSAL), ValueError, "pse.alibi_same_s"),
-    ("pse_alibi_causal_mode1", lambda: run(N1=1, S1=1100, D=1, pse=Sym((1, 1, 1024, 1100), F16), sparse_mode=1,
-                                           atten_mask=Sym((1100, 1100), bool)), ValueError, "pse.alibi_causal"),
-    ("pse_alibi_causal_nomask", lambda: run(N1=1, S1=1100, D=1, pse=Sym((1, 1, 1024, 1100), F16), sparse_mode=2),
-     ValueError, "pse.alibi_causal"),
-    ("pse_alibi_causal_band", lambda: run(N1=1, S1=1100, D=1, pse=Sym((1, 1, 1024, 1100), F16), sparse_mode=0,
-                                          pre_tokens=100, next_tokens=0, atten_mask=Sym((1100, 1100), bool)),
-     ValueError, "pse.alibi_causal"),
+    (
+        "pse_alibi_rows",
+        lambda: run(S1=8, pse=np.zeros((1, 2, 1024, 8), F16), sparse_mode=2, atten_mask=CAUSAL),
+        ValueError,
+        "pse.alibi_rows",
+    ),
+    (
+        "pse_alibi_same_s",
+        lambda: run(N1=1, S1=1100, S2=1200, D=1, pse=Sym((1, 1, 1024, 1200), F16), sparse_mode=2, atten_mask=CAUSAL),
+        ValueError,
+        "pse.alibi_same_s",
+    ),
+    (
+        "pse_alibi_causal_mode1",
+        lambda: run(
+            N1=1, S1=1100, D=1, pse=Sym((1, 1, 1024, 1100), F16), sparse_mode=1, atten_mask=Sym((1100, 1100), bool)
+        ),
+        ValueError,
+        "pse.alibi_causal",
+    ),
+    (
+        "pse_alibi_causal_nomask",
+        lambda: run(N1=1, S1=1100, D=1, pse=Sym((1, 1, 1024, 1100), F16), sparse_mode=2),
+        ValueError,
+        "pse.alibi_causal",
+    ),
+    (
+        "pse_alibi_causal_band",
+        lambda: run(
+            N1=1,
+            S1=1100,
+            D=1,
+            pse=Sym((1, 1, 1024, 1100), F16),
+            sparse_mode=0,
+            pre_tokens=100,
+            next_tokens=0,
+            atten_mask=Sym((1100, 1100), bool),
+        ),
+        ValueError,
+        "pse.alibi_causal",
+    ),
     ("pse_tnd_shape", lambda: tnd([2, 2], [2, 2], pse=np.zeros((1, 2, 2, 2), F16)), ValueError, "pse.tnd_shape"),
-    ("pse_tnd_shape_S2", lambda: tnd([2, 2], [2, 2], pse=np.zeros((1, 2, 1024, 4), F16), sparse_mode=2,
-                                     atten_mask=CAUSAL), ValueError, "pse.tnd_shape"),
-    ("pse_tnd_same_s", lambda: tnd([2, 3], [2, 4], pse=np.zeros((2, 2, 1024, 4), F16), sparse_mode=2,
-                                   atten_mask=CAUSAL), ValueError, "pse.alibi_same_s"),
-    ("pse_tnd_causal", lambda: tnd([2, 3], [2, 3], pse=np.zeros((1, 2, 1024, 3), F16), sparse_mode=1,
-                                   atten_mask=np.zeros((3, 3), bool)), ValueError, "pse.alibi_causal"),
+    (
+        "pse_tnd_shape_S2",
+        lambda: tnd([2, 2], [2, 2], pse=np.zeros((1, 2, 1024, 4), F16), sparse_mode=2, atten_mask=CAUSAL),
+        ValueError,
+        "pse.tnd_shape",
+    ),
+    (
+        "pse_tnd_same_s",
+        lambda: tnd([2, 3], [2, 4], pse=np.zeros((2, 2, 1024, 4), F16), sparse_mode=2, atten_mask=CAUSAL),
+        ValueError,
+        "pse.alibi_same_s",
+    ),
+    (
+        "pse_tnd_causal",
+        lambda: tnd(
+            [2, 3], [2, 3], pse=np.zeros((1, 2, 1024, 3), F16), sparse_mode=1, atten_mask=np.zeros((3, 3), bool)
+        ),
+        ValueError,
+        "pse.alibi_causal",
+    ),
     ("slopes_dtype", lambda: run(pse=np.zeros(2, F16), pse_type=2), TypeError, "pse.slopes_dtype"),
     ("slopes_shape", lambda: run(pse=np.zeros(3, F32), pse_type=3), ValueError, "pse.slopes_shape"),
     ("slopes_shape_bn", lambda: run(B=2, pse=np.zeros((1, 2), F32), pse_type=2), ValueError, "pse.slopes_shape"),
     ("inner_same_s", lambda: run(S1=4, S2=6, pse=np.zeros(2, F32), pse_type=2), ValueError, "pse.inner_same_s"),
-    ("inner_mode7", lambda: tnd([2, 2], [2, 2], pse=np.zeros(2, F32), pse_type=2, sparse_mode=7), ValueError,
-     "pse.inner_mode7"),
-    ("inner_mode8_first", lambda: tnd([2, 2], [3, 2], pse=np.zeros(2, F32), pse_type=2, sparse_mode=8), ValueError,
-     "pse.inner_mode8"),
-    ("inner_mode8_rest", lambda: tnd([2, 2], [2, 3], pse=np.zeros(2, F32), pse_type=3, sparse_mode=8), ValueError,
-     "pse.inner_mode8"),
-    ("inner_mode8_start", lambda: tnd([2, 2], [2, 2], pse=np.zeros(2, F32), pse_type=3, sparse_mode=8,
-                                      q_start_idx=[1]), ValueError, "pse.inner_mode8"),
+    (
+        "inner_mode7",
+        lambda: tnd([2, 2], [2, 2], pse=np.zeros(2, F32), pse_type=2, sparse_mode=7),
+        ValueError,
+        "pse.inner_mode7",
+    ),
+    (
+        "inner_mode8_first",
+        lambda: tnd([2, 2], [3, 2], pse=np.zeros(2, F32), pse_type=2, sparse_mode=8),
+        ValueError,
+        "pse.inner_mode8",
+    ),
+    (
+        "inner_mode8_rest",
+        lambda: tnd([2, 2], [2, 3], pse=np.zeros(2, F32), pse_type=3, sparse_mode=8),
+        ValueError,
+        "pse.inner_mode8",
+    ),
+    (
+        "inner_mode8_start",
+        lambda: tnd([2, 2], [2, 2], pse=np.zeros(2, F32), pse_type=3, sparse_mode=8, q_start_idx=[1]),
+        ValueError,
+        "pse.inner_mode8",
+    ),
     ("q_start_type", lambda: run(q_start_idx=0), TypeError, "q_start_idx.type"),
     ("kv_start_type", lambda: run(kv_start_idx=[0.5]), TypeError, "kv_start_idx.type"),
     ("start_len_q", lambda: run(q_start_idx=[0, 1]), ValueError, "start_idx.length"),
     ("start_len_kv", lambda: run(q_start_idx=[0], kv_start_idx=[]), ValueError, "start_idx.length"),
     ("band_both", lambda: run(atten_mask=MASK44, pre_tokens=-1, next_tokens=-1), ValueError, "band.both_negative"),
-    ("band_both_mode4", lambda: run(S1=4, S2=8, atten_mask=CAUSAL, sparse_mode=4, pre_tokens=2, next_tokens=-5),
-     ValueError, "band.both_negative"),
-    ("band_pre_neg_small_next", lambda: run(atten_mask=MASK44, pre_tokens=-2, next_tokens=1), ValueError,
-     "band.pre_negative"),
-    ("band_pre_neg_beyond_S2", lambda: run(atten_mask=MASK44, pre_tokens=-4, next_tokens=10), ValueError,
-     "band.pre_negative"),
-    ("band_pre_neg_mode4", lambda: run(S1=13, S2=16, D=1, atten_mask=CAUSAL, sparse_mode=4, pre_tokens=-5,
-                                       next_tokens=4), ValueError, "band.pre_negative"),
-    ("band_next_neg", lambda: run(atten_mask=MASK44, pre_tokens=1, next_tokens=-2), ValueError,
-     "band.next_negative"),
-    ("band_next_neg_beyond_S1", lambda: run(atten_mask=MASK44, pre_tokens=10, next_tokens=-4), ValueError,
-     "band.next_negative"),
-    ("band_next_neg_mode4", lambda: run(S1=8, S2=4, atten_mask=CAUSAL, sparse_mode=4, pre_tokens=-3,
-                                        next_tokens=2), ValueError, "band.next_negative"),
-    ("tnd0_next", lambda: tnd([2], [2], atten_mask=np.zeros((2, 2), bool), next_tokens=-1), ValueError,
-     "tnd.mode0.next_negative"),
-    ("tnd0_row", lambda: tnd([1, 4], [1, 2], atten_mask=np.zeros((4, 2), bool), pre_tokens=1, next_tokens=0),
-     ValueError, "tnd.mode0.invalid_row"),
+    (
+        "band_both_mode4",
+        lambda: run(S1=4, S2=8, atten_mask=CAUSAL, sparse_mode=4, pre_tokens=2, next_tokens=-5),
+        ValueError,
+        "band.both_negative",
+    ),
+    (
+        "band_pre_neg_small_next",
+        lambda: run(atten_mask=MASK44, pre_tokens=-2, next_tokens=1),
+        ValueError,
+        "band.pre_negative",
+    ),
+    (
+        "band_pre_neg_beyond_S2",
+        lambda: run(atten_mask=MASK44, pre_tokens=-4, next_tokens=10),
+        ValueError,
+        "band.pre_negative",
+    ),
+    (
+        "band_pre_neg_mode4",
+        lambda: run(S1=13, S2=16, D=1, atten_mask=CAUSAL, sparse_mode=4, pre_tokens=-5, next_tokens=4),
+        ValueError,
+        "band.pre_negative",
+    ),
+    ("band_next_neg", lambda: run(atten_mask=MASK44, pre_tokens=1, next_tokens=-2), ValueError, "band.next_negative"),
+    (
+        "band_next_neg_beyond_S1",
+        lambda: run(atten_mask=MASK44, pre_tokens=10, next_tokens=-4),
+        ValueError,
+        "band.next_negative",
+    ),
+    (
+        "band_next_neg_mode4",
+        lambda: run(S1=8, S2=4, atten_mask=CAUSAL, sparse_mode=4, pre_tokens=-3, next_tokens=2),
+        ValueError,
+        "band.next_negative",
+    ),
+    (
+        "tnd0_next",
+        lambda: tnd([2], [2], atten_mask=np.zeros((2, 2), bool), next_tokens=-1),
+        ValueError,
+        "tnd.mode0.next_negative",
+    ),
+    (
+        "tnd0_row",
+        lambda: tnd([1, 4], [1, 2], atten_mask=np.zeros((4, 2), bool), pre_tokens=1, next_tokens=0),
+        ValueError,
+        "tnd.mode0.invalid_row",
+    ),
     ("tnd3", lambda: tnd([2, 3], [2, 2], atten_mask=CAUSAL, sparse_mode=3), ValueError, "tnd.mode3.s1_gt_s2"),
-    ("tnd4_pre", lambda: tnd([2], [2], atten_mask=CAUSAL, sparse_mode=4, pre_tokens=-1, next_tokens=2),
-     ValueError, "tnd.mode4.pre_negative"),
-    ("tnd4_empty", lambda: tnd([2], [2], atten_mask=CAUSAL, sparse_mode=4, pre_tokens=1, next_tokens=-2),
-     ValueError, "tnd.mode4.empty_band"),
-    ("tnd4_row", lambda: tnd([4, 0], [2, 3], atten_mask=CAUSAL, sparse_mode=4, pre_tokens=5, next_tokens=1),
-     ValueError, "tnd.mode4.invalid_row"),
-    ("tnd7_pre", lambda: tnd([3, 2], [3, 6], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=5, next_tokens=-2),
-     ValueError, "tnd.mode78.pre_lt_s2"),
-    ("tnd8_pre", lambda: tnd([3, 5], [4, 5], atten_mask=CAUSAL, sparse_mode=8, pre_tokens=3, next_tokens=1),
-     ValueError, "tnd.mode78.pre_lt_s2"),
-    ("tnd7_next", lambda: tnd([3, 2], [3, 6], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=6, next_tokens=1),
-     ValueError, "tnd.mode7.next_positive"),
-    ("tnd7_s1", lambda: tnd([3, 2], [2, 8], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=8, next_tokens=0),
-     ValueError, "tnd.mode7.s1_gt_s2"),
-    ("tnd7_row", lambda: tnd([3, 4], [3, 5], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=8, next_tokens=-2),
-     ValueError, "tnd.mode78.invalid_row"),
-    ("tnd8_row", lambda: tnd([0, 3, 5], [2, 4, 5], atten_mask=CAUSAL, sparse_mode=8, pre_tokens=4,
-                             next_tokens=-2), ValueError, "tnd.mode78.invalid_row"),
+    (
+        "tnd4_pre",
+        lambda: tnd([2], [2], atten_mask=CAUSAL, sparse_mode=4, pre_tokens=-1, next_tokens=2),
+        ValueError,
+        "tnd.mode4.pre_negative",
+    ),
+    (
+        "tnd4_empty",
+        lambda: tnd([2], [2], atten_mask=CAUSAL, sparse_mode=4, pre_tokens=1, next_tokens=-2),
+        ValueError,
+        "tnd.mode4.empty_band",
+    ),
+    (
+        "tnd4_row",
+        lambda: tnd([4, 0], [2, 3], atten_mask=CAUSAL, sparse_mode=4, pre_tokens=5, next_tokens=1),
+        ValueError,
+        "tnd.mode4.invalid_row",
+    ),
+    (
+        "tnd7_pre",
+        lambda: tnd([3, 2], [3, 6], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=5, next_tokens=-2),
+        ValueError,
+        "tnd.mode78.pre_lt_s2",
+    ),
+    (
+        "tnd8_pre",
+        lambda: tnd([3, 5], [4, 5], atten_mask=CAUSAL, sparse_mode=8, pre_tokens=3, next_tokens=1),
+        ValueError,
+        "tnd.mode78.pre_lt_s2",
+    ),
+    (
+        "tnd7_next",
+        lambda: tnd([3, 2], [3, 6], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=6, next_tokens=1),
+        ValueError,
+        "tnd.mode7.next_positive",
+    ),
+    (
+        "tnd7_s1",
+        lambda: tnd([3, 2], [2, 8], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=8, next_tokens=0),
+        ValueError,
+        "tnd.mode7.s1_gt_s2",
+    ),
+    (
+        "tnd7_row",
+        lambda: tnd([3, 4], [3, 5], atten_mask=CAUSAL, sparse_mode=7, pre_tokens=8, next_tokens=-2),
+        ValueError,
+        "tnd.mode78.invalid_row",
+    ),
+    (
+        "tnd8_row",
+        lambda: tnd([0, 3, 5], [2, 4, 5], atten_mask=CAUSAL, sparse_mode=8, pre_tokens=4, next_tokens=-2),
+        ValueError,
+        "tnd.mode78.invalid_row",
+    ),
     ("drop_type", lambda: run(keep_prob=0.5, drop_mask=[0]), TypeError, "drop_mask.type"),
     ("drop_dtype", lambda: run(keep_prob=0.5, drop_mask=np.zeros(4, bool)), TypeError, "drop_mask.dtype"),
-    ("drop_shape_S2_not_8", lambda: run(keep_prob=0.5, drop_mask=np.zeros((1, 2, 4, 0), np.uint8)), ValueError,
-     "drop_mask.shape"),
-    ("drop_shape_4d", lambda: run(S1=4, S2=8, keep_prob=0.5, drop_mask=np.zeros((1, 2, 4, 2), np.uint8)),
-     ValueError, "drop_mask.shape"),
-    ("drop_shape_short", lambda: run(keep_prob=0.5, drop_mask=np.zeros(3, np.uint8)), ValueError,
-     "drop_mask.shape"),
+    (
+        "drop_shape_S2_not_8",
+        lambda: run(keep_prob=0.5, drop_mask=np.zeros((1, 2, 4, 0), np.uint8)),
+        ValueError,
+        "drop_mask.shape",
+    ),
+    (
+        "drop_shape_4d",
+        lambda: run(S1=4, S2=8, keep_prob=0.5, drop_mask=np.zeros((1, 2, 4, 2), np.uint8)),
+        ValueError,
+        "drop_mask.shape",
+    ),
+    ("drop_shape_short", lambda: run(keep_prob=0.5, drop_mask=np.zeros(3, np.uint8)), ValueError, "drop_mask.shape"),
     # decreasing actual_seq list: the clamped lengths read 48 bits although the raw numels formula says 40
-    ("drop_shape_tnd_decreasing", lambda: tnd([2, 0, 2], [2, 1, 1], N1=8, keep_prob=0.5,
-                                              actual_seq_qlen=[2, 1, 3], actual_seq_kvlen=[2, 3, 4],
-                                              drop_mask=np.zeros(5, np.uint8)), ValueError, "drop_mask.shape"),
-    ("drop_shape_tnd_4d", lambda: tnd([8], [8], keep_prob=0.5, drop_mask=np.zeros((1, 2, 8, 1), np.uint8)),
-     ValueError, "drop_mask.shape"),
+    (
+        "drop_shape_tnd_decreasing",
+        lambda: tnd(
+            [2, 0, 2],
+            [2, 1, 1],
+            N1=8,
+            keep_prob=0.5,
+            actual_seq_qlen=[2, 1, 3],
+            actual_seq_kvlen=[2, 3, 4],
+            drop_mask=np.zeros(5, np.uint8),
+        ),
+        ValueError,
+        "drop_mask.shape",
+    ),
+    (
+        "drop_shape_tnd_4d",
+        lambda: tnd([8], [8], keep_prob=0.5, drop_mask=np.zeros((1, 2, 8, 1), np.uint8)),
+        ValueError,
+        "drop_mask.shape",
+    ),
     ("softmax_layout_type", lambda: npu(softmax_layout=None), TypeError, "softmax_layout.type"),
     ("softmax_layout_value", lambda: npu(softmax_layout="BSH"), ValueError, "softmax_layout.value"),
     ("softmax_layout_layout", lambda: npu(softmax_layout="TND"), ValueError, "softmax_layout.layout"),
@@ -338,14 +609,17 @@ def test_every_rule_has_a_failing_case():
         assert exc in (TypeError, ValueError) and cond and src
 
 
-def test_every_raised_rule_is_registered():
-    src = Path(A.__file__).read_text()
-    literal = set(re.findall(r'_fail\(\s*\w+,\s*"([^"]+)"', src))
-    assert literal <= set(A.rule_names()), literal - set(A.rule_names())
-    # the exception type written in each _fail() call matches RULES
-    table = {r[0]: r[1].__name__ for r in RULES}
-    for exc, name in re.findall(r'_fail\(\s*(\w+),\s*"([^"]+)"', src):
-        assert table[name] == exc, (name, exc)
+def test_rules_are_declared_once():
+    """A rule's name is the attribute it is declared as (``__`` read as ``.``), written once; checks raise
+    it through the registry (``R.<attr>.fail``), so an unknown rule is an AttributeError at once (and a
+    type-check error in CI), and the exception type is the declared one by construction."""
+    declared = {attr: v for attr, v in vars(Rules.R).items() if isinstance(v, Rules.Rule)}
+    assert tuple(declared.values()) == RULES
+    for attr, r in declared.items():
+        assert r.name == attr.replace("__", "."), (attr, r.name)
+        assert Rules.rule(r.name) is r
+        with pytest.raises(r.exc, match=re.escape(f"[{r.name}] why")):
+            r.fail("why")
 
 
 def test_docs_list_every_rule():
@@ -399,20 +673,39 @@ def test_dims_per_layout(layout, dtype):
 
 
 def test_layout_case_insensitive_and_numpy_ints():
-    a = run("BNSD", input_layout="bnsd", head_num=np.int64(2), pre_tokens=np.int32(3), next_tokens=np.int64(1),
-            scale=np.float32(0.5))
+    a = run(
+        "BNSD",
+        input_layout="bnsd",
+        head_num=np.int64(2),
+        pre_tokens=np.int32(3),
+        next_tokens=np.int64(1),
+        scale=np.float32(0.5),
+    )
     assert a.layout == "BNSD" and a.pre_tokens == 3 and a.next_tokens == 1 and a.scale == 0.5
 
 
 def test_numels_bnsd_spec_example():
-    assert run(B=1, N1=2, S1=4).numels == 32          # SPEC §6 / §8.1 (out[6] == 32)
+    assert run(B=1, N1=2, S1=4).numels == 32  # SPEC §6 / §8.1 (out[6] == 32)
 
 
 def test_numels_tnd_spec_example():
     # MindSpore ST case 0: TND T=2, N=4, D=4, qlen = kvlen = (2, 2, 2) -> lens [2, 0, 0], numels 16
     q = np.zeros((2, 4, 4), F16)
-    a = normalize(q, q, q, 4, "TND", actual_seq_qlen=[2, 2, 2], actual_seq_kvlen=[2, 2, 2], sparse_mode=0,
-                  pre_tokens=2, next_tokens=2, pse_type=0, scale=0.1, keep_prob=0.3)
+    a = normalize(
+        q,
+        q,
+        q,
+        4,
+        "TND",
+        actual_seq_qlen=[2, 2, 2],
+        actual_seq_kvlen=[2, 2, 2],
+        sparse_mode=0,
+        pre_tokens=2,
+        next_tokens=2,
+        pse_type=0,
+        scale=0.1,
+        keep_prob=0.3,
+    )
     assert (a.B, a.S1, a.S2, a.T1, a.T2) == (3, 2, 2, 2, 2)
     assert a.seqlens_q == (2, 0, 0) and a.numels == 16 and a.pse_form == "none" and a.pse_type == 0
 
@@ -435,8 +728,9 @@ def test_tnd_dims_empty_batches_and_padding():
     assert any("S2b == 0" in w for w in a.warnings)
 
 
-@pytest.mark.parametrize("shape,form", [((4, 4), "SS"), ((1, 1, 4, 4), "11SS"), ((2, 1, 4, 4), "B1SS"),
-                                        ((2, 2, 4, 4), "BNSS")])
+@pytest.mark.parametrize(
+    "shape,form", [((4, 4), "SS"), ((1, 1, 4, 4), "11SS"), ((2, 1, 4, 4), "B1SS"), ((2, 2, 4, 4), "BNSS")]
+)
 @pytest.mark.parametrize("mode", [0, 1])
 def test_full_mask_forms(shape, form, mode):
     a = run(B=2, atten_mask=np.zeros(shape, np.uint8), sparse_mode=mode)
@@ -445,10 +739,11 @@ def test_full_mask_forms(shape, form, mode):
 
 @pytest.mark.parametrize("mode", [2, 3, 4])
 def test_compressed_modes(mode):
-    a = run("BSH", B=2, S1=6, S2=5, atten_mask=CAUSAL.astype(np.uint8) * 3, sparse_mode=mode,
-            pre_tokens=2, next_tokens=2)
+    a = run(
+        "BSH", B=2, S1=6, S2=5, atten_mask=CAUSAL.astype(np.uint8) * 3, sparse_mode=mode, pre_tokens=2, next_tokens=2
+    )
     assert a.mask_form == "compressed" and a.sparse_mode == mode
-    assert a.invalid_line == (mode == 3)              # S1 > S2: auto invalid-line for mode 3
+    assert a.invalid_line == (mode == 3)  # S1 > S2: auto invalid-line for mode 3
 
 
 def test_compressed_mask_4d_and_canonical_cache():
@@ -468,8 +763,18 @@ def test_compressed_content_skipped_when_unreadable_or_disabled():
 
 def test_symbolic_shapes_graph_mode():
     q = Sym((2, 3, 4, 8), F16)
-    a = normalize(q, Sym((2, 5, 2, 8), F16), Sym((2, 5, 2, 8), F16), 4, "BSND", atten_mask=Sym((2048, 2048), bool),
-                  sparse_mode=3, pse=Sym((2, 4, 3, 5), F16), pse_type=0, check_values=False)
+    a = normalize(
+        q,
+        Sym((2, 5, 2, 8), F16),
+        Sym((2, 5, 2, 8), F16),
+        4,
+        "BSND",
+        atten_mask=Sym((2048, 2048), bool),
+        sparse_mode=3,
+        pse=Sym((2, 4, 3, 5), F16),
+        pse_type=0,
+        check_values=False,
+    )
     assert (a.B, a.N1, a.N2, a.S1, a.S2, a.mask_form, a.pse_form) == (2, 4, 2, 3, 5, "compressed", "full")
 
 
@@ -493,13 +798,13 @@ def test_band_modes_valid():
 def test_mode5_forms_and_prefix_fallback():
     a = run(B=2, atten_mask=np.zeros((2, 1, 4, 4), bool), sparse_mode=5, prefix=[0, 4])
     assert a.mask_form == "B1SS" and a.prefix == (0, 4)
-    a = run(B=1, atten_mask=MASK44, sparse_mode=5)                 # any full form when B == 1
-    assert a.mask_form == "SS" and a.prefix == (4,)               # missing prefix: ALL
+    a = run(B=1, atten_mask=MASK44, sparse_mode=5)  # any full form when B == 1
+    assert a.mask_form == "SS" and a.prefix == (4,)  # missing prefix: ALL
     assert any("without prefix" in w for w in a.warnings)
     a = run(B=2, S1=4, S2=6, atten_mask=np.zeros((2, 2, 4, 6), bool), sparse_mode=5, prefix=[1, 2])
     assert a.prefix == (6, 6) and any("falls back" in w for w in a.warnings)
     a = run(S1=6, S2=4, atten_mask=MASK44[:1, :1].repeat(6, 0).repeat(4, 1), sparse_mode=5, prefix=[0])
-    assert a.invalid_line                                          # S1 > S2 and prefix 0 (SPEC §6.1)
+    assert a.invalid_line  # S1 > S2 and prefix 0 (SPEC §6.1)
 
 
 def test_mode6():
@@ -507,7 +812,7 @@ def test_mode6():
     assert a.mask_form == "compressed_prefix" and a.prefix == (2, 6)
     a = run("SBH", B=2, S1=6, S2=4, atten_mask=PREFIX[None, None], sparse_mode=6, prefix=np.array([0, 4]))
     assert a.prefix == (0, 4) and a.invalid_line
-    a = tnd([0, 2, 3], [1, 5, 3], atten_mask=PREFIX, sparse_mode=6, prefix=[7, 3, 0])   # empty batch: any N
+    a = tnd([0, 2, 3], [1, 5, 3], atten_mask=PREFIX, sparse_mode=6, prefix=[7, 3, 0])  # empty batch: any N
     assert a.prefix == (7, 3, 0)
 
 
@@ -517,7 +822,7 @@ def test_tnd_masks_and_modes():
     a = tnd([2, 3], [4, 1], atten_mask=np.zeros((5, 5), bool), sparse_mode=1)
     assert a.mask_form == "TT"
     a = tnd([2, 3], [4, 1], atten_mask=np.zeros((8, 8), bool), sparse_mode=1)
-    assert a.mask_form == "SS"                                      # larger (maxS1, maxS2) sub-matrix
+    assert a.mask_form == "SS"  # larger (maxS1, maxS2) sub-matrix
     for mode in (2, 3, 4):
         a = tnd([2, 3], [4, 3], atten_mask=CAUSAL, sparse_mode=mode, pre_tokens=4, next_tokens=1)
         assert a.mask_form == "compressed" and a.band_batch == -1 and not a.invalid_line
@@ -527,16 +832,42 @@ def test_tnd_masks_and_modes():
 def test_tnd_mode7_mode8_figures():
     # SPEC §2.4 / §8.2: mode 7 card 1 and mode 8 card 2
     q, k, v = qkv("TND", T1=5, T2=9)
-    a = normalize(q, k, v, 2, "TND", actual_seq_qlen=[3, 5], actual_seq_kvlen=[3, 9], sparse_mode=7,
-                  atten_mask=CAUSAL, pre_tokens=6, next_tokens=-2)
+    a = normalize(
+        q,
+        k,
+        v,
+        2,
+        "TND",
+        actual_seq_qlen=[3, 5],
+        actual_seq_kvlen=[3, 9],
+        sparse_mode=7,
+        atten_mask=CAUSAL,
+        pre_tokens=6,
+        next_tokens=-2,
+    )
     assert a.band_batch == 1 and a.seqlens_q == (3, 2) and a.seqlens_kv == (3, 6)
     q, k, v = qkv("TND", T1=12, T2=13)
-    a = normalize(q, k, v, 2, "TND", actual_seq_qlen=[3, 8, 12], actual_seq_kvlen=[4, 9, 13], sparse_mode=8,
-                  atten_mask=CAUSAL, pre_tokens=4, next_tokens=1)
+    a = normalize(
+        q,
+        k,
+        v,
+        2,
+        "TND",
+        actual_seq_qlen=[3, 8, 12],
+        actual_seq_kvlen=[4, 9, 13],
+        sparse_mode=8,
+        atten_mask=CAUSAL,
+        pre_tokens=4,
+        next_tokens=1,
+    )
     assert a.band_batch == 0
     # empty leading / trailing batches move the band batch
-    assert tnd([0, 2, 3, 0], [1, 2, 3, 4], sparse_mode=8, atten_mask=CAUSAL, pre_tokens=2, next_tokens=0).band_batch == 1
-    assert tnd([0, 2, 3, 0], [1, 2, 3, 4], sparse_mode=7, atten_mask=CAUSAL, pre_tokens=3, next_tokens=0).band_batch == 2
+    assert (
+        tnd([0, 2, 3, 0], [1, 2, 3, 4], sparse_mode=8, atten_mask=CAUSAL, pre_tokens=2, next_tokens=0).band_batch == 1
+    )
+    assert (
+        tnd([0, 2, 3, 0], [1, 2, 3, 4], sparse_mode=7, atten_mask=CAUSAL, pre_tokens=3, next_tokens=0).band_batch == 2
+    )
     # mode 7 ignores S1b > S2b of empty batches
     assert tnd([2, 0], [2, 0], sparse_mode=7, atten_mask=CAUSAL, pre_tokens=2, next_tokens=0).band_batch == 0
 
@@ -556,18 +887,36 @@ def test_pse_forms():
 @pytest.mark.parametrize("mode,pre,nxt", [(2, INT_MAX, INT_MAX), (3, 0, 0), (0, 1100, 0)])
 def test_pse_alibi_compressed(mode, pre, nxt):
     mask = CAUSAL if mode else Sym((1100, 1100), bool)
-    a = run("BSH", B=2, N1=1, S1=1100, D=1, pse=Sym((2, 1, 1024, 1100), BF16), dtype=BF16, sparse_mode=mode,
-            atten_mask=mask, pre_tokens=pre, next_tokens=nxt)
+    a = run(
+        "BSH",
+        B=2,
+        N1=1,
+        S1=1100,
+        D=1,
+        pse=Sym((2, 1, 1024, 1100), BF16),
+        dtype=BF16,
+        sparse_mode=mode,
+        atten_mask=mask,
+        pre_tokens=pre,
+        next_tokens=nxt,
+    )
     assert a.pse_form == "alibi_compressed" and a.pse_b == 2
 
 
 def test_pse_tnd():
     a = tnd([3, 2], [3, 2], pse=np.zeros((1, 2, 1024, 3), F16), sparse_mode=3, atten_mask=CAUSAL, pse_type=0)
     assert a.pse_form == "alibi_compressed"
-    a = tnd([0, 2], [0, 2], pse=np.zeros((2, 2, 1024, 2), F16), sparse_mode=0, atten_mask=np.zeros((2, 2), bool),
-            pre_tokens=2, next_tokens=0)
+    a = tnd(
+        [0, 2],
+        [0, 2],
+        pse=np.zeros((2, 2, 1024, 2), F16),
+        sparse_mode=0,
+        atten_mask=np.zeros((2, 2), bool),
+        pre_tokens=2,
+        next_tokens=0,
+    )
     assert a.pse_form == "alibi_compressed" and any("empty query batch" in w for w in a.warnings)
-    assert tnd([2, 3], [4, 3], pse=np.zeros(2, F32), pse_type=2).pse_form == "slopes_n"   # TND: S1b != S2b ok
+    assert tnd([2, 3], [4, 3], pse=np.zeros(2, F32), pse_type=2).pse_form == "slopes_n"  # TND: S1b != S2b ok
     a = tnd([2, 2], [3, 2], pse=np.zeros((2, 2), F32), pse_type=3, sparse_mode=8, q_start_idx=[1], kv_start_idx=[0])
     assert a.pse_form == "slopes_bn" and a.q_start_idx == 1
 
@@ -588,8 +937,14 @@ def test_drop_mask_forms():
 
 def test_flash_attention_score_permissive_choices():
     # mode 5 takes a full mask (CANN), not MindSpore infer's (2048, 2048); pse row form accepted
-    a = run(B=2, api="flash_attention_score", sparse_mode=5, atten_mask=np.zeros((2, 2, 4, 4), bool),
-            prefix=[0, 1], pse=np.zeros((1, 2, 1, 4), F16))
+    a = run(
+        B=2,
+        api="flash_attention_score",
+        sparse_mode=5,
+        atten_mask=np.zeros((2, 2, 4, 4), bool),
+        prefix=[0, 1],
+        pse=np.zeros((1, 2, 1, 4), F16),
+    )
     assert a.mask_form == "BNSS" and a.pse_form == "row" and a.pse_type == 1
     assert run(api="flash_attention_score", sparse_mode=6, atten_mask=PREFIX, prefix=[2]).prefix == (2,)
 
@@ -597,20 +952,45 @@ def test_flash_attention_score_permissive_choices():
 def test_normalize_npu():
     a = npu(pre_tockens=1, next_tockens=0, atten_mask=MASK44)
     assert (a.api, a.pre_tokens, a.next_tokens, a.pse_type, a.softmax_layout) == ("npu_fusion_attention", 1, 0, 1, "")
-    a = npu(v2=True, pre_tokens=3, next_tokens=1, pse_type=2, pse=np.zeros(2, F32), q_start_idx=[1],
-            kv_start_idx=[0], dropout_mask=np.zeros(4, np.uint8), keep_prob=0.9)
-    assert (a.api, a.pre_tokens, a.pse_form, a.q_start_idx, a.drop_form) == \
-        ("npu_fusion_attention_v2", 3, "slopes_n", 1, "flat")
+    a = npu(
+        v2=True,
+        pre_tokens=3,
+        next_tokens=1,
+        pse_type=2,
+        pse=np.zeros(2, F32),
+        q_start_idx=[1],
+        kv_start_idx=[0],
+        dropout_mask=np.zeros(4, np.uint8),
+        keep_prob=0.9,
+    )
+    assert (a.api, a.pre_tokens, a.pse_form, a.q_start_idx, a.drop_form) == (
+        "npu_fusion_attention_v2",
+        3,
+        "slopes_n",
+        1,
+        "flat",
+    )
     assert npu().pre_tokens == INT_MAX and npu(v2=True).next_tokens == INT_MAX
-    q, k, v = qkv("TND", N1=8, N2=2, D=128, T1=6, T2=12)     # op-plugin TND test
-    a = normalize_npu(q, k, v, 8, "TND", actual_seq_qlen=(1, 3, 6), actual_seq_kvlen=(3, 7, 12),
-                      softmax_layout="TND", gen_mask_parallel=False, sync=True)
+    q, k, v = qkv("TND", N1=8, N2=2, D=128, T1=6, T2=12)  # op-plugin TND test
+    a = normalize_npu(
+        q,
+        k,
+        v,
+        8,
+        "TND",
+        actual_seq_qlen=(1, 3, 6),
+        actual_seq_kvlen=(3, 7, 12),
+        softmax_layout="TND",
+        gen_mask_parallel=False,
+        sync=True,
+    )
     assert a.softmax_layout == "TND" and a.G == 4 and a.seqlens_kv == (3, 4, 5)
 
 
 def test_attnargs_frozen_and_warnings_not_compared():
     a = run(sparse_mode=2)
     import dataclasses
+
     with pytest.raises(dataclasses.FrozenInstanceError):
         a.B = 3  # type: ignore[misc]
     assert a == run(sparse_mode=2, atten_mask=None) and a.warnings

@@ -18,11 +18,18 @@ Each function takes the *source* API's arguments (numpy arrays or torch CPU tens
 
 See ``docs/migration.md`` for the tables and the pitfalls of the upstream migration guide.
 """
+
 from ._common import AscendArgs
 from .flash_attn import flash_attn_func_to_ascend, flash_attn_varlen_func_to_ascend
 from .sdpa import sdpa_to_ascend
 from .tensorrt import tensorrt_to_ascend
 from .xformers import xformers_to_ascend
 
-__all__ = ["AscendArgs", "sdpa_to_ascend", "flash_attn_func_to_ascend", "flash_attn_varlen_func_to_ascend",
-           "xformers_to_ascend", "tensorrt_to_ascend"]
+__all__ = [
+    "AscendArgs",
+    "sdpa_to_ascend",
+    "flash_attn_func_to_ascend",
+    "flash_attn_varlen_func_to_ascend",
+    "xformers_to_ascend",
+    "tensorrt_to_ascend",
+]

@@ -1,4 +1,5 @@
 """Shared helpers of the migration adapters (host-side numpy; no GPU library needed)."""
+
 from __future__ import annotations
 
 import math
@@ -51,10 +52,6 @@ def fail(exc, rule: str, msg: str):
     raise exc(f"[{rule}] {msg}")
 
 
-def _is_int(v) -> bool:
-    return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer))
-
-
 def check_flags(api: str, **flags):
     """``[compat.flag]``: switches such as ``is_causal`` / ``causal`` are bools, as the source APIs
     require (a string like "false" would otherwise count as True)."""
@@ -67,16 +64,22 @@ def check_qkv(q, k, v, ranks, api: str):
     """``[compat.qkv.rank]``: q/k/v have one common rank, one of ``ranks`` (before any unpacking)."""
     shapes = [tuple(getattr(x, "shape", ())) for x in (q, k, v)]
     if len({len(s) for s in shapes}) != 1 or len(shapes[0]) not in ranks:
-        fail(ValueError, "compat.qkv.rank",
-             f"{api}: query/key/value must all have rank {' or '.join(map(str, ranks))}, "
-             f"got shapes {shapes[0]}, {shapes[1]}, {shapes[2]}")
+        fail(
+            ValueError,
+            "compat.qkv.rank",
+            f"{api}: query/key/value must all have rank {' or '.join(map(str, ranks))}, "
+            f"got shapes {shapes[0]}, {shapes[1]}, {shapes[2]}",
+        )
 
 
 def check_heads(Hq, Hk, api: str):
     """``[compat.qkv.heads]``: head counts > 0 and Hq a multiple of Hk."""
     if Hq <= 0 or Hk <= 0 or Hq % Hk:
-        fail(ValueError, "compat.qkv.heads",
-             f"{api}: query heads {Hq} must be a positive multiple of key/value heads {Hk}")
+        fail(
+            ValueError,
+            "compat.qkv.heads",
+            f"{api}: query heads {Hq} must be a positive multiple of key/value heads {Hk}",
+        )
 
 
 def scale_of(scale, D: int) -> float:
@@ -107,8 +110,9 @@ def default_scale(d: int) -> float:
 
 
 def keep_prob_of(dropout_p) -> float:
-    if dropout_p is not None and (isinstance(dropout_p, (bool, np.bool_))
-                                  or not isinstance(dropout_p, (int, float, np.integer, np.floating))):
+    if dropout_p is not None and (
+        isinstance(dropout_p, (bool, np.bool_)) or not isinstance(dropout_p, (int, float, np.integer, np.floating))
+    ):
         fail(TypeError, "compat.dropout_p", f"dropout probability must be a number, got {type(dropout_p).__name__}")
     p = float(dropout_p or 0.0)
     if not (0.0 <= p < 1.0):
@@ -123,8 +127,9 @@ def dense_mask_form(discard: np.ndarray, B: int, N: int, L: int, S: int) -> np.n
     try:
         m = np.broadcast_to(d, (B, N, L, S))
     except ValueError:
-        fail(ValueError, "compat.mask.shape",
-             f"mask shape {d.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}")
+        fail(
+            ValueError, "compat.mask.shape", f"mask shape {d.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}"
+        )
     heads_vary = N > 1 and not np.array_equal(m, np.broadcast_to(m[:, :1], m.shape))
     batch_vary = B > 1 and not np.array_equal(m, np.broadcast_to(m[:1], m.shape))
     if not heads_vary and not batch_vary:
@@ -146,8 +151,9 @@ def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
     except ValueError:
         ok = False
     if not ok:
-        fail(ValueError, "compat.mask.shape",
-             f"mask shape {b.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}")
+        fail(
+            ValueError, "compat.mask.shape", f"mask shape {b.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}"
+        )
     discard = np.isneginf(b)
     if np.any(np.isposinf(b)) or np.any(np.isnan(b)):
         fail(ValueError, "compat.mask.values", "an additive mask with +inf or NaN has no Ascend equivalent")
@@ -160,10 +166,16 @@ def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
         pse = full[:1] if b_one else full
         pse = pse[:, :, :1] if row_one else pse
         pse = np.ascontiguousarray(pse).astype(dtype)
-        if not np.array_equal(pse.astype(np.float64), np.broadcast_to(finite, (B, N, L, S))[:pse.shape[0], :, :pse.shape[2]].astype(np.float64)):
-            fail(ValueError, "compat.mask.values",
-                 f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
-                 "(Ascend requires pse dtype == query dtype for pse_type 0)")
+        if not np.array_equal(
+            pse.astype(np.float64),
+            np.broadcast_to(finite, (B, N, L, S))[: pse.shape[0], :, : pse.shape[2]].astype(np.float64),
+        ):
+            fail(
+                ValueError,
+                "compat.mask.values",
+                f"the additive mask is not representable in the query dtype {np.dtype(dtype).name} "
+                "(Ascend requires pse dtype == query dtype for pse_type 0)",
+            )
     return (discard if discard.any() else None), pse
 
 
@@ -179,9 +191,22 @@ def mask_kwargs(mask_obj, S1, S2, *, batch=None):
 
 
 def base_kwargs(query, key, value, head_num, layout, scale, keep_prob):
-    return dict(query=query, key=key, value=value, head_num=int(head_num), input_layout=layout,
-                scale=float(scale), keep_prob=float(keep_prob), pse=None, pse_type=1,
-                atten_mask=None, sparse_mode=0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0)
+    return dict(
+        query=query,
+        key=key,
+        value=value,
+        head_num=int(head_num),
+        input_layout=layout,
+        scale=float(scale),
+        keep_prob=float(keep_prob),
+        pse=None,
+        pse_type=1,
+        atten_mask=None,
+        sparse_mode=0,
+        pre_tokens=INT_MAX,
+        next_tokens=INT_MAX,
+        inner_precise=0,
+    )
 
 
 def torch_mask_to_ascend(m, B: int, N: int, L: int, S: int, dtype, kw: dict, notes: list, what: str):

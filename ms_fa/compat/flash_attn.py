@@ -22,12 +22,26 @@ in-kernel ALiBi only for ``Sq == Sk`` (non-TND); otherwise an explicit pse (pse_
 dtype; exact for fp32 inputs, rounded to fp16/bf16 otherwise — a note says so) is passed.
 Not expressible: ``softcap`` (Ascend has no tanh soft-capping), ``return_attn_probs``, ``block_table``.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from ._common import (AscendArgs, _is_int, base_kwargs, check_flags, check_heads, check_qkv, fail, keep_prob_of,
-                      mask_kwargs, scale_of, to_numpy, validate)
+from ms_fa.semantics.host import is_int
+
+from ._common import (
+    AscendArgs,
+    base_kwargs,
+    check_flags,
+    check_heads,
+    check_qkv,
+    fail,
+    keep_prob_of,
+    mask_kwargs,
+    scale_of,
+    to_numpy,
+    validate,
+)
 
 __all__ = ["flash_attn_func_to_ascend", "flash_attn_varlen_func_to_ascend"]
 
@@ -37,11 +51,18 @@ def _window(window_size):
     if window_size is None:
         return -1, -1
     if not isinstance(window_size, (tuple, list)):
-        fail(TypeError, "flash_attn.window_size",
-             f"window_size must be a (left, right) pair of ints, got {type(window_size).__name__} {window_size!r}")
+        fail(
+            TypeError,
+            "flash_attn.window_size",
+            f"window_size must be a (left, right) pair of ints, got {type(window_size).__name__} {window_size!r}",
+        )
     if len(window_size) != 2:
-        fail(ValueError, "flash_attn.window_size", f"window_size must be a (left, right) pair, got {tuple(window_size)!r}")
-    if not all(_is_int(w) for w in window_size):
+        fail(
+            ValueError,
+            "flash_attn.window_size",
+            f"window_size must be a (left, right) pair, got {tuple(window_size)!r}",
+        )
+    if not all(is_int(w) for w in window_size):
         fail(TypeError, "flash_attn.window_size", f"window_size must contain ints, got {tuple(window_size)!r}")
     return int(window_size[0]), int(window_size[1])
 
@@ -49,11 +70,17 @@ def _window(window_size):
 def _cu_seqlens(cu, name):
     """``[flash_attn.cu_seqlens]``: a 1-D int sequence starting with 0, non-decreasing."""
     a = np.asarray(to_numpy(cu))
-    if a.ndim != 1 or a.dtype.kind not in "iu" and not (a.dtype == object and all(_is_int(x) for x in a)):
-        fail(TypeError, "flash_attn.cu_seqlens", f"{name} must be a 1-D sequence of ints, got {a.dtype} {a.shape}: {a!r}")
+    if a.ndim != 1 or a.dtype.kind not in "iu" and not (a.dtype == object and all(is_int(x) for x in a)):
+        fail(
+            TypeError, "flash_attn.cu_seqlens", f"{name} must be a 1-D sequence of ints, got {a.dtype} {a.shape}: {a!r}"
+        )
     a = [int(x) for x in a]
     if not a or a[0] != 0 or any(y < x for x, y in zip(a, a[1:])):
-        fail(ValueError, "flash_attn.cu_seqlens", f"{name} must start with 0 and not decrease (flash-attn convention), got {a}")
+        fail(
+            ValueError,
+            "flash_attn.cu_seqlens",
+            f"{name} must start with 0 and not decrease (flash-attn convention), got {a}",
+        )
     return a
 
 
@@ -78,11 +105,18 @@ def _mask_obj(causal, window_size):
 
 def _unsupported(softcap, return_attn_probs, block_table=None):
     if softcap:
-        fail(ValueError, "flash_attn.softcap",
-             "softcap > 0 has no Ascend FlashAttentionScore equivalent (no tanh soft-capping)")
+        fail(
+            ValueError,
+            "flash_attn.softcap",
+            "softcap > 0 has no Ascend FlashAttentionScore equivalent (no tanh soft-capping)",
+        )
     if return_attn_probs:
-        fail(ValueError, "flash_attn.return_attn_probs", "return_attn_probs: Ascend returns softmax_max / softmax_sum "
-             "(log-sum-exp parts), not the probabilities; call without it")
+        fail(
+            ValueError,
+            "flash_attn.return_attn_probs",
+            "return_attn_probs: Ascend returns softmax_max / softmax_sum "
+            "(log-sum-exp parts), not the probabilities; call without it",
+        )
     if block_table is not None:
         fail(ValueError, "flash_attn.block_table", "block_table (paged KV) is not part of FlashAttentionScore")
 
@@ -93,9 +127,19 @@ def _empty_rows(m, S1, S2):
     return bool(np.asarray(m.materialize(S1, S2)).reshape(-1, S2).all(-1).any()) if S2 else S1 > 0
 
 
-def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
-                              softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False
-                              ) -> AscendArgs:
+def flash_attn_func_to_ascend(
+    q,
+    k,
+    v,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+) -> AscendArgs:
     """``flash_attn_func`` arguments -> Ascend kwargs (layout BSND). See the module docstring."""
     _unsupported(softcap, return_attn_probs)
     check_flags("flash_attn_func", causal=causal, deterministic=deterministic)
@@ -122,8 +166,11 @@ def flash_attn_func_to_ascend(q, k, v, dropout_p=0.0, softmax_scale=None, causal
 def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
     slopes = np.asarray(slopes, dtype=np.float32)
     if slopes.shape not in ((H,), (B, H)):
-        fail(ValueError, "flash_attn.alibi_slopes",
-             f"alibi_slopes must be (nheads,) or (batch, nheads) = ({H},) or ({B}, {H}), got {slopes.shape}")
+        fail(
+            ValueError,
+            "flash_attn.alibi_slopes",
+            f"alibi_slopes must be (nheads,) or (batch, nheads) = ({H},) or ({B}, {H}), got {slopes.shape}",
+        )
     if Sq == Sk:
         notes.append("alibi_slopes -> in-kernel ALiBi pse_type 2 (bias -slope*|j - i|)")
         return dict(pse=slopes, pse_type=2)
@@ -133,15 +180,31 @@ def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
     # the spec's pse_type-2 ALiBi, fp32(-slope) * |j - (i + Sk - Sq)|: bit-identical to flash-attn's
     # -slope * |i + Sk - Sq - j| for every slope (alibi_bias_full's -|slope * d| differs for slope < 0)
     pse = inner_alibi(sl, Sq, Sk, 2, q_start=Sk - Sq).reshape(sl.shape[0], H, Sq, Sk).astype(dtype)
-    notes.append("alibi_slopes with Sq != Sk -> explicit pse (pse_type 0) -slope*|i + Sk - Sq - j| "
-                 f"in {np.dtype(dtype).name} (Ascend needs Sq == Sk for in-kernel ALiBi)")
+    notes.append(
+        "alibi_slopes with Sq != Sk -> explicit pse (pse_type 0) -slope*|i + Sk - Sq - j| "
+        f"in {np.dtype(dtype).name} (Ascend needs Sq == Sk for in-kernel ALiBi)"
+    )
     return dict(pse=pse, pse_type=0)
 
 
-def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q=None, max_seqlen_k=None,
-                                     dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
-                                     softcap=0.0, alibi_slopes=None, deterministic=False,
-                                     return_attn_probs=False, block_table=None) -> AscendArgs:
+def flash_attn_varlen_func_to_ascend(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q=None,
+    max_seqlen_k=None,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+    block_table=None,
+) -> AscendArgs:
     """``flash_attn_varlen_func`` arguments -> Ascend kwargs (layout TND; ``cu_seqlens`` lose their
     leading 0). ``max_seqlen_*`` are only checked. See the module docstring."""
     from ms_fa.masks.objects import Packed
@@ -152,8 +215,11 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
     check_qkv(q, k, v, (3,), "flash_attn_varlen_func")
     cq, ck = _cu_seqlens(cu_seqlens_q, "cu_seqlens_q"), _cu_seqlens(cu_seqlens_k, "cu_seqlens_k")
     if len(cq) != len(ck) or len(cq) < 2:
-        fail(ValueError, "flash_attn.cu_seqlens",
-             f"cu_seqlens_q / cu_seqlens_k must be equally long with >= 1 sequence, got {cq} and {ck}")
+        fail(
+            ValueError,
+            "flash_attn.cu_seqlens",
+            f"cu_seqlens_q / cu_seqlens_k must be equally long with >= 1 sequence, got {cq} and {ck}",
+        )
     pk = Packed.from_cu_seqlens(cq, ck)
     sq, sk = list(pk.seqlens_q), list(pk.seqlens_kv)
     if max_seqlen_q is not None and max(sq) > int(max_seqlen_q):
@@ -182,12 +248,15 @@ def flash_attn_varlen_func_to_ascend(q, k, v, cu_seqlens_q, cu_seqlens_k, max_se
         sl = np.asarray(to_numpy(alibi_slopes), dtype=np.float32)
         deltas = {b - a for a, b in zip(sq, sk) if a}
         if len(deltas) != 1:
-            fail(ValueError, "flash_attn.varlen_alibi",
-                 "varlen ALiBi with different Sk - Sq per sequence: Ascend's in-kernel ALiBi has one "
-                 "q_start_idx for all sequences and TND accepts no full explicit pse; not expressible")
+            fail(
+                ValueError,
+                "flash_attn.varlen_alibi",
+                "varlen ALiBi with different Sk - Sq per sequence: Ascend's in-kernel ALiBi has one "
+                "q_start_idx for all sequences and TND accepts no full explicit pse; not expressible",
+            )
         d = deltas.pop()
         kw.update(pse=sl, pse_type=2)
         if d:
             kw.update(q_start_idx=[d], kv_start_idx=[0])
-        notes.append(f"alibi_slopes -> pse_type 2" + (f" with q_start_idx=[{d}]" if d else ""))
+        notes.append("alibi_slopes -> pse_type 2" + (f" with q_start_idx=[{d}]" if d else ""))
     return AscendArgs(validate(kw), notes=notes)

@@ -19,17 +19,33 @@ Note: ``pse_type`` exists in ``speed_fusion_attention`` / ``npu_fusion_attention
 ``npu_fusion_attention`` (pse_type 1, ``(QK^T + pse) * scale``) pass ``pse / scale`` instead
 (not bit-exact in low precision).
 """
+
 from __future__ import annotations
 
-from ._common import (AscendArgs, base_kwargs, check_flags, check_heads, check_mask_dtype, check_qkv, dense_mask_form,
-                      fail, has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy, torch_mask_to_ascend,
-                      validate)
+from ._common import (
+    AscendArgs,
+    base_kwargs,
+    check_flags,
+    check_heads,
+    check_mask_dtype,
+    check_qkv,
+    dense_mask_form,
+    fail,
+    has_empty_rows,
+    keep_prob_of,
+    mask_kwargs,
+    scale_of,
+    to_numpy,
+    torch_mask_to_ascend,
+    validate,
+)
 
 __all__ = ["sdpa_to_ascend"]
 
 
-def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None,
-                   enable_gqa=False) -> AscendArgs:
+def sdpa_to_ascend(
+    query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False
+) -> AscendArgs:
     """Arguments of ``torch.nn.functional.scaled_dot_product_attention`` -> Ascend kwargs.
 
     Shapes: query ``(B, Hq, L, E)``, key ``(B, Hkv, S, E)``, value ``(B, Hkv, S, Ev)`` (or 3-D
@@ -47,7 +63,7 @@ def sdpa_to_ascend(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=F
     restore = None
     if q.ndim == 3:
         q, k, v = q[None], k[None], v[None]
-        restore = lambda out: out[0]   # noqa: E731
+        restore = lambda out: out[0]  # noqa: E731
     B, Hq, L, E = q.shape
     Hk, S = k.shape[1], k.shape[2]
     check_heads(Hq, Hk, "sdpa")

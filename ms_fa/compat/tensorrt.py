@@ -17,30 +17,49 @@ left causal bias" (a lower-triangular mask, top-left aligned). We follow it: ``c
 top-left (sparse_mode 2). Pass ``causal_align="bottom_right"`` if your engine differs.
 GQA: query head h uses kv head ``h // (d_q / d_kv)`` (the ONNX Attention / Ascend grouping).
 """
+
 from __future__ import annotations
 
-from ._common import (AscendArgs, base_kwargs, check_flags, check_heads, check_mask_dtype, check_qkv, dense_mask_form,
-                      fail, has_empty_rows, mask_kwargs, to_numpy, torch_mask_to_ascend, validate)
 from ms_fa.semantics.args import check_scale
+
+from ._common import (
+    AscendArgs,
+    base_kwargs,
+    check_flags,
+    check_heads,
+    check_mask_dtype,
+    check_qkv,
+    dense_mask_form,
+    fail,
+    has_empty_rows,
+    mask_kwargs,
+    to_numpy,
+    torch_mask_to_ascend,
+    validate,
+)
 
 __all__ = ["tensorrt_to_ascend"]
 
 
-def tensorrt_to_ascend(query, key, value, mask=None, causal=False, normalization_op="SOFTMAX",
-                       scale=1.0, causal_align="top_left") -> AscendArgs:
+def tensorrt_to_ascend(
+    query, key, value, mask=None, causal=False, normalization_op="SOFTMAX", scale=1.0, causal_align="top_left"
+) -> AscendArgs:
     """IAttention inputs / attributes -> Ascend kwargs. See the module docstring."""
     from ms_fa.masks.objects import CausalMask, DenseMask
 
     if str(getattr(normalization_op, "name", normalization_op)).upper() != "SOFTMAX":
-        fail(ValueError, "tensorrt.normalization_op",
-             f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax")
+        fail(
+            ValueError,
+            "tensorrt.normalization_op",
+            f"normalization_op {normalization_op!r}: Ascend FlashAttentionScore always applies softmax",
+        )
     q, k, v = to_numpy(query), to_numpy(key), to_numpy(value)
     check_qkv(q, k, v, (4,), "tensorrt")
     check_flags("tensorrt", causal=causal)
     B, Nq, L, E = q.shape
     Nk, S = k.shape[1], k.shape[2]
     check_heads(Nq, Nk, "tensorrt")
-    check_scale(scale)                                    # IAttention has no default scale: None is an error
+    check_scale(scale)  # IAttention has no default scale: None is an error
     scale = float(scale)
     m = None if mask is None else to_numpy(mask)
     if m is not None:

@@ -24,6 +24,7 @@ Semantics (``xformers/ops/fmha/attn_bias.py``; ``_materialize_causal_mask``: kee
 Block-diagonal biases need ``B == 1`` with the sequences concatenated along M (xFormers'
 convention); the adapter lays q/k/v out as TND ``(M, H, K)`` and ``restore()`` adds the B axis back.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,17 +32,41 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ._common import (AscendArgs, _is_int, base_kwargs, bias_to_pse, check_heads, check_mask_dtype, check_qkv,
-                      dense_mask_form, fail, has_empty_rows, keep_prob_of, mask_kwargs, scale_of, to_numpy,
-                      validate)
+from ms_fa.semantics.host import is_int
 
-__all__ = ["xformers_to_ascend", "LowerTriangularMask", "LowerTriangularFromBottomRightMask",
-           "LowerTriangularFromBottomRightLocalAttentionMask", "LowerTriangularMaskWithTensorBias",
-           "BlockDiagonalMask", "BlockDiagonalCausalMask", "BlockDiagonalCausalFromBottomRightMask",
-           "BlockDiagonalCausalLocalAttentionMask", "BlockDiagonalCausalLocalAttentionFromBottomRightMask"]
+from ._common import (
+    AscendArgs,
+    base_kwargs,
+    bias_to_pse,
+    check_heads,
+    check_mask_dtype,
+    check_qkv,
+    dense_mask_form,
+    fail,
+    has_empty_rows,
+    keep_prob_of,
+    mask_kwargs,
+    scale_of,
+    to_numpy,
+    validate,
+)
+
+__all__ = [
+    "xformers_to_ascend",
+    "LowerTriangularMask",
+    "LowerTriangularFromBottomRightMask",
+    "LowerTriangularFromBottomRightLocalAttentionMask",
+    "LowerTriangularMaskWithTensorBias",
+    "BlockDiagonalMask",
+    "BlockDiagonalCausalMask",
+    "BlockDiagonalCausalFromBottomRightMask",
+    "BlockDiagonalCausalLocalAttentionMask",
+    "BlockDiagonalCausalLocalAttentionFromBottomRightMask",
+]
 
 
 # ---- light mirrors of the xFormers classes (same names / attributes) ------------------------------
+
 
 @dataclass(frozen=True)
 class _SeqLenInfo:
@@ -100,6 +125,7 @@ class BlockDiagonalCausalLocalAttentionFromBottomRightMask(BlockDiagonalMask):
 
 # ---- translation -----------------------------------------------------------------------------------
 
+
 def _window_mask(name, bias):
     from ms_fa.masks.objects import CausalMask, SlidingWindow
 
@@ -110,7 +136,7 @@ def _window_mask(name, bias):
         m = CausalMask(align)
     if "LocalAttention" in name:
         w = getattr(bias, "_window_size", None)
-        if not _is_int(w):
+        if not is_int(w):
             fail(TypeError, "xformers.window_size", f"{name}: _window_size must be an int, got {w!r}")
         w = int(w)
         if w <= 0:
@@ -128,7 +154,7 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
     restore = None
     if q.ndim == 3:
         q, k, v = q[:, :, None], k[:, :, None], v[:, :, None]
-        restore = lambda out: out[:, :, 0]   # noqa: E731
+        restore = lambda out: out[:, :, 0]  # noqa: E731
     B, M, H, K = q.shape
     Mk, Hk = k.shape[1], k.shape[2]
     check_heads(H, Hk, "xformers")
@@ -139,7 +165,7 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
         kw = base_kwargs(q, k, v, H, "BSND", sc, kp)
         return AscendArgs(validate(kw), notes=notes + ["no bias"], restore=restore)
     name = type(attn_bias).__name__
-    if hasattr(attn_bias, "shape") and hasattr(attn_bias, "dtype"):          # a tensor bias
+    if hasattr(attn_bias, "shape") and hasattr(attn_bias, "dtype"):  # a tensor bias
         bias = to_numpy(attn_bias)
         check_mask_dtype(bias, "xformers.bias.dtype", "attn_bias tensor")
         kw = base_kwargs(q, k, v, H, "BSND", sc, kp)
@@ -154,15 +180,20 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
         return AscendArgs(validate(kw), notes=notes, restore=restore)
     if name.startswith("BlockDiagonal"):
         if B != 1:
-            fail(ValueError, "xformers.block_diagonal.batch",
-                 f"{name} needs batch 1 with the sequences concatenated (xFormers convention), got B={B}")
+            fail(
+                ValueError,
+                "xformers.block_diagonal.batch",
+                f"{name} needs batch 1 with the sequences concatenated (xFormers convention), got B={B}",
+            )
         pk = Packed.from_cu_seqlens(attn_bias.q_seqinfo.seqstart_py, attn_bias.k_seqinfo.seqstart_py)
         wm = _window_mask(name, attn_bias) if name != "BlockDiagonalMask" else None
         full = pk if wm is None else pk & wm
         kw = base_kwargs(q[0], k[0], v[0], H, "TND", sc, kp)
         kw.update(mask_kwargs(full, M, Mk))
         kw["input_layout"] = "TND"
-        if wm is not None and any(wm.materialize(a, b).all(-1).any() for a, b in zip(pk.seqlens_q, pk.seqlens_kv) if a and b):
+        if wm is not None and any(
+            wm.materialize(a, b).all(-1).any() for a, b in zip(pk.seqlens_q, pk.seqlens_kv) if a and b
+        ):
             kw["inner_precise"] = 2
         notes.append(f"{name} -> {full!r} -> TND sparse_mode {kw['sparse_mode']}")
         r0 = restore
@@ -184,6 +215,9 @@ def xformers_to_ascend(query, key, value, attn_bias=None, p=0.0, scale=None) -> 
                 kw.update(pse=pse, pse_type=0)
         notes.append(f"{name} -> {m!r} -> sparse_mode {kw['sparse_mode']}")
         return AscendArgs(validate(kw), notes=notes, restore=restore)
-    fail(ValueError, "xformers.bias.unsupported",
-         f"xFormers bias {name} has no exact Ascend translation here; materialize it (bias.materialize(shape)) and "
-         "pass the tensor")
+    fail(
+        ValueError,
+        "xformers.bias.unsupported",
+        f"xFormers bias {name} has no exact Ascend translation here; materialize it (bias.materialize(shape)) and "
+        "pass the tensor",
+    )

@@ -29,8 +29,8 @@ struct BwdBuffers {
 };
 
 struct Views {
-  TView Q, K, V, dY, O;   /* inputs */
-  TView dQ, dK, dV;       /* outputs (same layouts as Q, K, V) */
+  TView Q, K, V, dY, O; /* inputs */
+  TView dQ, dK, dV;     /* outputs (same layouts as Q, K, V) */
 };
 
 /* D_i = sum_d f32(dY[i,d]) * f32(out[i,d]) for rows i0..i0+rows-1 of (b, h) */
@@ -49,8 +49,8 @@ void compute_drow(const Ctx& c, const Views& vw, int64_t b, const BatchInfo& bi,
 }
 
 /* fp32 pointer to rows [s0, s0+n) of (b, head) of a tensor: in place for fp32, else converted */
-const float* rows_f32(const Ctx& c, const TView& v, int64_t b, int64_t row0, int64_t head, int64_t s0, int n,
-                      int dh, Scratch& sc, int* ld) {
+const float* rows_f32(const Ctx& c, const TView& v, int64_t b, int64_t row0, int64_t head, int64_t s0, int n, int dh,
+                      Scratch& sc, int* ld) {
   /* in place only if the row stride fits the int leading dimension of sgemm (SBH: B*N*D) */
   if (c.dt == FA_F32 && v.ss <= INT32_MAX) {
     *ld = (int)v.ss;
@@ -64,10 +64,10 @@ const float* rows_f32(const Ctx& c, const TView& v, int64_t b, int64_t row0, int
 
 /* one tile (rows i0.., cols j0..) of query head h. dK/dV (cols x D / Dv, ld D / Dv) and dQ
  * (rows x D, ld D) are accumulated when non-null. */
-void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i0, int rows, int64_t j0,
-              int cols, int kind, const float* Q, int ldq, const float* dY, int lddy, const float* K, int ldk,
-              const float* V, int ldv, const float* drow, const float* mst, const float* lst, float* dK,
-              float* dV, float* dQ, BwdBuffers& w) {
+void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i0, int rows, int64_t j0, int cols,
+              int kind, const float* Q, int ldq, const float* dY, int lddy, const float* K, int ldk, const float* V,
+              int ldv, const float* drow, const float* mst, const float* lst, float* dK, float* dV, float* dQ,
+              BwdBuffers& w) {
   const int D = (int)c.D, Dv = (int)c.Dv, bn = c.bn, dt = c.dt;
   const bool f32 = dt == FA_F32;
   float* S = w.s.get((size_t)rows * bn);
@@ -136,8 +136,8 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
 /* bwd_tile over a PARTIAL tile in row chunks of kSub rows, each over the union of its rows' kept
  * columns only (the diagonal tile of a causal mask costs ~half, a band tile less). */
 const int kSub = 64;
-void bwd_tile_split(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i0, int rows, int64_t j0,
-                    int cols, int kind, const float* Q, int ldq, const float* dY, int lddy, const float* K, int ldk,
+void bwd_tile_split(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i0, int rows, int64_t j0, int cols,
+                    int kind, const float* Q, int ldq, const float* dY, int lddy, const float* K, int ldk,
                     const float* V, int ldv, const float* drow, const float* mst, const float* lst, float* dK,
                     float* dV, float* dQ, BwdBuffers& w) {
   const int D = (int)c.D, Dv = (int)c.Dv;
@@ -164,8 +164,8 @@ void bwd_tile_split(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int
   }
 }
 
-void load_stats(const BatchInfo& bi, int64_t h, int64_t i0, int rows, const float* smax,
-                const float* ssum, float* m, float* l) {
+void load_stats(const BatchInfo& bi, int64_t h, int64_t i0, int rows, const float* smax, const float* ssum, float* m,
+                float* l) {
   for (int r = 0; r < rows; ++r) {
     const int64_t srow = bi.stat_base + h * bi.stat_hstride + i0 + r;
     m[r] = smax[srow * 8];
@@ -173,8 +173,8 @@ void load_stats(const BatchInfo& bi, int64_t h, int64_t i0, int rows, const floa
   }
 }
 
-void store_scaled(const Ctx& c, const TView& v, int64_t b, int64_t row0, int64_t head, int64_t s0, int n,
-                  int dh, const float* acc, int ld, float mulv, float* tmp) {
+void store_scaled(const Ctx& c, const TView& v, int64_t b, int64_t row0, int64_t head, int64_t s0, int n, int dh,
+                  const float* acc, int ld, float mulv, float* tmp) {
   for (int r = 0; r < n; ++r) {
     const float* a = acc + (int64_t)r * ld;
     for (int d = 0; d < dh; ++d) tmp[d] = mulv * a[d];
@@ -225,8 +225,7 @@ void kv_tile(const Ctx& c, const Views& vw, int64_t b, int64_t n2, int64_t j0, i
 }
 
 /* mode A item: (b, n2) */
-void item_a(const Ctx& c, const Views& vw, int64_t b, int64_t n2, const float* smax, const float* ssum,
-            BwdBuffers& w) {
+void item_a(const Ctx& c, const Views& vw, int64_t b, int64_t n2, const float* smax, const float* ssum, BwdBuffers& w) {
   const BatchInfo& bi = c.bi[b];
   const int D = (int)c.D, Dv = (int)c.Dv;
   float* dq = w.dq.get((size_t)(c.G * bi.S1b * D));
@@ -382,9 +381,8 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
     for (int64_t x = 0; x < n1; ++x) {
       const ItemKV& it = ikv[x];
       const int cols = (int)std::min<int64_t>(c.bn, c.bi[it.b].S2b - it.j0);
-      omp_guarded(&failed, [&] {
-        kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w);
-      });
+      omp_guarded(&failed,
+                  [&] { kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w); });
     }
 #pragma omp for schedule(dynamic, 1)
     for (int64_t x = 0; x < n2i; ++x)
@@ -396,8 +394,8 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
 }  // namespace
 
 extern "C" int fa_cpu_backward(const FaProblem* p, const void* q, const void* k, const void* v, const void* dy,
-                               const void* attention_out, const float* softmax_max, const float* softmax_sum,
-                               void* dq, void* dk, void* dv, char* err, int errlen) {
+                               const void* attention_out, const float* softmax_max, const float* softmax_sum, void* dq,
+                               void* dk, void* dv, char* err, int errlen) {
   return msfa::c_abi_guard(p, err, errlen, [&](char* e, int n) {
     return backward_impl(p, q, k, v, dy, attention_out, softmax_max, softmax_sum, dq, dk, dv, e, n);
   });

@@ -37,8 +37,8 @@ void zero_outputs(const Ctx& c, void* out, float* smax, float* ssum) {
   if (ssum) memset(ssum, 0, (size_t)(rows * p->s.N1 * 8) * 4);
 }
 
-void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv, const TView& Vv,
-              const TView& Ov, float* smax, float* ssum, FwdBuffers& w) {
+void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv, const TView& Vv, const TView& Ov,
+              float* smax, float* ssum, FwdBuffers& w) {
   const FaProblem* p = c.p;
   const BatchInfo& bi = c.bi[it.b];
   const int64_t b = it.b, h = it.h, kvh = h / c.G;
@@ -226,7 +226,6 @@ int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v
 
 extern "C" int fa_cpu_forward(const FaProblem* p, const void* q, const void* k, const void* v, void* out,
                               float* softmax_max, float* softmax_sum, char* err, int errlen) {
-  return msfa::c_abi_guard(p, err, errlen, [&](char* e, int n) {
-    return forward_impl(p, q, k, v, out, softmax_max, softmax_sum, e, n);
-  });
+  return msfa::c_abi_guard(
+      p, err, errlen, [&](char* e, int n) { return forward_impl(p, q, k, v, out, softmax_max, softmax_sum, e, n); });
 }

@@ -36,8 +36,7 @@ struct TView {
   }
 };
 
-inline TView make_view(const void* ptr, int layout, int64_t B, int64_t N, int64_t S, int64_t Dh,
-                       size_t esz) {
+inline TView make_view(const void* ptr, int layout, int64_t B, int64_t N, int64_t S, int64_t Dh, size_t esz) {
   TView v;
   v.base = (const char*)ptr;
   v.esz = esz;
@@ -62,11 +61,11 @@ inline TView make_view(const void* ptr, int layout, int64_t B, int64_t N, int64_
 /* problem context                                                                              */
 
 struct BatchInfo {
-  int64_t S1b, S2b;    /* lengths of this batch */
-  int64_t q0, k0;      /* TND: first row of the batch in T1 / T2 (0 otherwise) */
-  int64_t drop_base;   /* flat dropout index of (b, h=0, i=0, j=0) */
-  int64_t stat_base;   /* row index (units of 8 floats) of softmax stats of (b, h=0, i=0) */
-  int64_t stat_hstride;/* rows between heads in the stats buffer */
+  int64_t S1b, S2b;     /* lengths of this batch */
+  int64_t q0, k0;       /* TND: first row of the batch in T1 / T2 (0 otherwise) */
+  int64_t drop_base;    /* flat dropout index of (b, h=0, i=0, j=0) */
+  int64_t stat_base;    /* row index (units of 8 floats) of softmax stats of (b, h=0, i=0) */
+  int64_t stat_hstride; /* rows between heads in the stats buffer */
   FaBand band;
 };
 
@@ -192,17 +191,17 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
        * signed overflow wrap them below T1/T2 (UB, then reads past q/k/v). q0 <= T1 here, so
        * T1 - q0 cannot overflow. */
       if (x.S1b > p->s.T1 - q0 || x.S2b > p->s.T2 - k0) {
-        snprintf(err, errlen, "[kernel.tnd] sum of lengths up to batch %lld exceeds T1=%lld / T2=%lld",
-                 (long long)b, (long long)p->s.T1, (long long)p->s.T2);
+        snprintf(err, errlen, "[kernel.tnd] sum of lengths up to batch %lld exceeds T1=%lld / T2=%lld", (long long)b,
+                 (long long)p->s.T1, (long long)p->s.T2);
         return 1;
       }
       x.q0 = q0, x.k0 = k0;
       x.drop_base = drop;
       x.stat_base = q0 * p->s.N1;
       x.stat_hstride = x.S1b;
-      x.band = fa_band(p->s.sparse_mode, x.S1b, x.S2b, p->s.pre_tokens, p->s.next_tokens, has_mask,
-                       p->prefix ? p->prefix[b] : 0, 1, b == band_b, p->s.S1 > 0 ? p->s.S1 : m1,
-                       p->s.S2 > 0 ? p->s.S2 : m2);
+      x.band =
+          fa_band(p->s.sparse_mode, x.S1b, x.S2b, p->s.pre_tokens, p->s.next_tokens, has_mask,
+                  p->prefix ? p->prefix[b] : 0, 1, b == band_b, p->s.S1 > 0 ? p->s.S1 : m1, p->s.S2 > 0 ? p->s.S2 : m2);
       c->bi.push_back(x);
       q0 += x.S1b, k0 += x.S2b;
       /* flat dropout index (SPEC 4) N1 * sum(S1b * S2b): int64, overflow checked */
@@ -214,8 +213,8 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
       drop += t;
     }
     if (q0 > p->s.T1 || k0 > p->s.T2) {
-      snprintf(err, errlen, "[kernel.tnd] sum of lengths (%lld, %lld) exceeds T1=%lld / T2=%lld",
-               (long long)q0, (long long)k0, (long long)p->s.T1, (long long)p->s.T2);
+      snprintf(err, errlen, "[kernel.tnd] sum of lengths (%lld, %lld) exceeds T1=%lld / T2=%lld", (long long)q0,
+               (long long)k0, (long long)p->s.T1, (long long)p->s.T2);
       return 1;
     }
   } else {

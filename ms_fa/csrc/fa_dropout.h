@@ -37,9 +37,9 @@ FA_DROP_INLINE uint64_t fa_drop_mix(uint64_t z) {
 /* threshold for keep_prob (as the float32 the operator receives); 2^24 for keep_prob == 1. */
 FA_DROP_INLINE uint32_t fa_drop_threshold(float keep_prob) {
   double t = (double)keep_prob * 16777216.0;
-  if (!(t > 0.0)) return 0u;              /* also catches NaN */
+  if (!(t > 0.0)) return 0u; /* also catches NaN */
   if (t >= 16777216.0) return 16777216u;
-  return (uint32_t)t;                     /* truncation == floor for t >= 0 */
+  return (uint32_t)t; /* truncation == floor for t >= 0 */
 }
 
 /* the stream of (seed, offset) */
@@ -57,4 +57,4 @@ FA_DROP_INLINE int fa_drop_keep(uint64_t seed, uint64_t offset, uint64_t n, uint
   return fa_drop_keep_key(fa_drop_key(seed, offset), n, threshold);
 }
 
-#endif  /* MS_FA_FA_DROPOUT_H_ */
+#endif /* MS_FA_FA_DROPOUT_H_ */

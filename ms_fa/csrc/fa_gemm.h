@@ -11,8 +11,8 @@ namespace msfa {
 
 /* GEMM (row major). OpenBLAS when available, else a plain loop (correct, slow).               */
 
-inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda,
-                 const float* B, int ldb, float beta, float* C, int ldc) {
+inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float* A, int lda, const float* B, int ldb,
+                 float beta, float* C, int ldc) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     for (int i = 0; i < M; ++i)
@@ -20,8 +20,8 @@ inline void gemm(bool ta, bool tb, int M, int N, int K, float alpha, const float
     return;
   }
 #ifdef MS_FA_HAVE_OPENBLAS
-  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M,
-                    N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, M, N, K, alpha, A,
+                    lda, B, ldb, beta, C, ldc);
 #else
   for (int i = 0; i < M; ++i) {
     float* c = C + (int64_t)i * ldc;

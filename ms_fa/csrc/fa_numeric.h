@@ -81,7 +81,9 @@ static inline float exp_sum_round(float* s, int n, float m, int dt) {
 
 /* dtype conversion. CAST_ROUND = round half away from zero (SPEC 1).                           */
 
-static inline size_t dtype_size(int dt) { return dt == FA_F32 ? 4 : 2; }
+static inline size_t dtype_size(int dt) {
+  return dt == FA_F32 ? 4 : 2;
+}
 
 static inline float bf16_to_f32(uint16_t h) {
   uint32_t u = (uint32_t)h << 16;
@@ -89,7 +91,9 @@ static inline float bf16_to_f32(uint16_t h) {
   memcpy(&f, &u, 4);
   return f;
 }
-static inline float f16_to_f32(uint16_t h) { return simd::f16_to_f32(h); }
+static inline float f16_to_f32(uint16_t h) {
+  return simd::f16_to_f32(h);
+}
 
 /* 8 floats rounded to dtype dt precision (CAST_ROUND), still fp32 */
 static inline simd::F8 round8(simd::F8 v, int dt) {

@@ -71,8 +71,7 @@
 #include <stdint.h>
 
 #if !defined(FA_PLAN_INLINE)
-#if defined(FA_PLAN_ASCEND) || defined(__CCE_KT_TEST__) || defined(__CCE_AICORE__) || \
-    defined(ASCENDC_CPU_DEBUG)
+#if defined(FA_PLAN_ASCEND) || defined(__CCE_KT_TEST__) || defined(__CCE_AICORE__) || defined(ASCENDC_CPU_DEBUG)
 #define FA_PLAN_INLINE __aicore__ inline
 #else
 #define FA_PLAN_INLINE inline
@@ -85,11 +84,11 @@
 enum FaBlockKind { FA_BLOCK_SKIP = 0, FA_BLOCK_FULL = 1, FA_BLOCK_PARTIAL = 2 };
 
 struct FaBand {
-  int64_t pre;         /* top-left based: keep j >= i - pre                                  */
-  int64_t next;        /* top-left based: keep j <= i + next                                 */
-  int64_t prefix;      /* also keep j < prefix (modes 5/6; 0 otherwise)                      */
-  int32_t structural;  /* 0: the band keeps everything (mode 1, mode 0 full band, no mask)   */
-  int32_t user_mask;   /* 1: read the full atten_mask element-wise (modes 0/1/5 with a mask) */
+  int64_t pre;        /* top-left based: keep j >= i - pre                                  */
+  int64_t next;       /* top-left based: keep j <= i + next                                 */
+  int64_t prefix;     /* also keep j < prefix (modes 5/6; 0 otherwise)                      */
+  int32_t structural; /* 0: the band keeps everything (mode 1, mode 0 full band, no mask)   */
+  int32_t user_mask;  /* 1: read the full atten_mask element-wise (modes 0/1/5 with a mask) */
 };
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -100,16 +99,21 @@ FA_PLAN_INLINE int64_t fa_sat_add(int64_t a, int64_t b) {
   if (b < 0 && a < INT64_MIN - b) return INT64_MIN;
   return a + b;
 }
-FA_PLAN_INLINE int64_t fa_sat_neg(int64_t a) { return a == INT64_MIN ? INT64_MAX : -a; }
+FA_PLAN_INLINE int64_t fa_sat_neg(int64_t a) {
+  return a == INT64_MIN ? INT64_MAX : -a;
+}
 FA_PLAN_INLINE int64_t fa_sat_sub(int64_t a, int64_t b) {
-  if (b == INT64_MIN) return a >= 0 ? INT64_MAX : a - b;  /* a - INT64_MIN = a + 2^63 */
+  if (b == INT64_MIN) return a >= 0 ? INT64_MAX : a - b; /* a - INT64_MIN = a + 2^63 */
   return fa_sat_add(a, -b);
 }
-FA_PLAN_INLINE int64_t fa_min64(int64_t a, int64_t b) { return a < b ? a : b; }
-FA_PLAN_INLINE int64_t fa_max64(int64_t a, int64_t b) { return a > b ? a : b; }
+FA_PLAN_INLINE int64_t fa_min64(int64_t a, int64_t b) {
+  return a < b ? a : b;
+}
+FA_PLAN_INLINE int64_t fa_max64(int64_t a, int64_t b) {
+  return a > b ? a : b;
+}
 
-FA_PLAN_INLINE FaBand fa_make_band(int64_t pre, int64_t next, int64_t prefix, int32_t structural,
-                                   int32_t user_mask) {
+FA_PLAN_INLINE FaBand fa_make_band(int64_t pre, int64_t next, int64_t prefix, int32_t structural, int32_t user_mask) {
   FaBand b;
   b.pre = pre;
   b.next = next;
@@ -130,9 +134,9 @@ FA_PLAN_INLINE FaBand fa_make_band(int64_t pre, int64_t next, int64_t prefix, in
  *   is_band_batch  TND modes 7/8: b is the band batch (fa_band_batch_index)
  *   max_s1/max_s2  TND: largest per-batch lengths, decide mode 0's special cases as tiling does;
  *                  pass S1b/S2b (or <= 0, meaning "use S1b/S2b") for non-TND.               */
-FA_PLAN_INLINE FaBand fa_band(int32_t sparse_mode, int64_t S1b, int64_t S2b, int64_t pre_tokens,
-                              int64_t next_tokens, int32_t has_mask, int64_t prefix_b, int32_t tnd,
-                              int32_t is_band_batch, int64_t max_s1, int64_t max_s2) {
+FA_PLAN_INLINE FaBand fa_band(int32_t sparse_mode, int64_t S1b, int64_t S2b, int64_t pre_tokens, int64_t next_tokens,
+                              int32_t has_mask, int64_t prefix_b, int32_t tnd, int32_t is_band_batch, int64_t max_s1,
+                              int64_t max_s2) {
   const int64_t pre = pre_tokens, nxt = next_tokens;
   const int64_t m1 = max_s1 > 0 ? max_s1 : S1b;
   const int64_t m2 = max_s2 > 0 ? max_s2 : S2b;
@@ -150,8 +154,7 @@ FA_PLAN_INLINE FaBand fa_band(int32_t sparse_mode, int64_t S1b, int64_t S2b, int
       return fa_make_band(FA_INT_MAX, S2b - S1b, 0, 1, 0);
     case 4:
       if (tnd)
-        return fa_make_band(S1b - fa_max64(fa_sat_sub(S2b, pre), 0),
-                            S2b - fa_max64(fa_sat_sub(S1b, nxt), 0), 0, 1, 0);
+        return fa_make_band(S1b - fa_max64(fa_sat_sub(S2b, pre), 0), S2b - fa_max64(fa_sat_sub(S1b, nxt), 0), 0, 1, 0);
       return fa_make_band(fa_sat_add(pre, S1b - S2b), fa_sat_add(nxt, S2b - S1b), 0, 1, 0);
     case 5:
       /* no prefix (prefix_b < 0): tiling silently falls back to ALL (full user mask), SPEC 2.3 */
@@ -160,11 +163,9 @@ FA_PLAN_INLINE FaBand fa_band(int32_t sparse_mode, int64_t S1b, int64_t S2b, int
     case 6:
       return fa_make_band(FA_INT_MAX, S2b - S1b, fa_max64(prefix_b, 0), 1, 0);
     case 7:
-      return fa_make_band(FA_INT_MAX, is_band_batch ? fa_sat_add(S2b - S1b, nxt) : S2b - S1b, 0, 1,
-                          0);
+      return fa_make_band(FA_INT_MAX, is_band_batch ? fa_sat_add(S2b - S1b, nxt) : S2b - S1b, 0, 1, 0);
     case 8:
-      return fa_make_band(FA_INT_MAX, is_band_batch ? S2b - fa_max64(fa_sat_sub(S1b, nxt), 0) : 0,
-                          0, 1, 0);
+      return fa_make_band(FA_INT_MAX, is_band_batch ? S2b - fa_max64(fa_sat_sub(S1b, nxt), 0) : 0, 0, 1, 0);
     default:
       return fa_make_band(-1, -1, 0, 1, 0); /* invalid mode: keeps nothing */
   }
@@ -190,8 +191,7 @@ FA_PLAN_INLINE int32_t fa_keep(const FaBand* band, int64_t i, int64_t j) {
  *     B u P = [0, max(prefix, i + next + 1)): one interval.
  * For a hand-made FaBand with prefix > 0 and i - pre > prefix the result is the hull of B u P
  * (fa_keep stays exact); fa_band never produces such a band.                                     */
-FA_PLAN_INLINE void fa_row_range(const FaBand* band, int64_t S2b, int64_t i, int64_t* j_begin,
-                                 int64_t* j_end) {
+FA_PLAN_INLINE void fa_row_range(const FaBand* band, int64_t S2b, int64_t i, int64_t* j_begin, int64_t* j_end) {
   if (S2b <= 0) {
     *j_begin = 0;
     *j_end = 0;
@@ -238,8 +238,8 @@ FA_PLAN_INLINE int64_t fa_row_kept_count(const FaBand* band, int64_t S2b, int64_
  * This is upstream GetS2LoopRange (start = max(i0 - pre, 0) rounded down, end = min(i1 + next, S2)
  * rounded up; prefix modes: start 0, end max(prefix, causal end)), except that rows of the block
  * which keep nothing (above/below the band) do not widen the range. Mirror: masks.s2_range.     */
-FA_PLAN_INLINE void fa_s2_range(const FaBand* band, int64_t S1b, int64_t S2b, int64_t i0,
-                                int64_t i1, int64_t s2_block, int64_t* j_begin, int64_t* j_end) {
+FA_PLAN_INLINE void fa_s2_range(const FaBand* band, int64_t S1b, int64_t S2b, int64_t i0, int64_t i1, int64_t s2_block,
+                                int64_t* j_begin, int64_t* j_end) {
   int64_t lo = 0, hi = 0;
   i0 = fa_max64(i0, 0);
   i1 = fa_min64(i1, S1b);
@@ -282,8 +282,7 @@ FA_PLAN_INLINE void fa_s2_range(const FaBand* band, int64_t S1b, int64_t S2b, in
  *   FULL     every score is kept structurally and there is no user mask to read;
  *   PARTIAL  otherwise (a band edge crosses the tile, or band->user_mask).
  * Mirror: masks.block_kind.                                                                      */
-FA_PLAN_INLINE int32_t fa_block_kind(const FaBand* band, int64_t i0, int64_t i1, int64_t j0,
-                                     int64_t j1) {
+FA_PLAN_INLINE int32_t fa_block_kind(const FaBand* band, int64_t i0, int64_t i1, int64_t j0, int64_t j1) {
   if (i0 >= i1 || j0 >= j1) return FA_BLOCK_SKIP;
   if (!band->structural) return band->user_mask ? FA_BLOCK_PARTIAL : FA_BLOCK_FULL;
   const int64_t lo = fa_sat_neg(band->pre), hi = band->next; /* keep d = j - i in [lo, hi] */
@@ -316,8 +315,7 @@ FA_PLAN_INLINE int64_t fa_seqlen(const int64_t* cum, int64_t b) {
 
 /* TND modes 7/8: the band batch (7: last, 8: first batch with S1b != 0); -1 otherwise or if all
  * batches are empty. Mirror: masks.band_batch_index (which takes the lengths). */
-FA_PLAN_INLINE int64_t fa_band_batch_index(int32_t sparse_mode, const int64_t* actual_seq_qlen,
-                                           int64_t B) {
+FA_PLAN_INLINE int64_t fa_band_batch_index(int32_t sparse_mode, const int64_t* actual_seq_qlen, int64_t B) {
   if (sparse_mode != 7 && sparse_mode != 8) return -1;
   int64_t found = -1;
   for (int64_t b = 0; b < B; ++b) {
@@ -331,9 +329,8 @@ FA_PLAN_INLINE int64_t fa_band_batch_index(int32_t sparse_mode, const int64_t* a
 
 /* Whether invalid-line mode is on (SPEC 6.1): inner_precise == 2, or the non-TND auto rule.
  * prefix: B entries or NULL (None). Mirror: masks.auto_invalid_line. */
-FA_PLAN_INLINE int32_t fa_auto_invalid_line(int32_t sparse_mode, int64_t S1, int64_t S2,
-                                            int64_t pre, int64_t next, int32_t has_mask,
-                                            int32_t inner_precise, const int64_t* prefix, int64_t B,
+FA_PLAN_INLINE int32_t fa_auto_invalid_line(int32_t sparse_mode, int64_t S1, int64_t S2, int64_t pre, int64_t next,
+                                            int32_t has_mask, int32_t inner_precise, const int64_t* prefix, int64_t B,
                                             int32_t tnd) {
   if (inner_precise == 2) return 1;
   if (tnd || !has_mask) return 0;

@@ -72,13 +72,17 @@ MSFA_SIMD_INLINE F8 load(const float* p) {
   memcpy(r.v, p, sizeof(r.v));
   return r;
 }
-MSFA_SIMD_INLINE void store(float* p, const F8& a) { memcpy(p, a.v, sizeof(a.v)); }
+MSFA_SIMD_INLINE void store(float* p, const F8& a) {
+  memcpy(p, a.v, sizeof(a.v));
+}
 MSFA_SIMD_INLINE F8 set1(float x) {
   F8 r;
   MSFA_LANES r.v[i] = x;
   return r;
 }
-MSFA_SIMD_INLINE F8 zero() { return set1(0.f); }
+MSFA_SIMD_INLINE F8 zero() {
+  return set1(0.f);
+}
 MSFA_SIMD_INLINE F8 add(const F8& a, const F8& b) {
   F8 r;
   MSFA_LANES r.v[i] = a.v[i] + b.v[i];
@@ -117,10 +121,16 @@ MSFA_SIMD_INLINE uint32_t selu(bool c, uint32_t a, uint32_t b) {
   const uint32_t m = 0u - (uint32_t)c;
   return (a & m) | (b & ~m);
 }
-MSFA_SIMD_INLINE float sel(bool c, float a, float b) { return from_bits(selu(c, bits(a), bits(b))); }
+MSFA_SIMD_INLINE float sel(bool c, float a, float b) {
+  return from_bits(selu(c, bits(a), bits(b)));
+}
 /* x86 maxps / minps semantics: the second operand when unordered, and max(-0, +0) = +0 */
-MSFA_SIMD_INLINE float max1(float a, float b) { return sel(a > b, a, b); }
-MSFA_SIMD_INLINE float min1(float a, float b) { return sel(a < b, a, b); }
+MSFA_SIMD_INLINE float max1(float a, float b) {
+  return sel(a > b, a, b);
+}
+MSFA_SIMD_INLINE float min1(float a, float b) {
+  return sel(a < b, a, b);
+}
 MSFA_SIMD_INLINE F8 max(const F8& a, const F8& b) {
   F8 r;
   MSFA_LANES r.v[i] = max1(a.v[i], b.v[i]);
@@ -208,8 +218,8 @@ MSFA_SIMD_INLINE uint16_t f32_to_f16_away(float x) {
   const uint32_t hn = ((a + 0x1000u) >> 13) - (112u << 10);
   const uint32_t hs = f16_subnormal_units(a);
   uint32_t h = selu(a < (113u << 23), hs, hn);
-  h = selu(a >= 0x477ff000u, 0x7c00u, h);                        /* |x| >= 65520 (and inf) -> inf */
-  h = selu(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu), h);  /* NaN -> quiet NaN */
+  h = selu(a >= 0x477ff000u, 0x7c00u, h);                       /* |x| >= 65520 (and inf) -> inf */
+  h = selu(a > 0x7f800000u, 0x7e00u | ((a >> 13) & 0x3ffu), h); /* NaN -> quiet NaN */
   return (uint16_t)(s | h);
 }
 
@@ -231,8 +241,12 @@ MSFA_SIMD_INLINE F8 load_bf16(const uint16_t* p) {
   MSFA_LANES r.v[i] = from_bits((uint32_t)p[i] << 16);
   return r;
 }
-MSFA_SIMD_INLINE void store_f16(uint16_t* p, const F8& a) { MSFA_LANES p[i] = f32_to_f16_away(a.v[i]); }
-MSFA_SIMD_INLINE void store_bf16(uint16_t* p, const F8& a) { MSFA_LANES p[i] = f32_to_bf16_away(a.v[i]); }
+MSFA_SIMD_INLINE void store_f16(uint16_t* p, const F8& a) {
+  MSFA_LANES p[i] = f32_to_f16_away(a.v[i]);
+}
+MSFA_SIMD_INLINE void store_bf16(uint16_t* p, const F8& a) {
+  MSFA_LANES p[i] = f32_to_bf16_away(a.v[i]);
+}
 /* f16_to_f32(f32_to_f16_away(x)) without the trip through 16 bits */
 MSFA_SIMD_INLINE float round_f16_lane(float x) {
   const uint32_t u = bits(x);
@@ -240,8 +254,8 @@ MSFA_SIMD_INLINE float round_f16_lane(float x) {
   const uint32_t rn = (a + 0x1000u) & 0xffffe000u; /* normal fp16: keep 11 significant bits */
   const uint32_t rs = bits((float)(int32_t)f16_subnormal_units(a) * 5.9604644775390625e-8f); /* exact */
   uint32_t r = selu(a < (113u << 23), rs, rn);
-  r = selu(a >= 0x477ff000u, 0x7f800000u, r);                   /* |x| >= 65520 (and inf) -> inf */
-  r = selu(a > 0x7f800000u, (a | 0x400000u) & 0xffffe000u, r);  /* NaN -> quiet, payload cut */
+  r = selu(a >= 0x477ff000u, 0x7f800000u, r);                  /* |x| >= 65520 (and inf) -> inf */
+  r = selu(a > 0x7f800000u, (a | 0x400000u) & 0xffffe000u, r); /* NaN -> quiet, payload cut */
   return from_bits((u & 0x80000000u) | r);
 }
 MSFA_SIMD_INLINE F8 round_f16(const F8& a) {
@@ -267,18 +281,42 @@ namespace simd_avx2 {
 
 typedef __m256 F8;
 
-static inline F8 load(const float* p) { return _mm256_loadu_ps(p); }
-static inline void store(float* p, F8 a) { _mm256_storeu_ps(p, a); }
-static inline F8 set1(float x) { return _mm256_set1_ps(x); }
-static inline F8 zero() { return _mm256_setzero_ps(); }
-static inline F8 add(F8 a, F8 b) { return _mm256_add_ps(a, b); }
-static inline F8 sub(F8 a, F8 b) { return _mm256_sub_ps(a, b); }
-static inline F8 mul(F8 a, F8 b) { return _mm256_mul_ps(a, b); }
-static inline F8 div(F8 a, F8 b) { return _mm256_div_ps(a, b); }
-static inline F8 max(F8 a, F8 b) { return _mm256_max_ps(a, b); }
-static inline F8 min(F8 a, F8 b) { return _mm256_min_ps(a, b); }
-static inline F8 fmadd(F8 a, F8 b, F8 c) { return _mm256_fmadd_ps(a, b, c); }
-static inline F8 fnmadd(F8 a, F8 b, F8 c) { return _mm256_fnmadd_ps(a, b, c); }
+static inline F8 load(const float* p) {
+  return _mm256_loadu_ps(p);
+}
+static inline void store(float* p, F8 a) {
+  _mm256_storeu_ps(p, a);
+}
+static inline F8 set1(float x) {
+  return _mm256_set1_ps(x);
+}
+static inline F8 zero() {
+  return _mm256_setzero_ps();
+}
+static inline F8 add(F8 a, F8 b) {
+  return _mm256_add_ps(a, b);
+}
+static inline F8 sub(F8 a, F8 b) {
+  return _mm256_sub_ps(a, b);
+}
+static inline F8 mul(F8 a, F8 b) {
+  return _mm256_mul_ps(a, b);
+}
+static inline F8 div(F8 a, F8 b) {
+  return _mm256_div_ps(a, b);
+}
+static inline F8 max(F8 a, F8 b) {
+  return _mm256_max_ps(a, b);
+}
+static inline F8 min(F8 a, F8 b) {
+  return _mm256_min_ps(a, b);
+}
+static inline F8 fmadd(F8 a, F8 b, F8 c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+static inline F8 fnmadd(F8 a, F8 b, F8 c) {
+  return _mm256_fnmadd_ps(a, b, c);
+}
 
 static inline float hmax(F8 v) {
   __m128 a = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -318,7 +356,9 @@ static inline F8 exp(F8 x) {
   return _mm256_andnot_ps(zmask, y);
 }
 
-static inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+static inline float f16_to_f32(uint16_t h) {
+  return _cvtsh_ss(h);
+}
 
 /* 8 floats -> 8 fp16 bit patterns, half away from zero */
 static inline __m128i f32_to_f16_away8(__m256 x) {
@@ -345,22 +385,31 @@ static inline __m256i f32_to_bf16_away8_32(__m256 x) {
   __m256i u = _mm256_castps_si256(x);
   __m256i r = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x8000)), 16);
   __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  __m256i qn = _mm256_or_si256(_mm256_set1_epi32(0x7fc0), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)));
+  __m256i qn =
+      _mm256_or_si256(_mm256_set1_epi32(0x7fc0), _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x8000)));
   return _mm256_blendv_epi8(r, qn, _mm256_castps_si256(nan));
 }
 
-static inline F8 load_f16(const uint16_t* p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p)); }
+static inline F8 load_f16(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)p));
+}
 static inline F8 load_bf16(const uint16_t* p) {
   __m256i w = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)p));
   return _mm256_castsi256_ps(_mm256_slli_epi32(w, 16));
 }
-static inline void store_f16(uint16_t* p, F8 a) { _mm_storeu_si128((__m128i*)p, f32_to_f16_away8(a)); }
+static inline void store_f16(uint16_t* p, F8 a) {
+  _mm_storeu_si128((__m128i*)p, f32_to_f16_away8(a));
+}
 static inline void store_bf16(uint16_t* p, F8 a) {
   __m256i r = f32_to_bf16_away8_32(a);
   _mm_storeu_si128((__m128i*)p, _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
 }
-static inline F8 round_f16(F8 a) { return _mm256_cvtph_ps(f32_to_f16_away8(a)); }
-static inline F8 round_bf16(F8 a) { return _mm256_castsi256_ps(_mm256_slli_epi32(f32_to_bf16_away8_32(a), 16)); }
+static inline F8 round_f16(F8 a) {
+  return _mm256_cvtph_ps(f32_to_f16_away8(a));
+}
+static inline F8 round_bf16(F8 a) {
+  return _mm256_castsi256_ps(_mm256_slli_epi32(f32_to_bf16_away8_32(a), 16));
+}
 
 }  // namespace simd_avx2
 namespace simd = simd_avx2;

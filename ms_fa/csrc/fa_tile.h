@@ -28,8 +28,7 @@ static inline int drop_keep(const Ctx& c, const BatchInfo& bi, int64_t h, int64_
 }
 
 /* keep bits of a row as floats: mul[k] = keep(i, j0+k) ? 1 : 0 (dropout = x * bit / keep_prob) */
-static inline void drop_row(const Ctx& c, const BatchInfo& bi, int64_t h, int64_t i, int64_t j0, int n,
-                            float* mul) {
+static inline void drop_row(const Ctx& c, const BatchInfo& bi, int64_t h, int64_t i, int64_t j0, int n, float* mul) {
   const uint64_t n0 = (uint64_t)(bi.drop_base + (h * bi.S1b + i) * bi.S2b + j0);
   const float v = 1.f;
   if (c.p->drop_mask) {
@@ -55,9 +54,9 @@ static inline void apply_drop(float* x, const float* bit, int n, float keep_prob
  * Applies scale and pse (SPEC 1 / 5), then masking (kind PARTIAL): outside the row interval
  * [rlo[r], rhi[r]) -> -inf, user mask -> -FLT_MAX.                                              */
 
-inline void score_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i0, int rows,
-                       int64_t j0, int cols, float* S, int lds, int kind, const int64_t* rlo,
-                       const int64_t* rhi, float* tmp /* >= cols floats */) {
+inline void score_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i0, int rows, int64_t j0,
+                       int cols, float* S, int lds, int kind, const int64_t* rlo, const int64_t* rhi,
+                       float* tmp /* >= cols floats */) {
   const FaProblem* p = c.p;
   const float scale = p->s.scale;
   const simd::F8 sv = simd::set1(scale);

@@ -95,8 +95,8 @@ int MsFaForward(int nparam, void** params, int* ndims, int64_t** shapes, const c
     return 1;
   }
   FaProblem p;
-  if (Unpack(static_cast<const int64_t*>(params[6]), shapes[6][1], static_cast<const int64_t*>(params[7]),
-             params[3], params[4], params[5], dtypes[0], &p, err, sizeof(err)) != 0) {
+  if (Unpack(static_cast<const int64_t*>(params[6]), shapes[6][1], static_cast<const int64_t*>(params[7]), params[3],
+             params[4], params[5], dtypes[0], &p, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
@@ -116,14 +116,14 @@ int MsFaBackward(int nparam, void** params, int* ndims, int64_t** shapes, const 
     return 1;
   }
   FaProblem p;
-  if (Unpack(static_cast<const int64_t*>(params[10]), shapes[10][1], static_cast<const int64_t*>(params[11]),
-             params[4], params[5], params[6], dtypes[0], &p, err, sizeof(err)) != 0) {
+  if (Unpack(static_cast<const int64_t*>(params[10]), shapes[10][1], static_cast<const int64_t*>(params[11]), params[4],
+             params[5], params[6], dtypes[0], &p, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
-  int rc = fa_cpu_backward(&p, params[0], params[1], params[2], params[3], params[9],
-                           static_cast<const float*>(params[7]), static_cast<const float*>(params[8]),
-                           params[12], params[13], params[14], err, sizeof(err));
+  int rc =
+      fa_cpu_backward(&p, params[0], params[1], params[2], params[3], params[9], static_cast<const float*>(params[7]),
+                      static_cast<const float*>(params[8]), params[12], params[13], params[14], err, sizeof(err));
   if (rc != 0) fprintf(stderr, "ms_fa CPU kernel (backward) failed: %s\n", err);
   return rc;
 }

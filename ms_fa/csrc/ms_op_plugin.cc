@@ -138,7 +138,7 @@ void ZeroFill(const Args& a, int i) {
 constexpr int kAbsent = -1;
 struct Raw {
   int q = kAbsent, k = kAbsent, v = kAbsent, pse = kAbsent, drop_mask = kAbsent, atten_mask = kAbsent;
-  int prefix = kAbsent, aq = kAbsent, akv = kAbsent;  /* aq / akv: actual_seq_qlen / actual_seq_kvlen */
+  int prefix = kAbsent, aq = kAbsent, akv = kAbsent; /* aq / akv: actual_seq_qlen / actual_seq_kvlen */
   int head_num = kAbsent, layout = kAbsent, scale = kAbsent, keep_prob = kAbsent, pre = kAbsent;
   int next = kAbsent, inner = kAbsent, sparse = kAbsent, pse_type = kAbsent, q_start = kAbsent;
   int kv_start = kAbsent;
@@ -204,12 +204,18 @@ std::string ShapeStr(const std::vector<int64_t>& s) {
 
 int MsLayoutToFa(int64_t ms_layout) {
   switch (ms_layout) {  // MindSpore FASInputLayoutMode
-    case 0: return FA_BSH;
-    case 1: return FA_BNSD;
-    case 2: return FA_SBH;
-    case 3: return FA_BSND;
-    case 4: return FA_TND;
-    default: return -1;
+    case 0:
+      return FA_BSH;
+    case 1:
+      return FA_BNSD;
+    case 2:
+      return FA_SBH;
+    case 3:
+      return FA_BSND;
+    case 4:
+      return FA_TND;
+    default:
+      return -1;
   }
 }
 
@@ -248,13 +254,27 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       break;
     }
     case FA_BSND:
-      p.s.B = qs[0]; p.s.S1 = qs[1]; p.s.D = qs[3]; p.s.S2 = ks[1]; p.s.N2 = ks[2]; p.s.Dv = vs[3];
+      p.s.B = qs[0];
+      p.s.S1 = qs[1];
+      p.s.D = qs[3];
+      p.s.S2 = ks[1];
+      p.s.N2 = ks[2];
+      p.s.Dv = vs[3];
       break;
     case FA_BNSD:
-      p.s.B = qs[0]; p.s.S1 = qs[2]; p.s.D = qs[3]; p.s.S2 = ks[2]; p.s.N2 = ks[1]; p.s.Dv = vs[3];
+      p.s.B = qs[0];
+      p.s.S1 = qs[2];
+      p.s.D = qs[3];
+      p.s.S2 = ks[2];
+      p.s.N2 = ks[1];
+      p.s.Dv = vs[3];
       break;
     default: {  // TND
-      p.s.T1 = qs[0]; p.s.D = qs[2]; p.s.T2 = ks[0]; p.s.N2 = ks[1]; p.s.Dv = vs[2];
+      p.s.T1 = qs[0];
+      p.s.D = qs[2];
+      p.s.T2 = ks[0];
+      p.s.N2 = ks[1];
+      p.s.Dv = vs[2];
       pr->aq = a.ivec(r.aq);
       pr->akv = a.ivec(r.akv);
       if (pr->aq.empty() || pr->aq.size() != pr->akv.size()) {
@@ -342,8 +362,7 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       }
       p.s.mask_kind = FA_MASK_COMPRESSED;
     } else if (p.s.layout == FA_TND) {
-      if (ms == Shape{S1, S2} ||
-          (mr == 2 && ms[0] >= S1 && ms[1] >= S2 && ms != Shape{p.s.T1, p.s.T2})) {
+      if (ms == Shape{S1, S2} || (mr == 2 && ms[0] >= S1 && ms[1] >= S2 && ms != Shape{p.s.T1, p.s.T2})) {
         p.s.mask_kind = FA_MASK_FULL;
         p.s.mask_stride_s1 = ms[1];
       } else if (ms == Shape{p.s.T1, p.s.T2}) {
@@ -352,8 +371,9 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       } else {
         snprintf(err, errlen,
                  "[atten_mask.tnd_shape] TND atten_mask for sparse_mode %d must be (maxS1, maxS2)=(%ld, %ld) or "
-                 "(T1, T2)=(%ld, %ld), got %s", m, static_cast<long>(S1), static_cast<long>(S2),
-                 static_cast<long>(p.s.T1), static_cast<long>(p.s.T2), ShapeStr(ms).c_str());
+                 "(T1, T2)=(%ld, %ld), got %s",
+                 m, static_cast<long>(S1), static_cast<long>(S2), static_cast<long>(p.s.T1), static_cast<long>(p.s.T2),
+                 ShapeStr(ms).c_str());
         return 1;
       }
     } else {
@@ -362,15 +382,17 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
         if (!bnss && !b1ss) {
           snprintf(err, errlen,
                    "[atten_mask.prefix_full_shape] sparse_mode 5 with B=%ld > 1 needs atten_mask (B, N1, S1, S2)="
-                   "(%ld, %ld, %ld, %ld) or (B, 1, S1, S2), got %s", static_cast<long>(B), static_cast<long>(B),
-                   static_cast<long>(p.s.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
+                   "(%ld, %ld, %ld, %ld) or (B, 1, S1, S2), got %s",
+                   static_cast<long>(B), static_cast<long>(B), static_cast<long>(p.s.N1), static_cast<long>(S1),
+                   static_cast<long>(S2), ShapeStr(ms).c_str());
           return 1;
         }
       } else if (!bnss && !b1ss && ms != Shape{S1, S2} && ms != Shape{1, 1, S1, S2}) {
         snprintf(err, errlen,
                  "[atten_mask.full_shape] atten_mask for sparse_mode %d must be one of (S1, S2), (1, 1, S1, S2), "
-                 "(B, 1, S1, S2), (B, N1, S1, S2) with B=%ld N1=%ld S1=%ld S2=%ld, got %s", m, static_cast<long>(B),
-                 static_cast<long>(p.s.N1), static_cast<long>(S1), static_cast<long>(S2), ShapeStr(ms).c_str());
+                 "(B, 1, S1, S2), (B, N1, S1, S2) with B=%ld N1=%ld S1=%ld S2=%ld, got %s",
+                 m, static_cast<long>(B), static_cast<long>(p.s.N1), static_cast<long>(S1), static_cast<long>(S2),
+                 ShapeStr(ms).c_str());
         return 1;
       }
       p.s.mask_kind = FA_MASK_FULL;
@@ -384,9 +406,10 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
   // pse: dtype and one of the forms of semantics/args.py (SPEC §5.1, §5.2)
   const bool has_pse = r.pse >= 0 && !a.none(r.pse) && a.numel(r.pse) > 0;
   if (!has_pse && (p.s.pse_type == 2 || p.s.pse_type == 3)) {
-    snprintf(err, errlen, "[pse.required] pse_type is not default but pse is None: pse_type %d needs the ALiBi "
-             "slopes (float32 (B, N1)=(%ld, %ld) or (N1,)) in pse", static_cast<int>(p.s.pse_type),
-             static_cast<long>(B), static_cast<long>(p.s.N1));
+    snprintf(err, errlen,
+             "[pse.required] pse_type is not default but pse is None: pse_type %d needs the ALiBi "
+             "slopes (float32 (B, N1)=(%ld, %ld) or (N1,)) in pse",
+             static_cast<int>(p.s.pse_type), static_cast<long>(B), static_cast<long>(p.s.N1));
     return 1;
   }
   if (has_pse) {
@@ -404,8 +427,10 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       } else if (ps == Shape{p.s.N1}) {
         p.s.pse_stride_b = 0;
       } else {
-        snprintf(err, errlen, "[pse.slopes_shape] pse for pse_type %d must be (B, N1)=(%ld, %ld) or (N1,)=(%ld,), "
-                 "got %s", static_cast<int>(p.s.pse_type), static_cast<long>(B), static_cast<long>(p.s.N1),
+        snprintf(err, errlen,
+                 "[pse.slopes_shape] pse for pse_type %d must be (B, N1)=(%ld, %ld) or (N1,)=(%ld,), "
+                 "got %s",
+                 static_cast<int>(p.s.pse_type), static_cast<long>(B), static_cast<long>(p.s.N1),
                  static_cast<long>(p.s.N1), ShapeStr(ps).c_str());
         return 1;
       }
@@ -420,17 +445,20 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
       const bool lead = ps.size() == 4 && (ps[0] == 1 || ps[0] == B) && ps[1] == p.s.N1 && ps[3] == S2;
       if (p.s.layout == FA_TND) {
         if (!lead || ps[2] != 1024) {
-          snprintf(err, errlen, "[pse.tnd_shape] TND pse must be the compressed ALiBi (B or 1, N1, 1024, maxS2) = "
-                   "(%ld or 1, %ld, 1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.s.N1),
-                   static_cast<long>(S2), ShapeStr(ps).c_str());
+          snprintf(err, errlen,
+                   "[pse.tnd_shape] TND pse must be the compressed ALiBi (B or 1, N1, 1024, maxS2) = "
+                   "(%ld or 1, %ld, 1024, %ld), got %s",
+                   static_cast<long>(B), static_cast<long>(p.s.N1), static_cast<long>(S2), ShapeStr(ps).c_str());
           return 1;
         }
         p.s.pse_kind = FA_PSE_ALIBI_COMPRESSED;
       } else {
         if (!lead || (ps[2] != S1 && ps[2] != 1 && ps[2] != 1024)) {
-          snprintf(err, errlen, "[pse.shape] pse must be (B or 1, N1, S1 | 1 | 1024, S2) = (%ld or 1, %ld, %ld | 1 | "
-                   "1024, %ld), got %s", static_cast<long>(B), static_cast<long>(p.s.N1), static_cast<long>(S1),
-                   static_cast<long>(S2), ShapeStr(ps).c_str());
+          snprintf(err, errlen,
+                   "[pse.shape] pse must be (B or 1, N1, S1 | 1 | 1024, S2) = (%ld or 1, %ld, %ld | 1 | "
+                   "1024, %ld), got %s",
+                   static_cast<long>(B), static_cast<long>(p.s.N1), static_cast<long>(S1), static_cast<long>(S2),
+                   ShapeStr(ps).c_str());
           return 1;
         }
         if (ps[2] == S1) {
@@ -438,8 +466,10 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
         } else if (ps[2] == 1) {
           p.s.pse_kind = FA_PSE_ROW;
         } else if (S1 < 1024) {
-          snprintf(err, errlen, "[pse.alibi_rows] a 1024-row pse (compressed ALiBi) needs S1 > 1024, got S1=%ld "
-                   "(pse %s)", static_cast<long>(S1), ShapeStr(ps).c_str());
+          snprintf(err, errlen,
+                   "[pse.alibi_rows] a 1024-row pse (compressed ALiBi) needs S1 > 1024, got S1=%ld "
+                   "(pse %s)",
+                   static_cast<long>(S1), ShapeStr(ps).c_str());
           return 1;
         } else {
           p.s.pse_kind = FA_PSE_ALIBI_COMPRESSED;
@@ -477,8 +507,10 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
     const bool bns8 = p.s.layout != FA_TND && ds.size() == 4 && S2 % 8 == 0 && ds == Shape{B, p.s.N1, S1, S2 / 8};
     const bool flat = ds.size() == 1 && ds[0] >= need;
     if (!bns8 && !flat) {
-      snprintf(err, errlen, "[drop_mask.shape] drop_mask must be 1-D with >= ceil(numels / 8) = %ld bytes "
-               "(numels=%ld)%s, got %s", static_cast<long>(need), static_cast<long>(numels),
+      snprintf(err, errlen,
+               "[drop_mask.shape] drop_mask must be 1-D with >= ceil(numels / 8) = %ld bytes "
+               "(numels=%ld)%s, got %s",
+               static_cast<long>(need), static_cast<long>(numels),
                p.s.layout == FA_TND ? "" : " or (B, N1, S1, S2 // 8) with S2 % 8 == 0", ShapeStr(ds).c_str());
       return 1;
     }
@@ -489,7 +521,8 @@ int Fill(const Args& a, const Raw& r, Problem* pr, char* err, int errlen) {
   } else if (r.drop_mask >= 0 && p.s.keep_prob < 1.0f) {
     /* FlashAttentionScore[Grad] take the dropout bits from the caller (SPEC §0a) and have no seed: without
        them every call would draw the same bits. */
-    snprintf(err, errlen, "[drop_mask.required] FlashAttentionScore with keep_prob=%g < 1 needs drop_mask (the "
+    snprintf(err, errlen,
+             "[drop_mask.required] FlashAttentionScore with keep_prob=%g < 1 needs drop_mask (the "
              "caller's dropout bits, SPEC §0a); use ops.speed_fusion_attention for generated dropout",
              static_cast<double>(p.s.keep_prob));
     return 1;
@@ -554,9 +587,13 @@ bool IsKernelRegistered(const char* name) {
   return false;
 }
 
-int GetRegisteredOpCount() { return kNumRegistered; }
+int GetRegisteredOpCount() {
+  return kNumRegistered;
+}
 
-char** GetAllRegisteredOps() { return const_cast<char**>(kRegistered); }
+char** GetAllRegisteredOps() {
+  return const_cast<char**>(kRegistered);
+}
 
 /* inputs: q k v real_shift drop_mask padding_mask attn_mask prefix actual_seq_qlen actual_seq_kvlen
  *         head_num keep_prob scale_value pre_tokens next_tokens inner_precise input_layout sparse_mode
@@ -584,8 +621,8 @@ int FlashAttentionScore(int nparam, void** params, int* ndims, int64_t** shapes,
 /* inputs: q k v dy pse drop_mask padding_mask atten_mask softmax_max softmax_sum softmax_in attention_in
  *         prefix actual_seq_qlen actual_seq_kvlen head_num keep_prob scale_value pre_tokens next_tokens
  *         inner_precise input_layout sparse_mode;  outputs: dq dk dv dpse                            */
-int FlashAttentionScoreGrad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                            void* stream, void* extra) {
+int FlashAttentionScoreGrad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
+                            void* extra) {
   (void)stream;
   return Guard("FlashAttentionScoreGrad", [&]() {
     if (nparam != 27 || extra == nullptr) return Report("FlashAttentionScoreGrad", "unexpected parameter count");
@@ -635,8 +672,8 @@ int SpeedFusionAttention(int nparam, void** params, int* ndims, int64_t** shapes
  *         attention_in scale keep_prob pre_tokens next_tokens inner_precise seed offset numels prefix
  *         actual_seq_qlen actual_seq_kvlen sparse_mode gen_mask_parallel sync pse_type q_start_idx
  *         kv_start_idx;  outputs: dq dk dv dpse                                                       */
-int SpeedFusionAttentionGrad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes,
-                             void* stream, void* extra) {
+int SpeedFusionAttentionGrad(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
+                             void* extra) {
   (void)stream;
   return Guard("SpeedFusionAttentionGrad", [&]() {
     if (nparam != 34 || extra == nullptr) return Report("SpeedFusionAttentionGrad", "unexpected parameter count");

@@ -45,4 +45,4 @@ class KernelInputInfo {
 };
 }  // namespace mindspore::kernel::op_plugin
 
-#endif  /* MS_FA_MS_OP_PLUGIN_ABI_H_ */
+#endif /* MS_FA_MS_OP_PLUGIN_ABI_H_ */

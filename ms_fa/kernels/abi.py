@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import ctypes
 import enum
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, overload
 
 import numpy as np
 
 from ..semantics.args import AttnArgs
-from ..semantics.dtypes import dtype_name
 
 __all__ = [
     "Dtype",
@@ -181,10 +180,7 @@ def _kind(ctype) -> str:
 
 def abi_fields() -> List[Tuple[str, int, int, str]]:
     """``(name, offset, size, kind)`` of every :class:`FaScalars` field, as this mirror lays it out."""
-    return [
-        (name, getattr(FaScalars, name).offset, ctypes.sizeof(ctype), _kind(ctype))
-        for name, ctype in FaScalars._fields_
-    ]
+    return [(f[0], getattr(FaScalars, f[0]).offset, ctypes.sizeof(f[1]), _kind(f[1])) for f in FaScalars._fields_]
 
 
 def check_abi(lib) -> None:
@@ -274,7 +270,11 @@ def make_scalars(
     return s
 
 
-def host_contiguous(x) -> Optional[np.ndarray]:
+@overload
+def host_contiguous(x: None) -> None: ...
+@overload
+def host_contiguous(x: Any) -> np.ndarray: ...
+def host_contiguous(x):
     """numpy view of x, C-contiguous (a copy only if it is not already)."""
     if x is None:
         return None
@@ -312,7 +312,7 @@ def make_problem(
         offset=offset,
         num_threads=num_threads,
     )
-    if atten_mask is None:
+    if mask is None:
         p.s.mask_kind = MaskKind.NONE
     elif p.s.mask_kind != MaskKind.COMPRESSED:  # the compressed masks are never read: the band says it all
         if mask.dtype != np.uint8:

@@ -16,6 +16,7 @@ Environment: ``MS_FA_LIB`` / ``MS_FA_ISA`` (which library, see :mod:`ms_fa.kerne
 edge clamped to 8192),
 ``MS_FA_BWD_MODE`` (``A`` / ``B``: force a backward schedule; default automatic).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -77,78 +78,190 @@ def _check_seed(seed, offset):
             raise TypeError(f"[kernel.seed] {name} must be an int (the dropout stream), got {type(x).__name__}")
 
 
-def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mask=None, scale=1.0,
-               keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0, prefix=None,
-               actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1, q_start_idx=None,
-               kv_start_idx=None, drop_mask=None, precision="chip", seed=0, offset=0):
+def fa_forward(
+    query,
+    key,
+    value,
+    head_num,
+    input_layout,
+    *,
+    pse=None,
+    atten_mask=None,
+    scale=1.0,
+    keep_prob=1.0,
+    pre_tokens=INT_MAX,
+    next_tokens=INT_MAX,
+    inner_precise=0,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    sparse_mode=0,
+    pse_type=1,
+    q_start_idx=None,
+    kv_start_idx=None,
+    drop_mask=None,
+    precision="chip",
+    seed=0,
+    offset=0,
+):
     """FlashAttentionScore forward on the CPU kernel (same signature and return value as
     :func:`ms_fa.semantics.reference.fa_forward`; ``precision`` must be "chip": the kernel implements the
     chip's rounding points).
 
     Returns ``(attention_out, softmax_max, softmax_sum, softmax_out, seed, offset, numels)``.
     """
-    q, k, v, args = _validated(query, key, value, head_num, input_layout, precision, pse=pse,
-                               atten_mask=atten_mask, scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens,
-                               next_tokens=next_tokens, inner_precise=inner_precise, prefix=prefix,
-                               actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
-                               sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
-                               kv_start_idx=kv_start_idx, drop_mask=drop_mask)
+    q, k, v, args = _validated(
+        query,
+        key,
+        value,
+        head_num,
+        input_layout,
+        precision,
+        pse=pse,
+        atten_mask=atten_mask,
+        scale=scale,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        q_start_idx=q_start_idx,
+        kv_start_idx=kv_start_idx,
+        drop_mask=drop_mask,
+    )
     _check_seed(seed, offset)
     lib = load_library()
-    prob, keep = make_problem(args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset,
-                              num_threads=_num_threads())
+    prob, keep = make_problem(
+        args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
+    )
     out = np.empty(_out_shape(args, args.Dv, args.N1, q), dtype=q.dtype)
     smax = np.empty(_stat_shape(args), dtype=np.float32)
     ssum = np.empty(_stat_shape(args), dtype=np.float32)
     err = ctypes.create_string_buffer(512)
     fptr = ctypes.POINTER(ctypes.c_float)
-    rc = lib.fa_cpu_forward(ctypes.byref(prob), _ptr(q), _ptr(k), _ptr(v), _ptr(out),
-                            smax.ctypes.data_as(fptr), ssum.ctypes.data_as(fptr), err, len(err))
+    rc = lib.fa_cpu_forward(
+        ctypes.byref(prob),
+        _ptr(q),
+        _ptr(k),
+        _ptr(v),
+        _ptr(out),
+        smax.ctypes.data_as(fptr),
+        ssum.ctypes.data_as(fptr),
+        err,
+        len(err),
+    )
     del keep
     _check(rc, err)
     return (out, smax, ssum, np.zeros((0,), q.dtype), np.int64(seed), np.int64(offset), np.int64(args.numels))
 
 
-def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, softmax_max, softmax_sum,
-            pse=None, atten_mask=None, scale=1.0, keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX,
-            inner_precise=0, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0,
-            pse_type=1, q_start_idx=None, kv_start_idx=None, drop_mask=None, precision="chip", seed=0,
-            offset=0):
+def fa_grad(
+    dy,
+    query,
+    key,
+    value,
+    head_num,
+    input_layout,
+    *,
+    attention_out,
+    softmax_max,
+    softmax_sum,
+    pse=None,
+    atten_mask=None,
+    scale=1.0,
+    keep_prob=1.0,
+    pre_tokens=INT_MAX,
+    next_tokens=INT_MAX,
+    inner_precise=0,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    sparse_mode=0,
+    pse_type=1,
+    q_start_idx=None,
+    kv_start_idx=None,
+    drop_mask=None,
+    precision="chip",
+    seed=0,
+    offset=0,
+):
     """FlashAttentionScoreGrad on the CPU kernel (same signature and return value as
     :func:`ms_fa.semantics.reference.fa_grad`): ``(dq, dk, dv)`` with the shapes and dtypes of q, k, v."""
-    q, k, v, args = _validated(query, key, value, head_num, input_layout, precision, pse=pse,
-                               atten_mask=atten_mask, scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens,
-                               next_tokens=next_tokens, inner_precise=inner_precise, prefix=prefix,
-                               actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
-                               sparse_mode=sparse_mode, pse_type=pse_type, q_start_idx=q_start_idx,
-                               kv_start_idx=kv_start_idx, drop_mask=drop_mask)
+    q, k, v, args = _validated(
+        query,
+        key,
+        value,
+        head_num,
+        input_layout,
+        precision,
+        pse=pse,
+        atten_mask=atten_mask,
+        scale=scale,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        q_start_idx=q_start_idx,
+        kv_start_idx=kv_start_idx,
+        drop_mask=drop_mask,
+    )
     _check_seed(seed, offset)
-    for name, a in (("dy", dy), ("attention_out", attention_out), ("softmax_max", softmax_max),
-                    ("softmax_sum", softmax_sum)):
+    for name, a in (
+        ("dy", dy),
+        ("attention_out", attention_out),
+        ("softmax_max", softmax_max),
+        ("softmax_sum", softmax_sum),
+    ):
         if not hasattr(a, "shape"):
             raise TypeError(f"[grad.{name}] {name} must be an array, got {type(a).__name__}")
     d, ao = host_contiguous(dy), host_contiguous(attention_out)
     oshape = _out_shape(args, args.Dv, args.N1, q)
     for name, a in (("dy", d), ("attention_out", ao)):
         if tuple(a.shape) != oshape or dtype_name(a.dtype) != args.dtype:
-            raise ValueError(f"[grad.{name}] {name} must have shape {oshape} and dtype {args.dtype}, "
-                             f"got {tuple(a.shape)} {dtype_name(a.dtype)}")
+            raise ValueError(
+                f"[grad.{name}] {name} must have shape {oshape} and dtype {args.dtype}, "
+                f"got {tuple(a.shape)} {dtype_name(a.dtype)}"
+            )
     sm, ss = host_contiguous(softmax_max), host_contiguous(softmax_sum)
     sshape = _stat_shape(args)
     if sm.shape != sshape or ss.shape != sshape or sm.dtype != np.float32 or ss.dtype != np.float32:
-        raise ValueError(f"[grad.softmax_stats] softmax_max/softmax_sum must be float32 of shape {sshape} (the "
-                         f"forward's outputs), got {sm.dtype}{sm.shape} and {ss.dtype}{ss.shape}")
+        raise ValueError(
+            f"[grad.softmax_stats] softmax_max/softmax_sum must be float32 of shape {sshape} (the "
+            f"forward's outputs), got {sm.dtype}{sm.shape} and {ss.dtype}{ss.shape}"
+        )
     lib = load_library()
-    prob, keep = make_problem(args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset,
-                              num_threads=_num_threads())
+    prob, keep = make_problem(
+        args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
+    )
     dq = np.empty(q.shape, dtype=q.dtype)
     dk = np.empty(k.shape, dtype=k.dtype)
     dv = np.empty(v.shape, dtype=v.dtype)
     err = ctypes.create_string_buffer(512)
     fptr = ctypes.POINTER(ctypes.c_float)
-    rc = lib.fa_cpu_backward(ctypes.byref(prob), _ptr(q), _ptr(k), _ptr(v), _ptr(d), _ptr(ao),
-                             sm.ctypes.data_as(fptr), ss.ctypes.data_as(fptr), _ptr(dq), _ptr(dk), _ptr(dv),
-                             err, len(err))
+    rc = lib.fa_cpu_backward(
+        ctypes.byref(prob),
+        _ptr(q),
+        _ptr(k),
+        _ptr(v),
+        _ptr(d),
+        _ptr(ao),
+        sm.ctypes.data_as(fptr),
+        ss.ctypes.data_as(fptr),
+        _ptr(dq),
+        _ptr(dk),
+        _ptr(dv),
+        err,
+        len(err),
+    )
     del keep
     _check(rc, err)
     return dq, dk, dv

@@ -14,7 +14,7 @@ lists the reason for each mode (xFormers' ``not_supported_reasons``) and what to
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Protocol, Sequence, TypedDict, runtime_checkable
+from typing import Any, List, NoReturn, Optional, Protocol, TypedDict, cast, runtime_checkable
 
 import numpy as np
 
@@ -23,7 +23,6 @@ from ms_fa.masks.objects import (
     DenseMask,
     _check_size,
     _fail,
-    _is_int,
     batch_count,
     local_target,
     packed_targets,
@@ -31,9 +30,18 @@ from ms_fa.masks.objects import (
 )
 from ms_fa.masks.targets import canon_rows, dense_target, target_dense
 from ms_fa.semantics import plan as _sm
+from ms_fa.semantics.host import is_int
 from ms_fa.semantics.plan import canonical_compressed_mask
 
-__all__ = ["to_ascend", "AscendMaskArgs", "AscendMask", "COST_ORDER", "COST_ORDER_TND", "spec_effective_mask", "dummy_qkv"]
+__all__ = [
+    "to_ascend",
+    "AscendMaskArgs",
+    "AscendMask",
+    "COST_ORDER",
+    "COST_ORDER_TND",
+    "spec_effective_mask",
+    "dummy_qkv",
+]
 
 #: cost order of the candidates, cheapest first ("none" = no atten_mask at all)
 COST_ORDER = ("none", 2, 3, 4, 6, 0, 5, 1)
@@ -58,12 +66,12 @@ class AscendMask(Protocol):
     """Anything the FlashAttention Cell accepts as ``mask``: ms_fa's mask objects, or your own object with
     this method returning :class:`AscendMaskArgs`."""
 
-    def to_ascend(self, S1: Optional[int] = None, S2: Optional[int] = None, *, batch: Optional[int] = None) -> Any:
-        ...
+    def to_ascend(self, S1: Optional[int] = None, S2: Optional[int] = None, *, batch: Optional[int] = None) -> Any: ...
 
 
 # ------------------------------------------------------------------------------------------------
 # checking candidates against the semantics
+
 
 def dummy_qkv(layout, B, S1, S2, T1=None, T2=None, N=1, D=8):
     """Zero-stride dummy q, k, v of the given layout (only their shapes matter to the spec)."""
@@ -99,10 +107,11 @@ def spec_effective_mask(kwargs: dict, S1: int, S2: int, *, B: int = 1, N: int = 
     if layout == "TND":
         out = np.ones((S1, S2), dtype=bool)
         oq = ok = 0
+        sq, sk = args.seqlens_q or (), args.seqlens_kv or ()
         for b in range(args.B):
-            s1, s2 = args.seqlens_q[b], args.seqlens_kv[b]
+            s1, s2 = sq[b], sk[b]
             if s1 and s2:
-                out[oq:oq + s1, ok:ok + s2] = _sm.effective_mask_for(args, b, 0, am)
+                out[oq : oq + s1, ok : ok + s2] = _sm.effective_mask_for(args, b, 0, am)
             oq += s1
             ok += s2
         return out
@@ -111,6 +120,7 @@ def spec_effective_mask(kwargs: dict, S1: int, S2: int, *, B: int = 1, N: int = 
 
 # ------------------------------------------------------------------------------------------------
 # the compiler
+
 
 class _Reject(Exception):
     pass
@@ -126,7 +136,7 @@ def _verify(kw, targets, layout, S1, S2, T1=None, T2=None, N=1):
     try:
         args = normalize(q, k, v, N, layout, check_values=False, **kw2)
     except (TypeError, ValueError) as e:
-        raise _Reject(str(e))
+        raise _Reject(str(e)) from e
     am = kw.get("atten_mask")
     for b, t in enumerate(targets):
         s1b, s2b = (args.seqlens_q[b], args.seqlens_kv[b]) if layout == "TND" else (S1, S2)
@@ -139,8 +149,10 @@ def _verify(kw, targets, layout, S1, S2, T1=None, T2=None, N=1):
             diff = np.nonzero((lo != t[1]) | (hi != t[2]))[0]
             if diff.size:
                 i = int(diff[0])
-                raise _Reject(f"{'document' if layout == 'TND' else 'batch'} {b} row {i}: the mask keeps "
-                              f"columns [{t[1][i]}, {t[2][i]}), sparse_mode {kw['sparse_mode']} keeps [{lo[i]}, {hi[i]})")
+                raise _Reject(
+                    f"{'document' if layout == 'TND' else 'batch'} {b} row {i}: the mask keeps "
+                    f"columns [{t[1][i]}, {t[2][i]}), sparse_mode {kw['sparse_mode']} keeps [{lo[i]}, {hi[i]})"
+                )
         else:
             want = target_dense(t, s2b)
             for h in range(want.shape[0] if want.shape[0] > 1 else N):
@@ -295,9 +307,17 @@ def _band_from_dense(targets, S1s, S2s):
 
 def to_ascend(mask, S1=None, S2=None, *, allow_dense: bool = False, batch=None) -> AscendMaskArgs:
     """The exact ``speed_fusion_attention`` arguments of ``mask`` (see :meth:`Mask.to_ascend`)."""
+    return cast(AscendMaskArgs, _compile(mask, S1, S2, allow_dense=allow_dense, batch=batch))
+
+
+def _compile(mask, S1, S2, *, allow_dense, batch) -> dict:
     S1, S2 = _check_size("S1", S1), _check_size("S2", S2)
-    if batch is not None and (not _is_int(batch) or batch < 1):
-        _fail(TypeError if not _is_int(batch) else ValueError, "mask.batch", f"batch must be an int >= 1 or None, got {batch!r}")
+    if batch is not None and (not is_int(batch) or batch < 1):
+        _fail(
+            TypeError if not is_int(batch) else ValueError,
+            "mask.batch",
+            f"batch must be an int >= 1 or None, got {batch!r}",
+        )
     parts = mask.parts()
     packed, others = split_packed(parts)
     has_dense = any(isinstance(p, DenseMask) for p in others)
@@ -355,15 +375,20 @@ def to_ascend(mask, S1=None, S2=None, *, allow_dense: bool = False, batch=None) 
     if S1 is None or S2 is None:
         dm = [p for p in others if isinstance(p, DenseMask)]
         if not dm:
-            _fail(ValueError, "mask.size", f"to_ascend(S1, S2): the sizes are required for this mask, got S1={S1}, S2={S2}")
+            _fail(
+                ValueError,
+                "mask.size",
+                f"to_ascend(S1, S2): the sizes are required for this mask, got S1={S1}, S2={S2}",
+            )
         S1, S2 = dm[0].mask.shape[-2:]
     S1, S2 = int(S1), int(S2)
     nb = batch_count(others)
     targets = [local_target(others, S1, S2, b) for b in range(nb)]
     N = max((t[1].shape[0] for t in targets if t[0] == "dense"), default=1)
     if N > 1 and any(t[0] == "rows" for t in targets):
-        targets = [dense_target(np.broadcast_to(target_dense(t, S2), (N, S1, S2))) if t[0] == "rows" else t
-                   for t in targets]
+        targets = [
+            dense_target(np.broadcast_to(target_dense(t, S2), (N, S1, S2))) if t[0] == "rows" else t for t in targets
+        ]
     for mode in COST_ORDER:
         if mode == "none":
             if all(_keeps_all(t, S2) for t in targets):
@@ -374,14 +399,14 @@ def to_ascend(mask, S1=None, S2=None, *, allow_dense: bool = False, batch=None) 
             if not dense_ok:
                 continue
             U = _full_mask_plain(targets, S1, S2, N, batch)
-            if U.ndim == 3:                         # (B, S1, S2) -> B1SS
+            if U.ndim == 3:  # (B, S1, S2) -> B1SS
                 U = U[:, None]
             if mode == 0:
                 p, n = _band_from_dense(targets, [S1] * len(targets), [S2] * len(targets))
                 p, n = (INT_MAX, INT_MAX) if p is None else (p, n)
                 kw = dict(sparse_mode=0, atten_mask=U, pre_tokens=p, next_tokens=n)
             elif mode == 5:
-                continue                            # mode 0 with the band is never worse
+                continue  # mode 0 with the band is never worse
             else:
                 kw = dict(sparse_mode=1, atten_mask=U, pre_tokens=INT_MAX, next_tokens=INT_MAX)
             Bv = U.shape[0] if U.ndim == 4 else (batch or 1)
@@ -442,20 +467,22 @@ def _tnd_full_mask(targets, sq, sk, T1, T2):
     oq = ok_ = 0
     for t, s1, s2 in zip(targets, sq, sk):
         if s1 and s2:
-            U[oq:oq + s1, ok_:ok_ + s2] = target_dense(t, s2)[0]
+            U[oq : oq + s1, ok_ : ok_ + s2] = target_dense(t, s2)[0]
         oq += s1
         ok_ += s2
     return U, "TT"
 
 
-def _raise(mask, sizes, reasons, dense_ok):
-    by_mode = {}
+def _raise(mask, sizes, reasons, dense_ok) -> NoReturn:
+    by_mode: dict = {}
     for m, r in reasons:
         by_mode.setdefault(m, r)
     lines = [f"[mask.expressible] Ascend cannot express {mask!r} at {sizes} with a compressed/structural sparse_mode:"]
     for m, r in by_mode.items():
         lines.append(f"  - {'no atten_mask' if m == 'none' else f'sparse_mode {m}'}: {r}")
     if not dense_ok:
-        lines.append("Use a full mask instead: DenseMask(mask.materialize(S1, S2)).to_ascend(...) "
-                     "or mask.to_ascend(S1, S2, allow_dense=True) (sparse_mode 0/1 with an S1 x S2 atten_mask).")
+        lines.append(
+            "Use a full mask instead: DenseMask(mask.materialize(S1, S2)).to_ascend(...) "
+            "or mask.to_ascend(S1, S2, allow_dense=True) (sparse_mode 0/1 with an S1 x S2 atten_mask)."
+        )
     raise ValueError("\n".join(lines))

@@ -15,8 +15,13 @@ __all__ = ["parse_mask"]
 
 def _mask_namespace():
     from ms_fa.masks import objects as mo
-    return {"CausalMask": mo.CausalMask, "SlidingWindow": mo.SlidingWindow, "PrefixLM": mo.PrefixLM,
-            "Packed": mo.Packed}
+
+    return {
+        "CausalMask": mo.CausalMask,
+        "SlidingWindow": mo.SlidingWindow,
+        "PrefixLM": mo.PrefixLM,
+        "Packed": mo.Packed,
+    }
 
 
 def parse_mask(expr: str):
@@ -40,8 +45,11 @@ def parse_mask(expr: str):
             if len(kwargs) != len(node.keywords):
                 raise ValueError(f"[explain.mask_expr] **kwargs are not allowed in mask expressions, got {expr!r}")
             return ns[node.func.id](*args, **kwargs)
-        if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (int, str))) \
-                and not isinstance(node.value, bool):
+        if (
+            isinstance(node, ast.Constant)
+            and (node.value is None or isinstance(node.value, (int, str)))
+            and not isinstance(node.value, bool)
+        ):
             return node.value
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
             v = ev(node.operand)
@@ -49,7 +57,9 @@ def parse_mask(expr: str):
                 return -v
         if isinstance(node, (ast.List, ast.Tuple)):
             return [ev(e) for e in node.elts]
-        raise ValueError(f"[explain.mask_expr] not allowed in a mask expression: {ast.dump(node)[:60]} "
-                         f"(use {', '.join(sorted(ns))}, numbers, strings, lists and &)")
+        raise ValueError(
+            f"[explain.mask_expr] not allowed in a mask expression: {ast.dump(node)[:60]} "
+            f"(use {', '.join(sorted(ns))}, numbers, strings, lists and &)"
+        )
 
     return ev(tree)

@@ -54,6 +54,7 @@ Example::
     >>> kw["sparse_mode"], kw["pre_tokens"], kw["next_tokens"]
     (4, 4, 0)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -64,6 +65,7 @@ import numpy as np
 from ms_fa.masks.render import render, write_png
 from ms_fa.masks.targets import canon_rows, dense_target, dense_to_rows, rows_target, rows_to_dense, target_dense
 from ms_fa.semantics import plan as _sm
+from ms_fa.semantics.host import is_int
 
 if TYPE_CHECKING:
     from ms_fa.masks.compile import AscendMaskArgs
@@ -80,15 +82,11 @@ def _fail(exc, rule, msg):
     raise exc(f"[{rule}] {msg}")
 
 
-def _is_int(v):
-    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def _int_seq(values, rule, what):
     """``values`` (a list / tuple / 1-D array of ints, bool excluded) as a tuple of Python ints."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)):
         _fail(TypeError, rule, f"{what} must be a list of int, got {values!r}")
-    bad = [x for x in values if not _is_int(x)]
+    bad = [x for x in values if not is_int(x)]
     if bad:
         _fail(TypeError, rule, f"{what} must contain only ints, got {bad[0]!r} in {values!r}")
     return tuple(int(x) for x in values)
@@ -98,7 +96,7 @@ def _check_size(name, v):
     """S1 / S2 given to materialize / to_ascend: None or an int >= 0."""
     if v is None:
         return None
-    if not _is_int(v):
+    if not is_int(v):
         _fail(TypeError, "mask.size", f"{name} must be an int >= 0, got {v!r}")
     if v < 0:
         _fail(ValueError, "mask.size", f"{name} must be >= 0, got {v}")
@@ -108,7 +106,6 @@ def _check_size(name, v):
 def _check_align(align):
     if not isinstance(align, str) or align not in ALIGNS:
         _fail(ValueError, "mask.align", f"align must be one of {ALIGNS}, got {align!r}")
-
 
 
 class Mask:
@@ -124,13 +121,13 @@ class Mask:
         return (self,)
 
     # -- per-batch structure (internal) ------------------------------------------------------------
-    def _nbatch(self) -> int:           # 1 = the same for every batch
+    def _nbatch(self) -> int:  # 1 = the same for every batch
         return 1
 
-    def _rows(self, S1, S2, b):         # unclipped (lo, hi) int64 arrays, or None (dense)
+    def _rows(self, S1, S2, b):  # unclipped (lo, hi) int64 arrays, or None (dense)
         raise NotImplementedError
 
-    def _dense4(self, S1, S2):          # (Bx, Nx, S1, S2) discards, for dense components
+    def _dense4(self, S1, S2):  # (Bx, Nx, S1, S2) discards, for dense components
         raise NotImplementedError
 
     # -- public ----------------------------------------------------------------------------------
@@ -148,8 +145,9 @@ class Mask:
                 return p.mask.shape[-2], p.mask.shape[-1]
         return 8, 12
 
-    def picture(self, S1: Optional[int] = None, S2: Optional[int] = None, *, max_cells: int = 64,
-                title: bool = True) -> str:
+    def picture(
+        self, S1: Optional[int] = None, S2: Optional[int] = None, *, max_cells: int = 64, title: bool = True
+    ) -> str:
         """Text picture of ``materialize(S1, S2)`` (batch 0 / head 0 if it has more)."""
         if S1 is None or S2 is None:
             S1, S2 = self.default_size()
@@ -171,8 +169,14 @@ class Mask:
             m = m[0]
         return write_png(m, path, title=repr(self) if title is None else title)
 
-    def to_ascend(self, S1: Optional[int] = None, S2: Optional[int] = None, *, allow_dense: bool = False,
-                  batch: Optional[int] = None) -> "AscendMaskArgs":
+    def to_ascend(
+        self,
+        S1: Optional[int] = None,
+        S2: Optional[int] = None,
+        *,
+        allow_dense: bool = False,
+        batch: Optional[int] = None,
+    ) -> "AscendMaskArgs":
         """The exact ``speed_fusion_attention`` keyword arguments for this mask (cheapest mode).
 
         Args:
@@ -243,9 +247,12 @@ class SlidingWindow(Mask):
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))):
                 _fail(TypeError, "mask.sliding_window.type", f"SlidingWindow.{name} must be an int or None, got {v!r}")
         if self.left is not None and self.right is not None and self.left + self.right < 0:
-            _fail(ValueError, "mask.sliding_window.empty",
-                  f"SlidingWindow keeps nothing: left + right = {self.left} + {self.right} = "
-                  f"{self.left + self.right} < 0")
+            _fail(
+                ValueError,
+                "mask.sliding_window.empty",
+                f"SlidingWindow keeps nothing: left + right = {self.left} + {self.right} = "
+                f"{self.left + self.right} < 0",
+            )
 
     def _rows(self, S1, S2, b):
         c = np.arange(S1, dtype=np.int64) + (0 if self.align == "top_left" else S2 - S1)
@@ -270,7 +277,7 @@ class PrefixLM(Mask):
             if not p:
                 _fail(ValueError, "mask.prefix.empty", "PrefixLM.prefix list must not be empty, got []")
             object.__setattr__(self, "prefix", p)
-        elif not _is_int(p):
+        elif not is_int(p):
             _fail(TypeError, "mask.prefix.type", f"PrefixLM.prefix must be an int or a list of int, got {p!r}")
         else:
             object.__setattr__(self, "prefix", int(p))
@@ -311,8 +318,11 @@ class Packed(Mask):
         if not q or not kv:
             _fail(ValueError, "mask.packed.empty", f"Packed needs non-empty seqlens_q / seqlens_kv, got {q} and {kv}")
         if len(q) != len(kv):
-            _fail(ValueError, "mask.packed.length",
-                  f"Packed needs equally long seqlens_q / seqlens_kv, got {len(q)} and {len(kv)}: {q} and {kv}")
+            _fail(
+                ValueError,
+                "mask.packed.length",
+                f"Packed needs equally long seqlens_q / seqlens_kv, got {len(q)} and {len(kv)}: {q} and {kv}",
+            )
         if any(x < 0 for x in q + kv):
             _fail(ValueError, "mask.packed.negative", f"Packed lengths must be >= 0, got {q} and {kv}")
         object.__setattr__(self, "seqlens_q", q)
@@ -324,8 +334,11 @@ class Packed(Mask):
         cq = list(_int_seq(np.asarray(cu_q).reshape(-1), "mask.packed.type", "cu_seqlens_q"))
         ck = cq if cu_kv is None else list(_int_seq(np.asarray(cu_kv).reshape(-1), "mask.packed.type", "cu_seqlens_kv"))
         if not cq or cq[0] != 0 or not ck or ck[0] != 0:
-            _fail(ValueError, "mask.packed.cu_seqlens",
-                  f"cu_seqlens must start with 0 (use Packed(lengths) for lengths), got {cq} and {ck}")
+            _fail(
+                ValueError,
+                "mask.packed.cu_seqlens",
+                f"cu_seqlens must start with 0 (use Packed(lengths) for lengths), got {cq} and {ck}",
+            )
         return cls(tuple(np.diff(cq)), tuple(np.diff(ck)))
 
     def _rows(self, S1, S2, b):
@@ -348,11 +361,14 @@ class DenseMask(Mask):
         elif hasattr(self.mask, "asnumpy"):
             m = self.mask.asnumpy()
         if m.dtype.kind not in "biuf":
-            _fail(TypeError, "mask.dense.type",
-                  f"DenseMask needs a bool or numeric array, got {type(self.mask).__name__} of dtype {m.dtype}")
+            _fail(
+                TypeError,
+                "mask.dense.type",
+                f"DenseMask needs a bool or numeric array, got {type(self.mask).__name__} of dtype {m.dtype}",
+            )
         if m.ndim not in (2, 3, 4):
             _fail(ValueError, "mask.dense.rank", f"DenseMask must have 2, 3 or 4 dims, got {m.ndim} (shape {m.shape})")
-        m = (m != 0)
+        m = m != 0
         m.flags.writeable = False
         object.__setattr__(self, "mask", m)
 
@@ -384,8 +400,11 @@ class And(Mask):
 
     def __post_init__(self):
         if sum(isinstance(m, Packed) for m in self.masks) > 1:
-            _fail(ValueError, "mask.packed.multiple",
-                  f"at most one Packed per mask expression, got {sum(isinstance(m, Packed) for m in self.masks)}")
+            _fail(
+                ValueError,
+                "mask.packed.multiple",
+                f"at most one Packed per mask expression, got {sum(isinstance(m, Packed) for m in self.masks)}",
+            )
 
     def parts(self):
         return tuple(self.masks)
@@ -402,6 +421,7 @@ class And(Mask):
 
 # ------------------------------------------------------------------------------------------------
 # materialize
+
 
 def split_packed(parts):
     packed = [p for p in parts if isinstance(p, Packed)]
@@ -447,10 +467,15 @@ def _packed_dense_global(packed, T1, T2):
         def slicer(p):
             m = p.mask
             if m.ndim != 2 or m.shape[0] < cq[-1] or m.shape[1] < ck[-1]:
-                _fail(ValueError, "mask.dense.packed_shape",
-                      f"DenseMask inside Packed must be 2-D (T1, T2) = ({T1}, {T2}), got {m.shape}")
-            return m[cq[b]:cq[b + 1], ck[b]:ck[b + 1]][None, None]
+                _fail(
+                    ValueError,
+                    "mask.dense.packed_shape",
+                    f"DenseMask inside Packed must be 2-D (T1, T2) = ({T1}, {T2}), got {m.shape}",
+                )
+            return m[cq[b] : cq[b + 1], ck[b] : ck[b + 1]][None, None]
+
         return slicer
+
     return get
 
 
@@ -462,8 +487,11 @@ def packed_targets(packed, others, T1=None, T2=None):
         _fail(ValueError, "mask.packed.size", f"Packed needs S1 >= {sum(sq)} and S2 >= {sum(sk)}, got {T1}, {T2}")
     nb = batch_count(others)
     if nb != 1 and nb != len(sq):
-        _fail(ValueError, "mask.packed.batch",
-              f"per-document components have {nb} entries but Packed has {len(sq)} documents")
+        _fail(
+            ValueError,
+            "mask.packed.batch",
+            f"per-document components have {nb} entries but Packed has {len(sq)} documents",
+        )
     get = _packed_dense_global(packed, T1, T2)
     return [local_target(others, sq[b], sk[b], b, dense_global=get(b)) for b in range(len(sq))], T1, T2
 
@@ -477,16 +505,20 @@ def _materialize(parts, S1, S2):
         oq = ok = 0
         for b, t in enumerate(targets):
             s1, s2 = packed.seqlens_q[b], packed.seqlens_kv[b]
-            out[oq:oq + s1, ok:ok + s2] = target_dense(t, s2)[0] if s1 and s2 else True
+            out[oq : oq + s1, ok : ok + s2] = target_dense(t, s2)[0] if s1 and s2 else True
             oq += s1
             ok += s2
         return out
     if S1 is None or S2 is None:
         dm = [p for p in others if isinstance(p, DenseMask)]
         if not dm:
-            _fail(ValueError, "mask.size", f"materialize(S1, S2): sizes are required for masks without a size, got S1={S1}, S2={S2}")
+            _fail(
+                ValueError,
+                "mask.size",
+                f"materialize(S1, S2): sizes are required for masks without a size, got S1={S1}, S2={S2}",
+            )
         S1, S2 = dm[0].mask.shape[-2:]
-    batch_count(others)                                     # per-batch components must agree on B
+    batch_count(others)  # per-batch components must agree on B
     m = np.zeros((1, 1, S1, S2), dtype=bool)
     for p in others:
         if isinstance(p, DenseMask):
@@ -501,4 +533,3 @@ def _materialize(parts, S1, S2):
     if m.shape[0] > 1:
         return m[:, 0]
     return m[0, 0]
-

@@ -30,7 +30,7 @@ def render(m: np.ndarray, *, max_cells: int = 64, title: Optional[str] = None) -
     for i0 in range(0, S1, bs):
         row = []
         for j0 in range(0, S2, bs):
-            blk = m[i0:i0 + bs, j0:j0 + bs]
+            blk = m[i0 : i0 + bs, j0 : j0 + bs]
             row.append("x" if blk.all() else ("." if not blk.any() else "+"))
         lines.append("".join(row))
     return "\n".join(lines)
@@ -39,6 +39,7 @@ def render(m: np.ndarray, *, max_cells: int = 64, title: Optional[str] = None) -
 def write_png(m: np.ndarray, path, *, title: Optional[str] = None, max_px: int = 256) -> str:
     """Write a 2-D bool mask as a small PNG (dark = discarded). Returns ``path``."""
     import matplotlib
+
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 

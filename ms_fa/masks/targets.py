@@ -9,11 +9,21 @@ mask keeps, in one of two typed forms: :class:`RowsTarget` (an interval per row)
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional, Tuple, Union
+from typing import NamedTuple, Union
 
 import numpy as np
 
-__all__ = ["RowsTarget", "DenseTarget", "Target", "rows_target", "dense_target", "canon_rows", "rows_to_dense", "dense_to_rows", "target_dense"]
+__all__ = [
+    "RowsTarget",
+    "DenseTarget",
+    "Target",
+    "rows_target",
+    "dense_target",
+    "canon_rows",
+    "rows_to_dense",
+    "dense_to_rows",
+    "target_dense",
+]
 
 
 class RowsTarget(NamedTuple):
@@ -67,9 +77,8 @@ def dense_to_rows(d):
     return first.astype(np.int64), last.astype(np.int64)
 
 
-
 def target_dense(t: Target, S2: int) -> np.ndarray:
     """A target as a ``(Nx, S1, S2)`` discard array."""
-    if t.kind == "rows":
+    if isinstance(t, RowsTarget):
         return rows_to_dense(t.lo, t.hi, S2)[None]
     return t.dense

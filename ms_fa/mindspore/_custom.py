@@ -15,6 +15,7 @@ not computed (as on Atlas A2): zeros are returned for it, and for the masks / me
 The ops are created lazily by :class:`CustomOps`, an explicit cache keyed by (library, layout);
 the process-wide instance lives in :func:`custom_ops` (one per library path).
 """
+
 from __future__ import annotations
 
 import os
@@ -86,13 +87,15 @@ class CustomOps:
         if not os.path.exists(self.lib):
             raise RuntimeError(
                 f"ms_fa CPU library not found at {self.lib}; build it with "
-                "`pip install -e . --no-build-isolation` (or set MS_FA_LIB)")
+                "`pip install -e . --no-build-isolation` (or set MS_FA_LIB)"
+            )
 
         def fwd_shape(q, k, v, pse, dm, am, meta, rng):
             return _out_shape(layout, q, k, v), _softmax_shape(layout, q, meta[0]), _softmax_shape(layout, q, meta[0])
 
         def fwd_dtype(q, k, v, pse, dm, am, meta, rng):
             from mindspore import float32
+
             return q, float32, float32
 
         def bwd_shape(q, k, v, dy, pse, dm, am, smax, ssum, out, meta, rng):
@@ -109,8 +112,9 @@ class CustomOps:
             # dpse is not computed (as on Atlas A2): zeros, documented in docs/mindspore.md
             return dq, dk, dv, zeros_like(pse), zeros_like(dm), zeros_like(am), zeros_like(meta), zeros_like(rng)
 
-        return ops.Custom(f"{self.lib}:MsFaForward", out_shape=fwd_shape, out_dtype=fwd_dtype, func_type="aot",
-                          bprop=bprop)
+        return ops.Custom(
+            f"{self.lib}:MsFaForward", out_shape=fwd_shape, out_dtype=fwd_dtype, func_type="aot", bprop=bprop
+        )
 
 
 _REGISTRY = {}

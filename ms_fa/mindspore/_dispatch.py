@@ -72,21 +72,46 @@ class SfaOptions:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def make_options(scale=1.0, keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0, prefix=None,
-                 actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1, q_start_idx=None,
-                 kv_start_idx=None) -> SfaOptions:
+def make_options(
+    scale=1.0,
+    keep_prob=1.0,
+    pre_tokens=INT_MAX,
+    next_tokens=INT_MAX,
+    inner_precise=0,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    sparse_mode=0,
+    pse_type=1,
+    q_start_idx=None,
+    kv_start_idx=None,
+) -> SfaOptions:
     """The :class:`SfaOptions` of a call. Under jit (GRAPH mode / ``ms.jit``) the list arguments must be
     Python lists or tuples: their values fix the kernel's plan at compile time, and a Tensor would arrive
     as a placeholder (a silently wrong plan), so it is rejected here, before the record exists (MindSpore
     cannot read the fields of a record holding a graph Tensor)."""
     if _in_jit():
-        _reject_graph_tensors(isinstance(prefix, Tensor), isinstance(actual_seq_qlen, Tensor),
-                              isinstance(actual_seq_kvlen, Tensor), isinstance(q_start_idx, Tensor),
-                              isinstance(kv_start_idx, Tensor))
-    return SfaOptions(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                      inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-                      actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
-                      q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
+        _reject_graph_tensors(
+            isinstance(prefix, Tensor),
+            isinstance(actual_seq_qlen, Tensor),
+            isinstance(actual_seq_kvlen, Tensor),
+            isinstance(q_start_idx, Tensor),
+            isinstance(kv_start_idx, Tensor),
+        )
+    return SfaOptions(
+        scale=scale,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        q_start_idx=q_start_idx,
+        kv_start_idx=kv_start_idx,
+    )
 
 
 def _in_jit():
@@ -124,15 +149,18 @@ def _as_tuple(x):
 def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
     for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
         if shp is not None and any(d is None or int(d) < 0 for d in shp):
-            raise ValueError(f"[{name}.dynamic_shape] ms_fa plans the kernel from static shapes when the graph is "
-                             f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
-                             f"static shapes: MindSpore recompiles when they change.")
+            raise ValueError(
+                f"[{name}.dynamic_shape] ms_fa plans the kernel from static shapes when the graph is "
+                f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
+                f"static shapes: MindSpore recompiles when they change."
+            )
     q, k, v = TensorSpec(qs, qd), TensorSpec(ks, kd), TensorSpec(vs, vd)
     pse = None if ps is None else TensorSpec(ps, pd)
     am = None if ams is None else TensorSpec(ams, amd)
     dm = None if dms is None else TensorSpec(dms, dmd)
-    a = normalize(q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False,
-                  **opts.kwargs())
+    a = normalize(
+        q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False, **opts.kwargs()
+    )
     meta = build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)
     return a, meta
 
@@ -140,15 +168,21 @@ def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, am
 @constexpr
 def _reject_graph_tensors(prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx, kv_start_idx):
     """Each argument: whether that list is a Tensor (under jit it would reach the planner as a placeholder)."""
-    for name, is_tensor in (("prefix", prefix), ("actual_seq_qlen", actual_seq_qlen),
-                            ("actual_seq_kvlen", actual_seq_kvlen), ("q_start_idx", q_start_idx),
-                            ("kv_start_idx", kv_start_idx)):
+    for name, is_tensor in (
+        ("prefix", prefix),
+        ("actual_seq_qlen", actual_seq_qlen),
+        ("actual_seq_kvlen", actual_seq_kvlen),
+        ("q_start_idx", q_start_idx),
+        ("kv_start_idx", kv_start_idx),
+    ):
         if is_tensor:
-            raise TypeError(f"[{name}.graph_tensor] in GRAPH mode / ms.jit, {name} must be a Python list or tuple "
-                            f"of int (its values fix the kernel's plan when the graph is compiled), got a Tensor. "
-                            f"Pass a tuple, run eagerly (PYNATIVE), or run MindSpore's own FlashAttentionScore "
-                            f"primitive through the op-plugin mechanism (`python -m ms_fa run --op-plugin "
-                            f"script.py`).")
+            raise TypeError(
+                f"[{name}.graph_tensor] in GRAPH mode / ms.jit, {name} must be a Python list or tuple "
+                f"of int (its values fix the kernel's plan when the graph is compiled), got a Tensor. "
+                f"Pass a tuple, run eagerly (PYNATIVE), or run MindSpore's own FlashAttentionScore "
+                f"primitive through the op-plugin mechanism (`python -m ms_fa run --op-plugin "
+                f"script.py`)."
+            )
     return True
 
 
@@ -205,6 +239,7 @@ def _eager_rng():
     ``mindspore.manual_seed(10)`` the outputs are seed 10, offset 0). ``manual_seed`` reproduces a run;
     ms_fa's generator (``semantics/dropout.py``) turns each (seed, offset) into an unrelated stream."""
     from mindspore.common.generator import default_generator
+
     seed, off = default_generator._step(Tensor(_GENERATOR_STEP, ms.int64))
     return int(seed), int(off)
 
@@ -215,19 +250,39 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
     Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels); seed / offset as int64 scalar
     tensors, numels as int."""
     if not _in_jit():
-        for name, t in (("query", query), ("key", key), ("value", value), ("pse", pse), ("atten_mask", atten_mask),
-                        ("drop_mask", drop_mask)):
+        for name, t in (
+            ("query", query),
+            ("key", key),
+            ("value", value),
+            ("pse", pse),
+            ("atten_mask", atten_mask),
+            ("drop_mask", drop_mask),
+        ):
             if t is not None and not isinstance(t, Tensor):
-                raise TypeError(f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
-                                f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)")
+                raise TypeError(
+                    f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
+                    f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)"
+                )
         kw_e = opts.kwargs()
         for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
             kw_e[name] = _as_tuple(kw_e.get(name))
         # eager: full validation, with the values of the masks where they are on the host
-        a = normalize(query, key, value, head_num, input_layout, pse=pse, atten_mask=atten_mask, drop_mask=drop_mask,
-                      api=api, check_values=True, **kw_e)
-        meta_np = build_meta(a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape),
-                             has_drop_mask=drop_mask is not None)
+        a = normalize(
+            query,
+            key,
+            value,
+            head_num,
+            input_layout,
+            pse=pse,
+            atten_mask=atten_mask,
+            drop_mask=drop_mask,
+            api=api,
+            check_values=True,
+            **kw_e,
+        )
+        meta_np = build_meta(
+            a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape), has_drop_mask=drop_mask is not None
+        )
         meta = Tensor(meta_np)
         numels = a.numels
         seed, off = _eager_rng() if a.keep_prob < 1.0 else (0, 0)
@@ -236,13 +291,24 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
     else:
         # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as
         # a placeholder and silently give a wrong plan, so it must be rejected
-        meta, numels = _prepare_graph(api, query.shape, query.dtype, key.shape, key.dtype, value.shape,
-                                      value.dtype, head_num, input_layout,
-                                      None if pse is None else pse.shape, None if pse is None else pse.dtype,
-                                      None if atten_mask is None else atten_mask.shape,
-                                      None if atten_mask is None else atten_mask.dtype,
-                                      None if drop_mask is None else drop_mask.shape,
-                                      None if drop_mask is None else drop_mask.dtype, opts)
+        meta, numels = _prepare_graph(
+            api,
+            query.shape,
+            query.dtype,
+            key.shape,
+            key.dtype,
+            value.shape,
+            value.dtype,
+            head_num,
+            input_layout,
+            None if pse is None else pse.shape,
+            None if pse is None else pse.dtype,
+            None if atten_mask is None else atten_mask.shape,
+            None if atten_mask is None else atten_mask.dtype,
+            None if drop_mask is None else drop_mask.shape,
+            None if drop_mask is None else drop_mask.dtype,
+            opts,
+        )
         rng = _graph_rng(opts.keep_prob)
         seed, off = rng[0], rng[1]
     pse_t = _placeholder(query.dtype) if pse is None else pse
@@ -251,5 +317,3 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
     op = _forward_op(input_layout)
     out, smax, ssum = op(query, key, value, pse_t, dm_t, am_t, meta, rng)
     return out, smax, ssum, seed, off, numels
-
-

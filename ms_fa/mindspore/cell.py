@@ -4,24 +4,32 @@ arguments itself (compressed masks, TND lists, ALiBi) from a mask object or from
 Legend: B batch, N1 query heads (`head_num`), N2 key/value heads, S1 / S2 query / key lengths, D head dim,
 T1 / T2 TND token counts.
 """
+
 from __future__ import annotations
 
 import math
 from collections import OrderedDict
 
 import numpy as np
-
 from mindspore import Tensor, nn
 from mindspore.ops import constexpr
 
+from ms_fa.mindspore import ops as _ops
 from ms_fa.semantics.args import check_head_num, check_layout, check_scale
 from ms_fa.semantics.plan import INT_MAX
-from ms_fa.mindspore import ops as _ops
 
 __all__ = ["FlashAttention", "ArgumentCache"]
 
-_MASK_PARAMS = ("sparse_mode", "atten_mask", "pre_tokens", "next_tokens", "prefix", "actual_seq_qlen",
-                "actual_seq_kvlen", "input_layout")
+_MASK_PARAMS = (
+    "sparse_mode",
+    "atten_mask",
+    "pre_tokens",
+    "next_tokens",
+    "prefix",
+    "actual_seq_qlen",
+    "actual_seq_kvlen",
+    "input_layout",
+)
 
 
 class ArgumentCache:
@@ -123,21 +131,44 @@ class FlashAttention(nn.Cell):
         (7, 2, 8)
     """
 
-    def __init__(self, head_num, input_layout="BSH", scale=None, keep_prob=1.0, *, mask=None, sparse_mode=0,
-                 atten_mask=None, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None, inner_precise=0,
-                 alibi=False, alibi_mode="slopes", cache_size=64):
+    def __init__(
+        self,
+        head_num,
+        input_layout="BSH",
+        scale=None,
+        keep_prob=1.0,
+        *,
+        mask=None,
+        sparse_mode=0,
+        atten_mask=None,
+        pre_tokens=INT_MAX,
+        next_tokens=INT_MAX,
+        prefix=None,
+        inner_precise=0,
+        alibi=False,
+        alibi_mode="slopes",
+        cache_size=64,
+    ):
         super().__init__()
-        head_num = check_head_num(head_num)          # the rules of semantics/args.py, checked at construction
+        head_num = check_head_num(head_num)  # the rules of semantics/args.py, checked at construction
         input_layout = check_layout(input_layout)
         if mask is not None and not callable(getattr(mask, "to_ascend", None)):
-            raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got "
-                            f"{type(mask).__name__}")
+            raise TypeError(
+                f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got {type(mask).__name__}"
+            )
         if mask is not None:
-            given = _mask_params_given(atten_mask=atten_mask, sparse_mode=sparse_mode, pre_tokens=pre_tokens,
-                                       next_tokens=next_tokens, prefix=prefix)
+            given = _mask_params_given(
+                atten_mask=atten_mask,
+                sparse_mode=sparse_mode,
+                pre_tokens=pre_tokens,
+                next_tokens=next_tokens,
+                prefix=prefix,
+            )
             if given:
-                raise ValueError(f"[flash_attention.mask_twice] a mask object decides the mask arguments; do not "
-                                 f"also give {', '.join(given)}")
+                raise ValueError(
+                    f"[flash_attention.mask_twice] a mask object decides the mask arguments; do not "
+                    f"also give {', '.join(given)}"
+                )
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"[flash_attention.cache_size] cache_size must be an int >= 0, got {cache_size!r}")
         if alibi_mode not in ("slopes", "bias"):
@@ -163,6 +194,7 @@ class FlashAttention(nn.Cell):
         self._slopes = None
         if self.alibi:
             from ms_fa.semantics.pse import alibi_slopes
+
             self._slopes_np = alibi_slopes(head_num)
             self._slopes = Tensor(self._slopes_np)
 
@@ -171,26 +203,55 @@ class FlashAttention(nn.Cell):
             mask = self.mask
         D = _head_dim(self.input_layout, self.head_num, query.shape)
         scale = _default_scale(self.scale, D)
-        sparse_mode, atten_mask, pre, nxt, prefix = (self.sparse_mode, self.atten_mask, self.pre_tokens,
-                                                     self.next_tokens, self.prefix)
+        sparse_mode, atten_mask, pre, nxt, prefix = (
+            self.sparse_mode,
+            self.atten_mask,
+            self.pre_tokens,
+            self.next_tokens,
+            self.prefix,
+        )
         aq, akv = actual_seq_qlen, actual_seq_kvlen
         if mask is not None:
-            _check_mask_alone(self.mask is None, self.atten_mask is None, self.sparse_mode, self.pre_tokens,
-                              self.next_tokens, self.prefix is None, aq is None and akv is None)
-            sparse_mode, atten_mask, pre, nxt, prefix, aq, akv = _mask_plan(self.cache, mask, self.input_layout,
-                                                                             query.shape, key.shape)
+            _check_mask_alone(
+                self.mask is None,
+                self.atten_mask is None,
+                self.sparse_mode,
+                self.pre_tokens,
+                self.next_tokens,
+                self.prefix is None,
+                aq is None and akv is None,
+            )
+            sparse_mode, atten_mask, pre, nxt, prefix, aq, akv = _mask_plan(
+                self.cache, mask, self.input_layout, query.shape, key.shape
+            )
         pse, pse_type = None, 1
         if self.alibi:
             if self.alibi_mode == "slopes":
                 pse, pse_type = self._slopes, 2
             else:
-                pse, pse_type = _alibi_bias(self.cache, self._slopes_np, self.input_layout, query.shape, key.shape,
-                                            query.dtype), 0
-        out = _ops.speed_fusion_attention(query, key, value, self.head_num, self.input_layout, pse=pse,
-                                          atten_mask=atten_mask, scale=scale, keep_prob=self.keep_prob,
-                                          pre_tokens=pre, next_tokens=nxt, inner_precise=self.inner_precise,
-                                          prefix=prefix, actual_seq_qlen=aq, actual_seq_kvlen=akv,
-                                          sparse_mode=sparse_mode, pse_type=pse_type)
+                pse, pse_type = (
+                    _alibi_bias(self.cache, self._slopes_np, self.input_layout, query.shape, key.shape, query.dtype),
+                    0,
+                )
+        out = _ops.speed_fusion_attention(
+            query,
+            key,
+            value,
+            self.head_num,
+            self.input_layout,
+            pse=pse,
+            atten_mask=atten_mask,
+            scale=scale,
+            keep_prob=self.keep_prob,
+            pre_tokens=pre,
+            next_tokens=nxt,
+            inner_precise=self.inner_precise,
+            prefix=prefix,
+            actual_seq_qlen=aq,
+            actual_seq_kvlen=akv,
+            sparse_mode=sparse_mode,
+            pse_type=pse_type,
+        )
         return out[0]
 
 
@@ -207,8 +268,15 @@ def _default_scale(scale, D):
 
 def _mask_params_given(**kw):
     """Names of the mask arguments that differ from their defaults (a mask object replaces them all)."""
-    defaults = dict(atten_mask=None, sparse_mode=0, pre_tokens=INT_MAX, next_tokens=INT_MAX, prefix=None,
-                    actual_seq_qlen=None, actual_seq_kvlen=None)
+    defaults = dict(
+        atten_mask=None,
+        sparse_mode=0,
+        pre_tokens=INT_MAX,
+        next_tokens=INT_MAX,
+        prefix=None,
+        actual_seq_qlen=None,
+        actual_seq_kvlen=None,
+    )
     return [k for k, v in kw.items() if not (v is defaults[k] or (defaults[k] is not None and v == defaults[k]))]
 
 
@@ -216,20 +284,29 @@ def _mask_params_given(**kw):
 def _check_mask_alone(ctor_mask_none, atten_mask_none, sparse_mode, pre, nxt, prefix_none, lists_none):
     """A per-call mask object must not meet the constructor's mask arguments or per-call actual_seq lists:
     it would silently replace them."""
-    given = _mask_params_given(atten_mask=None if atten_mask_none else "given", sparse_mode=sparse_mode,
-                               pre_tokens=pre, next_tokens=nxt, prefix=None if prefix_none else "given",
-                               actual_seq_qlen=None if lists_none else "given")
+    given = _mask_params_given(
+        atten_mask=None if atten_mask_none else "given",
+        sparse_mode=sparse_mode,
+        pre_tokens=pre,
+        next_tokens=nxt,
+        prefix=None if prefix_none else "given",
+        actual_seq_qlen=None if lists_none else "given",
+    )
     if given:
-        raise ValueError(f"[flash_attention.mask_twice] a mask object decides the mask arguments; do not also give "
-                         f"{', '.join(given)}")
+        raise ValueError(
+            f"[flash_attention.mask_twice] a mask object decides the mask arguments; do not also give "
+            f"{', '.join(given)}"
+        )
 
 
 @constexpr(check=False)
 def _mask_plan(cache, mask, layout, qshape, kshape):
     """Host-side: the speed_fusion arguments of a mask object (cached by mask description and sizes)."""
     if not callable(getattr(mask, "to_ascend", None)):
-        raise TypeError(f"[flash_attention.mask] mask must have a to_ascend(S1, S2, *, batch=None) method "
-                        f"(ms_fa.masks.AscendMask), got {type(mask).__name__}")
+        raise TypeError(
+            f"[flash_attention.mask] mask must have a to_ascend(S1, S2, *, batch=None) method "
+            f"(ms_fa.masks.AscendMask), got {type(mask).__name__}"
+        )
     S1, S2 = (None, None) if layout == "TND" else _seq_dims(layout, qshape, kshape)
     B = None if layout == "TND" else (qshape[1] if layout == "SBH" else qshape[0])
 
@@ -240,16 +317,23 @@ def _mask_plan(cache, mask, layout, qshape, kshape):
             raise ValueError(f"[flash_attention.mask] to_ascend returned unknown arguments {sorted(unknown)}")
         mlayout = kw.get("input_layout")
         if mlayout is not None and mlayout != layout:
-            raise ValueError(f"[flash_attention.mask_layout] the mask needs input_layout {mlayout}, the Cell has "
-                             f"{layout}")
+            raise ValueError(
+                f"[flash_attention.mask_layout] the mask needs input_layout {mlayout}, the Cell has {layout}"
+            )
         am = kw.get("atten_mask")
         if am is not None and not isinstance(am, Tensor):
             am = np.asarray(am)
             am = Tensor(am.astype(np.uint8) if am.dtype == np.bool_ else am)
         tup = lambda x: None if x is None else tuple(int(v) for v in x)  # noqa: E731
-        return (int(kw.get("sparse_mode", 0)), am, int(kw.get("pre_tokens", INT_MAX)),
-                int(kw.get("next_tokens", INT_MAX)), tup(kw.get("prefix")), tup(kw.get("actual_seq_qlen")),
-                tup(kw.get("actual_seq_kvlen")))
+        return (
+            int(kw.get("sparse_mode", 0)),
+            am,
+            int(kw.get("pre_tokens", INT_MAX)),
+            int(kw.get("next_tokens", INT_MAX)),
+            tup(kw.get("prefix")),
+            tup(kw.get("actual_seq_qlen")),
+            tup(kw.get("actual_seq_kvlen")),
+        )
 
     # Keyed by the mask object itself: ms_fa's masks hash by value (DenseMask, whose array is read-only,
     # by identity -- the key keeps it alive, so an id cannot be reused). A description (repr) is not
@@ -267,6 +351,7 @@ def _alibi_bias(cache, slopes, layout, qshape, kshape, dtype):
 
     def build():
         from ms_fa.semantics.pse import alibi_bias_full
+
         return Tensor(alibi_bias_full(slopes, S1, S2)[None]).astype(dtype)
 
     return cache.get(("alibi_bias", S1, S2, str(dtype)), build)

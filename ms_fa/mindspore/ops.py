@@ -10,6 +10,7 @@ Works in PYNATIVE_MODE, GRAPH_MODE and under ``ms.jit``; shapes may change betwe
 Legend: B batch, N1 query heads (head_num), N2 key/value heads, S1 query length, S2 key/value
 length, D head dim of query/key, Dv head dim of value, H1 = N1*D, H2 = N2*D, T1/T2 TND token counts.
 """
+
 from __future__ import annotations
 
 from ms_fa.mindspore._dispatch import (
@@ -25,11 +26,32 @@ from ms_fa.semantics.args import check_padding_mask
 
 __all__ = ["speed_fusion_attention", "flash_attention_score"]
 
-def speed_fusion_attention(query, key, value, head_num, input_layout, *, pse=None, padding_mask=None,
-                           atten_mask=None, scale=1.0, keep_prob=1.0, pre_tokens=2147483647,
-                           next_tokens=2147483647, inner_precise=0, prefix=None, actual_seq_qlen=None,
-                           actual_seq_kvlen=None, sparse_mode=0, gen_mask_parallel=True, sync=False, pse_type=1,
-                           q_start_idx=None, kv_start_idx=None):
+
+def speed_fusion_attention(
+    query,
+    key,
+    value,
+    head_num,
+    input_layout,
+    *,
+    pse=None,
+    padding_mask=None,
+    atten_mask=None,
+    scale=1.0,
+    keep_prob=1.0,
+    pre_tokens=2147483647,
+    next_tokens=2147483647,
+    inner_precise=0,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    sparse_mode=0,
+    gen_mask_parallel=True,
+    sync=False,
+    pse_type=1,
+    q_start_idx=None,
+    kv_start_idx=None,
+):
     r"""
     Fused attention with the semantics of Ascend's FlashAttentionScore (``mindspore.ops.speed_fusion_attention``).
 
@@ -109,26 +131,71 @@ def speed_fusion_attention(query, key, value, head_num, input_layout, *, pse=Non
         [(1, 4, 2, 8), (1, 4, 2, 8), (1, 4, 2, 8), (0,), (), (), ()]
     """
     if is_ascend():
-        return NATIVE_SFA(query, key, value, head_num, input_layout, pse=pse, padding_mask=padding_mask,
-                           atten_mask=atten_mask, scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens,
-                           next_tokens=next_tokens, inner_precise=inner_precise, prefix=prefix,
-                           actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
-                           sparse_mode=sparse_mode, gen_mask_parallel=gen_mask_parallel, sync=sync,
-                           pse_type=pse_type, q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
+        return NATIVE_SFA(
+            query,
+            key,
+            value,
+            head_num,
+            input_layout,
+            pse=pse,
+            padding_mask=padding_mask,
+            atten_mask=atten_mask,
+            scale=scale,
+            keep_prob=keep_prob,
+            pre_tokens=pre_tokens,
+            next_tokens=next_tokens,
+            inner_precise=inner_precise,
+            prefix=prefix,
+            actual_seq_qlen=actual_seq_qlen,
+            actual_seq_kvlen=actual_seq_kvlen,
+            sparse_mode=sparse_mode,
+            gen_mask_parallel=gen_mask_parallel,
+            sync=sync,
+            pse_type=pse_type,
+            q_start_idx=q_start_idx,
+            kv_start_idx=kv_start_idx,
+        )
     check_padding_mask(padding_mask)
-    opts = make_options(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                      inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-                      actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
-                      q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
-    out, smax, ssum, seed, off, numels = run("speed_fusion_attention", query, key, value, head_num, input_layout,
-                                             pse, atten_mask, None, opts)
+    opts = make_options(
+        scale=scale,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        q_start_idx=q_start_idx,
+        kv_start_idx=kv_start_idx,
+    )
+    out, smax, ssum, seed, off, numels = run(
+        "speed_fusion_attention", query, key, value, head_num, input_layout, pse, atten_mask, None, opts
+    )
     return out, smax, ssum, empty_softmax_out(query.dtype), seed, off, int64_scalar(numels)
 
 
-def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mask=None, padding_mask=None,
-                          attn_mask=None, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, keep_prob=1.0,
-                          scalar_value=1.0, pre_tokens=2147483647, next_tokens=2147483647, inner_precise=0,
-                          input_layout="BSH", sparse_mode=0):
+def flash_attention_score(
+    query,
+    key,
+    value,
+    head_num,
+    real_shift=None,
+    drop_mask=None,
+    padding_mask=None,
+    attn_mask=None,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    keep_prob=1.0,
+    scalar_value=1.0,
+    pre_tokens=2147483647,
+    next_tokens=2147483647,
+    inner_precise=0,
+    input_layout="BSH",
+    sparse_mode=0,
+):
     r"""
     FlashAttentionScore with the signature of ``mindspore.ops.flash_attention_score``.
 
@@ -183,15 +250,39 @@ def flash_attention_score(query, key, value, head_num, real_shift=None, drop_mas
         (2, 3, 16)
     """
     if is_ascend():
-        return NATIVE_FAS(query, key, value, head_num, real_shift=real_shift, drop_mask=drop_mask,
-                           padding_mask=padding_mask, attn_mask=attn_mask, prefix=prefix,
-                           actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen, keep_prob=keep_prob,
-                           scalar_value=scalar_value, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                           inner_precise=inner_precise, input_layout=input_layout, sparse_mode=sparse_mode)
+        return NATIVE_FAS(
+            query,
+            key,
+            value,
+            head_num,
+            real_shift=real_shift,
+            drop_mask=drop_mask,
+            padding_mask=padding_mask,
+            attn_mask=attn_mask,
+            prefix=prefix,
+            actual_seq_qlen=actual_seq_qlen,
+            actual_seq_kvlen=actual_seq_kvlen,
+            keep_prob=keep_prob,
+            scalar_value=scalar_value,
+            pre_tokens=pre_tokens,
+            next_tokens=next_tokens,
+            inner_precise=inner_precise,
+            input_layout=input_layout,
+            sparse_mode=sparse_mode,
+        )
     check_padding_mask(padding_mask)
-    opts = make_options(scale=scalar_value, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                      inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-                      actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode)
-    out = run("flash_attention_score", query, key, value, head_num, input_layout, real_shift, attn_mask, drop_mask,
-              opts)
+    opts = make_options(
+        scale=scalar_value,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+    )
+    out = run(
+        "flash_attention_score", query, key, value, head_num, input_layout, real_shift, attn_mask, drop_mask, opts
+    )
     return out[0]

@@ -23,6 +23,7 @@ in GRAPH mode) runs on CPU through ms_fa's kernel. Two mechanisms, tried in this
 On Ascend nothing is patched (mechanism ``native``). The chosen mechanism and the reason are returned
 (:class:`PatchStatus`) and logged on the ``ms_fa`` logger.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,9 +53,9 @@ class _PatchState:
     """The replaced attributes of one patch() (explicit, restored by unpatch())."""
 
     def __init__(self):
-        self.replaced = []          # (module, name, original)
+        self.replaced = []  # (module, name, original)
         self.status = None
-        self.env_set_here = False   # patch() set MS_OP_PLUGIN_PATH itself (unpatch() unsets it)
+        self.env_set_here = False  # patch() set MS_OP_PLUGIN_PATH itself (unpatch() unsets it)
 
 
 _STATE = _PatchState()
@@ -62,14 +63,16 @@ _STATE = _PatchState()
 
 def _lib():
     from ms_fa.mindspore._custom import library_path
+
     return library_path()
 
 
 def _probe_plugin():
     """Run a one-element FlashAttentionScore; True when MindSpore runs it (the plugin is active)."""
-    import numpy as np
     import mindspore as ms
+    import numpy as np
     from mindspore import Tensor
+
     from ms_fa.mindspore._dispatch import NATIVE_FAS
 
     q = Tensor(np.ones((1, 1, 1, 8), np.float32))
@@ -88,15 +91,24 @@ def _flash_attention_score_primitive():
     """The Cell that stands in for the ``FlashAttentionScore`` primitive in the python mechanism."""
     from mindspore import nn
     from mindspore.ops import constexpr
+
     from ms_fa.mindspore._dispatch import TensorSpec, make_options, run, softmax_out_1
     from ms_fa.semantics.args import normalize
 
     @constexpr
     def _check_padding_mask(qs, qd, ks, kd, vs, vd, head_num, layout, pms, pmd, opts):
         # semantics.args is the one place of the rule: it raises [padding_mask.none] (after the rules it checks first)
-        normalize(TensorSpec(qs, qd), TensorSpec(ks, kd), TensorSpec(vs, vd), head_num, layout,
-                  padding_mask=TensorSpec(pms, pmd), api="flash_attention_score", check_values=False,
-                  **opts.kwargs())
+        normalize(
+            TensorSpec(qs, qd),
+            TensorSpec(ks, kd),
+            TensorSpec(vs, vd),
+            head_num,
+            layout,
+            padding_mask=TensorSpec(pms, pmd),
+            api="flash_attention_score",
+            check_values=False,
+            **opts.kwargs(),
+        )
         return True
 
     class FlashAttentionScore(nn.Cell):
@@ -107,11 +119,28 @@ def _flash_attention_score_primitive():
         on ``mindspore.ops.Primitive`` (attributes are stored; the constructor's attributes also take effect).
         """
 
-        _PRIM_ATTRS = ("head_num", "keep_prob", "scale_value", "pre_tokens", "next_tokens", "inner_precise",
-                       "input_layout", "sparse_mode")
+        _PRIM_ATTRS = (
+            "head_num",
+            "keep_prob",
+            "scale_value",
+            "pre_tokens",
+            "next_tokens",
+            "inner_precise",
+            "input_layout",
+            "sparse_mode",
+        )
 
-        def __init__(self, head_num, keep_prob=1.0, scale_value=1.0, pre_tokens=2147483647,
-                     next_tokens=2147483647, inner_precise=0, input_layout="BSH", sparse_mode=0):
+        def __init__(
+            self,
+            head_num,
+            keep_prob=1.0,
+            scale_value=1.0,
+            pre_tokens=2147483647,
+            next_tokens=2147483647,
+            inner_precise=0,
+            input_layout="BSH",
+            sparse_mode=0,
+        ):
             super().__init__()
             self.head_num = head_num
             self.keep_prob = keep_prob
@@ -136,17 +165,56 @@ def _flash_attention_score_primitive():
                 del self.attrs[name]
             return self
 
-        def construct(self, query, key, value, real_shift=None, drop_mask=None, padding_mask=None,
-                      attn_mask=None, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None):
-            opts = make_options(scale=self.scale_value, keep_prob=self.keep_prob, pre_tokens=self.pre_tokens,
-                              next_tokens=self.next_tokens, inner_precise=self.inner_precise, prefix=prefix,
-                              actual_seq_qlen=actual_seq_qlen, actual_seq_kvlen=actual_seq_kvlen,
-                              sparse_mode=self.sparse_mode)
+        def construct(
+            self,
+            query,
+            key,
+            value,
+            real_shift=None,
+            drop_mask=None,
+            padding_mask=None,
+            attn_mask=None,
+            prefix=None,
+            actual_seq_qlen=None,
+            actual_seq_kvlen=None,
+        ):
+            opts = make_options(
+                scale=self.scale_value,
+                keep_prob=self.keep_prob,
+                pre_tokens=self.pre_tokens,
+                next_tokens=self.next_tokens,
+                inner_precise=self.inner_precise,
+                prefix=prefix,
+                actual_seq_qlen=actual_seq_qlen,
+                actual_seq_kvlen=actual_seq_kvlen,
+                sparse_mode=self.sparse_mode,
+            )
             if padding_mask is not None:
-                _check_padding_mask(query.shape, query.dtype, key.shape, key.dtype, value.shape, value.dtype,
-                                    self.head_num, self.input_layout, padding_mask.shape, padding_mask.dtype, opts)
-            out, smax, ssum, _, _, _ = run("flash_attention_score", query, key, value, self.head_num,
-                                           self.input_layout, real_shift, attn_mask, drop_mask, opts)
+                _check_padding_mask(
+                    query.shape,
+                    query.dtype,
+                    key.shape,
+                    key.dtype,
+                    value.shape,
+                    value.dtype,
+                    self.head_num,
+                    self.input_layout,
+                    padding_mask.shape,
+                    padding_mask.dtype,
+                    opts,
+                )
+            out, smax, ssum, _, _, _ = run(
+                "flash_attention_score",
+                query,
+                key,
+                value,
+                self.head_num,
+                self.input_layout,
+                real_shift,
+                attn_mask,
+                drop_mask,
+                opts,
+            )
             return smax, ssum, softmax_out_1(query.dtype), out
 
     return FlashAttentionScore
@@ -205,14 +273,18 @@ def patch(mechanism: str = "auto") -> PatchStatus:
     pynative = ms.get_context("mode") == ms.PYNATIVE_MODE
     if mechanism == "auto" and pynative:
         mechanism = "python"
-        why = ("PYNATIVE mode: with any op plugin set, MindSpore 2.10 PYNATIVE hands strided views to its "
-               "built-in CPU kernels, which read them as contiguous (silently wrong results)")
+        why = (
+            "PYNATIVE mode: with any op plugin set, MindSpore 2.10 PYNATIVE hands strided views to its "
+            "built-in CPU kernels, which read them as contiguous (silently wrong results)"
+        )
     elif mechanism == "python":
         why = "requested"
     if mechanism in ("auto", "op_plugin"):
         if pynative:
-            _LOG.warning("ms_fa.patch(mechanism='op_plugin') in PYNATIVE mode: MindSpore 2.10 then computes "
-                         "built-in CPU ops on strided views wrongly; use GRAPH mode or mechanism='python'")
+            _LOG.warning(
+                "ms_fa.patch(mechanism='op_plugin') in PYNATIVE mode: MindSpore 2.10 then computes "
+                "built-in CPU ops on strided views wrongly; use GRAPH mode or mechanism='python'"
+            )
         cur = os.environ.get(PLUGIN_ENV)
         if cur and os.path.abspath(cur) != os.path.abspath(lib):
             why = f"{PLUGIN_ENV} already names another library ({cur}); one op plugin per process"
@@ -222,12 +294,17 @@ def patch(mechanism: str = "auto") -> PatchStatus:
             if _probe_plugin():
                 how = "set by ms_fa.patch() before the first kernel" if set_here else "set before the process started"
                 _STATE.env_set_here = set_here
-                return _set(PatchStatus("op_plugin", f"{PLUGIN_ENV}={lib} ({how}); MindSpore's primitives and "
-                                                     "bprop run ms_fa's kernel"))
+                return _set(
+                    PatchStatus(
+                        "op_plugin", f"{PLUGIN_ENV}={lib} ({how}); MindSpore's primitives and bprop run ms_fa's kernel"
+                    )
+                )
             if set_here:
                 del os.environ[PLUGIN_ENV]
-            why = (f"{PLUGIN_ENV} came too late: MindSpore had already created a kernel in this process "
-                   "(use `python -m ms_fa run --op-plugin script.py` or call ms_fa.patch() before any computation)")
+            why = (
+                f"{PLUGIN_ENV} came too late: MindSpore had already created a kernel in this process "
+                "(use `python -m ms_fa run --op-plugin script.py` or call ms_fa.patch() before any computation)"
+            )
         if mechanism == "op_plugin":
             raise RuntimeError(f"[patch.op_plugin] the op-plugin hook cannot apply: {why}")
     import mindspore.ops as msops
@@ -243,8 +320,11 @@ def patch(mechanism: str = "auto") -> PatchStatus:
     if isinstance(prim, type):
         pairs.append((prim, _flash_attention_score_primitive()))
     _replace_everywhere(pairs)
-    return _set(PatchStatus("python", f"Python names replaced in mindspore.* ({why}); references taken before "
-                                      "patch() are not reached"))
+    return _set(
+        PatchStatus(
+            "python", f"Python names replaced in mindspore.* ({why}); references taken before patch() are not reached"
+        )
+    )
 
 
 def _set(status):

@@ -14,6 +14,7 @@ transposed tensors; see docs/mindspore.md).
 
 Options (before the script): ``--op-plugin``; ``-q`` / ``--quiet`` (no status line on stderr).
 """
+
 import os
 import runpy
 import sys
@@ -48,7 +49,7 @@ def main(argv=None):
     from ms_fa.mindspore._custom import library_path  # no MindSpore import
 
     try:
-        lib = library_path()     # also loads its OpenBLAS, so MindSpore's dlopen of it resolves
+        lib = library_path()  # also loads its OpenBLAS, so MindSpore's dlopen of it resolves
     except RuntimeError as e:
         print(f"ms_fa run: {e}", file=sys.stderr)
         return 2
@@ -58,8 +59,10 @@ def main(argv=None):
             print(f"ms_fa run: MS_OP_PLUGIN_PATH already names {cur}; one op plugin per process", file=sys.stderr)
             return 2
         os.environ["MS_OP_PLUGIN_PATH"] = lib
-        msg = (f"ms_fa run: mechanism=op_plugin (MS_OP_PLUGIN_PATH={lib} set before MindSpore's first kernel; "
-               "GRAPH mode only)")
+        msg = (
+            f"ms_fa run: mechanism=op_plugin (MS_OP_PLUGIN_PATH={lib} set before MindSpore's first kernel; "
+            "GRAPH mode only)"
+        )
     else:
         from ms_fa.mindspore.patch import patch
 

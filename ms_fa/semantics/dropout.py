@@ -25,12 +25,28 @@ Packed masks are LSB-first (bit k of byte m is score ``8*m + k``), as the op-plu
 them (``np.unpackbits(..., bitorder="little")``); MindSpore's ``flash_attention_score`` takes them as
 ``(B, N1, S1, S2 // 8)`` uint8 (non-TND) or flat ``(numels // 8,)`` (TND).
 """
+
 from __future__ import annotations
+
+from typing import List
 
 import numpy as np
 
-__all__ = ["GOLDEN", "threshold", "stream_key", "keep_bits", "pack_bits", "unpack_bits", "drop_mask_to_bits",
-           "mask_buffer_bytes"]
+from .dtypes import dtype_name
+from .rules import R
+
+__all__ = [
+    "numels",
+    "drop_form",
+    "GOLDEN",
+    "threshold",
+    "stream_key",
+    "keep_bits",
+    "pack_bits",
+    "unpack_bits",
+    "drop_mask_to_bits",
+    "mask_buffer_bytes",
+]
 
 GOLDEN = 0x9E3779B97F4A7C15
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -61,8 +77,7 @@ def stream_key(seed: int, offset: int) -> int:
     return _mix((int(seed) & _MASK64) ^ _mix(int(offset) + GOLDEN))
 
 
-def keep_bits(seed: int, offset: int, numels: int, keep_prob, *, start: int = 0,
-              chunk: int = 1 << 22) -> np.ndarray:
+def keep_bits(seed: int, offset: int, numels: int, keep_prob, *, start: int = 0, chunk: int = 1 << 22) -> np.ndarray:
     """Keep bits (uint8 0/1, length ``numels``) of scores ``start .. start + numels - 1``."""
     numels = int(numels)
     out = np.empty(max(numels, 0), dtype=np.uint8)
@@ -95,7 +110,7 @@ def unpack_bits(mask, numels: int) -> np.ndarray:
     bits = np.unpackbits(m.reshape(-1), bitorder="little")
     if bits.size < int(numels):
         raise ValueError(f"[drop_mask.size] drop_mask holds {bits.size} bits, need {int(numels)}")
-    return bits[:int(numels)]
+    return bits[: int(numels)]
 
 
 def mask_buffer_bytes(numels: int) -> int:
@@ -120,3 +135,50 @@ def drop_mask_to_bits(drop_mask, args) -> np.ndarray:
     if m.dtype != np.uint8:
         raise TypeError(f"[drop_mask.dtype] drop_mask must be uint8 (packed bits, LSB first), got {m.dtype}")
     return unpack_bits(m, _total_scores(args))
+
+
+# --------------------------------------------------------------------------------------------------
+# numels and the rules of an explicit drop_mask (called by semantics.args.normalize)
+# --------------------------------------------------------------------------------------------------
+def numels(d) -> int:
+    """The dropout length of a call (SPEC §6): ``B*N1*S1*S2``, TND ``N1 * sum of the raw products``
+    ``(aq[b] - aq[b-1]) * (akv[b] - akv[b-1])``. ``d``: :class:`~ms_fa.semantics.layouts.Dims`."""
+    layout, B, N1, S1, S2, aq, akv = d.layout, d.B, d.N1, d.S1, d.S2, d.actual_seq_qlen, d.actual_seq_kvlen
+    if layout == "TND":
+        numels = N1 * (aq[0] * akv[0] + sum((aq[b] - aq[b - 1]) * (akv[b] - akv[b - 1]) for b in range(1, B)))
+    else:
+        numels = B * N1 * S1 * S2
+    return int(numels)
+
+
+def drop_form(drop_mask, d, numels: int, keep_prob: float, warns: List[str]) -> str:
+    """The form of an explicit drop_mask (SPEC §4): ``"none"``, ``"bns8"`` ((B, N1, S1, S2 // 8) uint8)
+    or ``"flat"`` (1-D uint8 with enough bytes for every score read)."""
+    layout, B, N1, S1, S2, sq, skv = d.layout, d.B, d.N1, d.S1, d.S2, d.seqlens_q, d.seqlens_kv
+    drop_form = "none"
+    if drop_mask is not None:
+        dd = dtype_name(drop_mask)
+        if dd != "uint8":
+            R.drop_mask__dtype.fail(f"drop_mask must be uint8 (1 bit per score, LSB first), got {dd}")
+        ds = tuple(int(d) for d in drop_mask.shape)
+        # the bits actually read: N1 * sum(S1b * S2b) over the clamped lengths, which exceeds the raw
+        # numels formula when an actual_seq list decreases; the buffer must hold both
+        scores = N1 * sum(a * b for a, b in zip(sq, skv)) if layout == "TND" else numels
+        need = -(-max(numels, scores, 0) // 8)
+        if layout != "TND" and len(ds) == 4:
+            if S2 % 8 != 0 or ds != (B, N1, S1, S2 // 8):
+                R.drop_mask__shape.fail(
+                    f"drop_mask must be (B, N1, S1, S2 // 8)=({B}, {N1}, {S1}, {S2 // 8}) with S2 % 8 == 0 "
+                    f"(S2={S2}), or 1-D with >= {need} bytes; got {ds}"
+                )
+            drop_form = "bns8"
+        elif len(ds) == 1 and ds[0] >= need:
+            drop_form = "flat"
+        else:
+            R.drop_mask__shape.fail(
+                f"drop_mask must be 1-D with >= ceil(numels / 8) = {need} bytes (numels={numels})"
+                f"{'' if layout == 'TND' else f' or (B, N1, S1, S2 // 8)=({B}, {N1}, {S1}, {S2 // 8})'}; got {ds}"
+            )
+        if keep_prob == 1.0:
+            warns.append("drop_mask given with keep_prob == 1: no dropout, the mask is ignored")
+    return drop_form

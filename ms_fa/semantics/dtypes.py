@@ -4,6 +4,7 @@ Frameworks disagree on how they spell dtypes (``numpy.float16``, ``mindspore.flo
 ``torch.bfloat16``, MindSpore's and ml_dtypes' own numpy ``bfloat16``); ms_fa names them by
 one string: ``"float16"``, ``"bfloat16"``, ``"float32"`` (plus ``"bool"``, ``"uint8"``, ...).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,11 +15,25 @@ __all__ = ["dtype_name", "QKV_DTYPES", "round_to", "as_float32", "numpy_dtype"]
 QKV_DTYPES = ("float16", "bfloat16", "float32")
 
 _ALIASES = {
-    "float16": "float16", "half": "float16", "fp16": "float16", "float": "float32",
-    "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float64": "float64", "double": "float64", "bool": "bool", "bool_": "bool",
-    "uint8": "uint8", "int8": "int8", "int32": "int32", "int64": "int64", "int16": "int16",
-    "complex64": "complex64", "complex128": "complex128",
+    "float16": "float16",
+    "half": "float16",
+    "fp16": "float16",
+    "float": "float32",
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float64": "float64",
+    "double": "float64",
+    "bool": "bool",
+    "bool_": "bool",
+    "uint8": "uint8",
+    "int8": "int8",
+    "int32": "int32",
+    "int64": "int64",
+    "int16": "int16",
+    "complex64": "complex64",
+    "complex128": "complex128",
 }
 
 
@@ -37,7 +52,7 @@ def dtype_name(dtype) -> str:
     name = name.lower()
     for prefix in ("torch.", "mindspore.", "ms."):
         if name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return _ALIASES.get(name, name)
 
 
@@ -45,6 +60,7 @@ def numpy_dtype(name: str):
     """numpy dtype for an ms_fa dtype name (bfloat16 via ml_dtypes)."""
     if name == "bfloat16":
         import ml_dtypes
+
         return np.dtype(ml_dtypes.bfloat16)
     return np.dtype(name)
 
@@ -75,7 +91,7 @@ def round_to(x, name: str) -> np.ndarray:
         return out.view(np.float32)
     if name == "float16":
         with np.errstate(over="ignore", invalid="ignore"):
-            h = x.astype(np.float16)          # round half to even
+            h = x.astype(np.float16)  # round half to even
             hf = h.astype(np.float32)
             # a tie that numpy sent to the even neighbour nearer zero goes away from zero instead
             away = np.where(x >= 0, np.float16(np.inf), np.float16(-np.inf))

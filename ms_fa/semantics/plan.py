@@ -30,17 +30,50 @@ gives the mask of one (batch, head) from normalized arguments (``AttnArgs``) and
 This module and ``ms_fa/csrc/fa_plan.h`` state the same rules (same function names, ``fa_`` prefix
 in C++); ``tests/test_plan_crosscheck.py`` checks them against each other on random configurations.
 """
+
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import List, Optional
 
 import numpy as np
 
-__all__ = ["canonical_compressed_mask", "canonical_full_mask", "COMPRESSED_SIZE", "COMPRESSED_PREFIX_ROWS", "INT_MAX", "Band", "band_for", "band_batch_index", "structural_mask", "effective_mask",
-           "auto_invalid_line", "row_kept_count", "row_range", "s2_range", "block_kind", "block_plan",
-           "plan_flops_fraction", "BLOCK_SKIP", "BLOCK_FULL", "BLOCK_PARTIAL", "effective_mask_for",
-           "effective_masks_tnd", "seqlen", "band_of"]
+from .dtypes import dtype_name
+from .host import host_array
+from .rules import R
+
+__all__ = [
+    "canonical_compressed_mask",
+    "canonical_full_mask",
+    "mask_form",
+    "prefix_form",
+    "band_checks",
+    "is_causal_type",
+    "COMPRESSED_MASK_MODES",
+    "COMPRESSED_SIZE",
+    "COMPRESSED_PREFIX_ROWS",
+    "INT_MAX",
+    "Band",
+    "band_for",
+    "band_batch_index",
+    "structural_mask",
+    "effective_mask",
+    "auto_invalid_line",
+    "row_kept_count",
+    "row_range",
+    "s2_range",
+    "block_kind",
+    "block_plan",
+    "plan_flops_fraction",
+    "BLOCK_SKIP",
+    "BLOCK_FULL",
+    "BLOCK_PARTIAL",
+    "effective_mask_for",
+    "effective_masks_tnd",
+    "seqlen",
+    "band_of",
+]
 
 #: default of pre_tokens / next_tokens (INT32_MAX)
 INT_MAX = 2147483647
@@ -69,9 +102,20 @@ class Band:
         return ((d >= -self.pre) & (d <= self.next)) | (np.asarray(j) < self.prefix)
 
 
-def band_for(sparse_mode: int, S1: int, S2: int, pre_tokens: int, next_tokens: int, *, has_mask: bool,
-             prefix: int = 0, tnd: bool = False, is_band_batch: bool = False,
-             max_s1: int | None = None, max_s2: int | None = None) -> Band:
+def band_for(
+    sparse_mode: int,
+    S1: int,
+    S2: int,
+    pre_tokens: int,
+    next_tokens: int,
+    *,
+    has_mask: bool,
+    prefix: Optional[int] = 0,
+    tnd: bool = False,
+    is_band_batch: bool = False,
+    max_s1: int | None = None,
+    max_s2: int | None = None,
+) -> Band:
     """The band of one batch (SPEC §2.3 non-TND, §2.4 TND). ``S1``/``S2`` are the batch's lengths.
 
     ``max_s1``/``max_s2`` (TND: the largest per-batch lengths) decide mode 0's causal / no-band
@@ -147,8 +191,18 @@ def row_kept_count(band: Band, S1: int, S2: int) -> np.ndarray:
     return (~structural_mask(band, S1, S2)).sum(axis=1).astype(np.int64)
 
 
-def auto_invalid_line(sparse_mode: int, S1: int, S2: int, pre_tokens: int, next_tokens: int, *,
-                      has_mask: bool, inner_precise: int, prefix=None, tnd: bool = False) -> bool:
+def auto_invalid_line(
+    sparse_mode: int,
+    S1: int,
+    S2: int,
+    pre_tokens: int,
+    next_tokens: int,
+    *,
+    has_mask: bool,
+    inner_precise: int,
+    prefix=None,
+    tnd: bool = False,
+) -> bool:
     """Whether invalid-line mode is on (SPEC §6.1): ``inner_precise == 2`` or the auto rule (non-TND)."""
     if inner_precise == 2:
         return True
@@ -291,6 +345,7 @@ def plan_flops_fraction(band: Band, S1: int, S2: int, s1_block: int, s2_block: i
 # ------------------------------------------------------------------------------------------------
 # Effective masks from normalized arguments (used by the mask atlas / explain and the reference)
 
+
 def _host(x):
     if x is None:
         return None
@@ -314,10 +369,19 @@ def band_of(args, b: int) -> Band:
     pfx = None
     if args.prefix is not None and b < len(args.prefix):
         pfx = int(args.prefix[b])
-    return band_for(args.sparse_mode, S1b, S2b, args.pre_tokens, args.next_tokens,
-                    has_mask=args.mask_form != "none", prefix=pfx, tnd=tnd,
-                    is_band_batch=(tnd and b == args.band_batch),
-                    max_s1=args.S1 if tnd else None, max_s2=args.S2 if tnd else None)
+    return band_for(
+        args.sparse_mode,
+        S1b,
+        S2b,
+        args.pre_tokens,
+        args.next_tokens,
+        has_mask=args.mask_form != "none",
+        prefix=pfx,
+        tnd=tnd,
+        is_band_batch=(tnd and b == args.band_batch),
+        max_s1=args.S1 if tnd else None,
+        max_s2=args.S2 if tnd else None,
+    )
 
 
 def _user_mask(args, b: int, h: int, atten_mask, S1b: int, S2b: int):
@@ -335,8 +399,8 @@ def _user_mask(args, b: int, h: int, atten_mask, S1b: int, S2b: int):
     if form == "TT":
         oq = sum(int(x) for x in args.seqlens_q[:b])
         ok = sum(int(x) for x in args.seqlens_kv[:b])
-        return am[oq:oq + S1b, ok:ok + S2b]
-    return None           # compressed forms are never read element-wise: the band says it all
+        return am[oq : oq + S1b, ok : ok + S2b]
+    return None  # compressed forms are never read element-wise: the band says it all
 
 
 def effective_mask_for(args, b: int, h: int, atten_mask=None) -> np.ndarray:
@@ -380,7 +444,7 @@ def canonical_compressed_mask(kind: str = "causal") -> np.ndarray:
     elif kind == "prefix":
         m = np.zeros((COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE), dtype=bool)
         m[:COMPRESSED_SIZE] = tri
-        m[COMPRESSED_SIZE:, COMPRESSED_SIZE // 2:] = True
+        m[COMPRESSED_SIZE:, COMPRESSED_SIZE // 2 :] = True
     else:
         raise ValueError(f"[compressed_mask.kind] kind must be 'causal' or 'prefix', got {kind!r}")
     m.flags.writeable = False
@@ -400,7 +464,240 @@ def canonical_full_mask(mode, S1, S2, pre, nxt, prefix=None, B=1):
     if mode == 5:
         pf = list(prefix) if prefix is not None else [0] * B
         # a negative prefix discards like prefix 0 here (normalize rejects it anyway)
-        return np.stack([structural_mask(band_for(5, S1, S2, INT_MAX, INT_MAX, has_mask=True,
-                                                        prefix=max(int(p), 0)), S1, S2)[None]
-                         for p in pf])   # (B, 1, S1, S2)
+        return np.stack(
+            [
+                structural_mask(band_for(5, S1, S2, INT_MAX, INT_MAX, has_mask=True, prefix=max(int(p), 0)), S1, S2)[
+                    None
+                ]
+                for p in pf
+            ]
+        )  # (B, 1, S1, S2)
     raise ValueError(f"[plan.full_mask_mode] canonical_full_mask is for sparse_mode 0, 1 or 5, got {mode!r}")
+
+
+# --------------------------------------------------------------------------------------------------
+# the rules of the mask arguments: atten_mask form, prefix, band (called by semantics.args.normalize)
+# --------------------------------------------------------------------------------------------------
+#: sparse modes that take the (2048, 2048) compressed mask; mode 6 takes (3072, 2048).
+COMPRESSED_MASK_MODES = (2, 3, 4, 7, 8)
+
+
+@functools.lru_cache(maxsize=2)
+def _canonical_bytes(kind: str) -> bytes:
+    return canonical_compressed_mask(kind).view(np.uint8).tobytes()
+
+
+def _check_compressed_content(atten_mask, kind, bad_content, mode):
+    arr = host_array(atten_mask)
+    if arr is None:
+        return
+    canon = canonical_compressed_mask(kind)
+    r, c = canon.shape
+    arr = arr.reshape(-1, r, c)
+    for k in range(arr.shape[0]):
+        a = arr[k]
+        # fast path: a 0/1 byte mask compares as memory (one memcmp of 4-6 MB); anything else
+        # (other non-zero bytes, strided views) goes through the element-wise comparison
+        ok = a.dtype in (np.bool_, np.uint8) and a.flags.c_contiguous and a.tobytes() == _canonical_bytes(kind)
+        if not ok:
+            ok = np.array_equal(a != 0, canon)
+        if not ok:
+            bad = np.argwhere((a != 0) != canon)
+            x, y = (int(v) for v in bad[0])
+            want = (
+                "triu(ones(2048, 2048), 1)"
+                if kind == "causal"
+                else "rows 0..2047 = triu(ones(2048, 2048), 1), rows 2048..3071 = 0 in columns 0..1023 and 1 in 1024..2047"
+            )
+            bad_content.fail(
+                f"sparse_mode {mode} needs the compressed atten_mask {want} (SPEC §2.2; other contents give "
+                f"tiling-dependent results on the NPU); {len(bad)} element(s) differ, first at {(x, y)}: "
+                f"got {int(a[x, y])}, expected {int(canon[x, y])}"
+            )
+
+
+def _mask_form(atten_mask, layout, mode, B, N1, S1, S2, T1, T2, check_values):
+    """The form of a given atten_mask (SPEC §2.2-§2.4): its dtype, and its shape against the sparse mode
+    and the layout; the compressed masks' contents when they can be read (``check_values``)."""
+    md = dtype_name(atten_mask)
+    if md not in ("bool", "uint8"):
+        R.atten_mask__dtype.fail(f"atten_mask dtype must be bool or uint8, got {md}")
+    ms_ = tuple(int(d) for d in atten_mask.shape)
+    if mode in COMPRESSED_MASK_MODES:
+        if ms_[-2:] != (COMPRESSED_SIZE, COMPRESSED_SIZE) or len(ms_) not in (2, 4):
+            R.atten_mask__compressed_shape.fail(
+                f"sparse_mode {mode} needs the compressed atten_mask of shape (2048, 2048) "
+                f'("In the attenmask compression, please set the atten_mask_shape to [2048,2048]"), got {ms_}'
+            )
+        if check_values:
+            _check_compressed_content(atten_mask, "causal", R.atten_mask__compressed_content, mode)
+        return "compressed"
+    if mode == 6:
+        if ms_[-2:] != (COMPRESSED_PREFIX_ROWS, COMPRESSED_SIZE) or len(ms_) not in (2, 4):
+            R.atten_mask__prefix_compressed_shape.fail(
+                f"sparse_mode 6 needs the compressed atten_mask of shape (3072, 2048), got {ms_}"
+            )
+        if check_values:
+            _check_compressed_content(atten_mask, "prefix", R.atten_mask__prefix_compressed_content, mode)
+        return "compressed_prefix"
+    if layout == "TND":
+        if ms_ == (S1, S2) or (len(ms_) == 2 and ms_[0] >= S1 and ms_[1] >= S2 and ms_ != (T1, T2)):
+            return "SS"
+        if ms_ == (T1, T2):
+            return "TT"
+        R.atten_mask__tnd_shape.fail(
+            f"TND atten_mask for sparse_mode {mode} must be (maxS1, maxS2)=({S1}, {S2}) or (T1, T2)=({T1}, {T2}), got {ms_}"
+        )
+    if mode == 5 and B != 1:
+        forms = {(B, N1, S1, S2): "BNSS", (B, 1, S1, S2): "B1SS"}
+        if ms_ not in forms:
+            R.atten_mask__prefix_full_shape.fail(
+                f"sparse_mode 5 with B={B} > 1 needs atten_mask (B, N1, S1, S2)={(B, N1, S1, S2)} or "
+                f"(B, 1, S1, S2)={(B, 1, S1, S2)}, got {ms_}"
+            )
+        return forms[ms_]
+    forms = {(S1, S2): "SS", (1, 1, S1, S2): "11SS", (B, 1, S1, S2): "B1SS", (B, N1, S1, S2): "BNSS"}
+    if ms_ not in forms:
+        R.atten_mask__full_shape.fail(f"atten_mask for sparse_mode {mode} must be one of {list(forms)}, got {ms_}")
+    return forms[ms_]
+
+
+# band checks (only when an atten_mask is given: tiling returns before them otherwise, SPEC §2.1-1)
+def _band_check_lu(p, n, S1, S2, mode, pre, nxt, warnings):
+    """SparseBandModeCheck on left-up values (SPEC §9)."""
+    given = f"(sparse_mode {mode}, pre_tokens={pre}, next_tokens={nxt}, S1={S1}, S2={S2}" + (
+        f"; left-up pre={p}, next={n})" if mode == 4 else ")"
+    )
+    if p < 0 and n < 0:
+        R.band__both_negative.fail(f"pre_tokens and next_tokens must not both be negative {given}")
+    if p < 0 <= n and (n < -p or -p >= S2):
+        R.band__pre_negative.fail(
+            f"with pre_tokens < 0, next_tokens must be >= |pre_tokens| and |pre_tokens| < S2 {given}"
+        )
+    if n < 0 <= p and (-n > p or -n >= S1):
+        R.band__next_negative.fail(f"with next_tokens < 0, |next_tokens| must be <= pre_tokens and < S1 {given}")
+    if mode == 4 and p >= S1 and n >= S2:
+        warnings.append(
+            f"sparse_mode 4: the band covers the whole matrix (left-up pre={p} >= S1={S1}, "
+            f"next={n} >= S2={S2}); CANN warns and masks nothing"
+        )
+
+
+def _tnd_band_check(mode, pre, nxt, sq, skv, band_b):
+    if mode == 0:
+        if nxt < 0:
+            R.tnd__mode0__next_negative.fail(f"TND sparse_mode 0 needs next_tokens >= 0, got {nxt}")
+        for b, (s1, s2) in enumerate(zip(sq, skv)):
+            if s2 + pre < s1:
+                R.tnd__mode0__invalid_row.fail(
+                    f"TND sparse_mode 0: batch {b} has invalid rows (S2b + pre_tokens < S1b: {s2} + {pre} < {s1})"
+                )
+    elif mode == 3:
+        for b, (s1, s2) in enumerate(zip(sq, skv)):
+            if s1 > s2:
+                R.tnd__mode3__s1_gt_s2.fail(f"TND sparse_mode 3 needs S1b <= S2b, batch {b} has S1b={s1} > S2b={s2}")
+    elif mode == 4:
+        if pre < 0:
+            R.tnd__mode4__pre_negative.fail(f"TND sparse_mode 4 needs pre_tokens >= 0, got {pre}")
+        if nxt < 0 and pre + nxt < 0:
+            R.tnd__mode4__empty_band.fail(
+                f"TND sparse_mode 4: next_tokens < 0 needs pre_tokens + next_tokens >= 0, got {pre} + {nxt}"
+            )
+        for b, (s1, s2) in enumerate(zip(sq, skv)):
+            if s1 != 0 and s1 - nxt > s2:
+                R.tnd__mode4__invalid_row.fail(
+                    f"TND sparse_mode 4: batch {b} has invalid rows (S1b - next_tokens > S2b: {s1} - {nxt} > {s2})"
+                )
+    elif mode in (7, 8) and band_b >= 0:
+        s1b, s2b = sq[band_b], skv[band_b]
+        if pre < s2b:
+            R.tnd__mode78__pre_lt_s2.fail(
+                f"TND sparse_mode {mode}: pre_tokens={pre} must be >= S2 of the band batch {band_b} ({s2b}); "
+                "pre_tokens has no other effect in this mode"
+            )
+        if mode == 7:
+            if nxt > 0:
+                R.tnd__mode7__next_positive.fail(f"TND sparse_mode 7 needs next_tokens <= 0, got {nxt}")
+            for b, (s1, s2) in enumerate(zip(sq, skv)):
+                if s1 != 0 and s1 > s2:
+                    R.tnd__mode7__s1_gt_s2.fail(
+                        f"TND sparse_mode 7 needs S1b <= S2b for non-empty batches, batch {b} has {s1} > {s2}"
+                    )
+        if s1b - nxt > s2b:
+            R.tnd__mode78__invalid_row.fail(
+                f"TND sparse_mode {mode}: band batch {band_b} has invalid rows (S1b - next_tokens > S2b: "
+                f"{s1b} - {nxt} > {s2b})"
+            )
+
+
+def is_causal_type(mode, S1, S2, pre, nxt, has_mask):
+    """Tiling's sparseType CAUSAL (SPEC §5.2): needs an atten_mask and mode 2, mode 3 with S1 == S2,
+    or mode 0 with pre >= S1 and next == 0."""
+    if not has_mask:
+        return False
+    return mode == 2 or (mode == 3 and S1 == S2) or (mode == 0 and pre >= S1 and nxt == 0)
+
+
+def mask_form(atten_mask, d, mode: int, check_values: bool, warns: List[str]) -> str:
+    """The :attr:`AttnArgs.mask_form` of a call (``"none"`` without atten_mask). ``d``: its
+    :class:`~ms_fa.semantics.layouts.Dims`."""
+    mask_form = "none"
+    if atten_mask is not None:
+        mask_form = _mask_form(atten_mask, d.layout, mode, d.B, d.N1, d.S1, d.S2, d.T1, d.T2, check_values)
+    elif mode != 0:
+        warns.append(
+            f"sparse_mode {mode} without atten_mask: nothing is masked and pre/next_tokens are ignored (SPEC §2.1-1)"
+        )
+    return mask_form
+
+
+def prefix_form(pfx, prefix_given: bool, d, mode: int, warns: List[str]):
+    """The effective prefix of modes 5 / 6 (SPEC §2.3, §2.4): ``pfx`` as given (a tuple of int or
+    None) checked against the mode and the sizes; mode 5 without a usable prefix falls back to "ALL"
+    (a prefix covering every column, so only the user mask applies)."""
+    layout, B, S1, S2, sq, skv = d.layout, d.B, d.S1, d.S2, d.seqlens_q, d.seqlens_kv
+    if pfx is not None and mode not in (5, 6):
+        R.prefix__mode.fail(f"prefix is only used by sparse_mode 5 and 6, got sparse_mode {mode} with prefix {pfx}")
+    if mode == 6 and pfx is None:
+        R.prefix__required.fail("sparse_mode 6 requires prefix (one N per batch)")
+    if pfx is not None:
+        if len(pfx) != B:
+            R.prefix__length.fail(f"prefix must have one entry per batch (B={B}), got {len(pfx)}: {pfx}")
+        pairs = list(zip(sq, skv)) if layout == "TND" else [(S1, S2)] * B
+        bad = []
+        for b, (s1, s2) in enumerate(pairs):
+            if layout == "TND" and s1 == 0:
+                continue  # empty batch: nothing to compute, range not enforced
+            lo = 0 if s1 > s2 else s2 - s1
+            if not (lo <= pfx[b] <= s2):
+                bad.append((b, pfx[b], lo, s2))
+        if bad:
+            b, n, lo, hi = bad[0]
+            msg = (
+                f"prefix[{b}]={n} must be in [{lo}, {hi}] (S1 > S2: [0, S2]; S1 <= S2: [S2 - S1, S2]"
+                f"{', per batch' if layout == 'TND' else ''})"
+            )
+            if mode == 6:
+                R.prefix__range.fail(msg)
+            warns.append(f"sparse_mode 5: {msg}; tiling falls back to the full user mask (ALL)")
+            pfx = None
+    if mode == 5 and pfx is None:
+        if not prefix_given:
+            warns.append("sparse_mode 5 without prefix: tiling falls back to the full user mask (ALL)")
+        # "ALL": a prefix covering every column keeps the whole structure, only the user mask applies
+        pfx = tuple(skv) if layout == "TND" else (S2,) * B
+    return pfx
+
+
+def band_checks(d, mode: int, pre: int, nxt: int, has_mask: bool, warns: List[str]) -> int:
+    """The band rules (SparseBandModeCheck, SPEC §9, on left-up values; TND per-batch rules, §2.4), which
+    apply only with an atten_mask. Returns the band batch of TND modes 7/8 (-1 otherwise)."""
+    layout, S1, S2, sq, skv = d.layout, d.S1, d.S2, d.seqlens_q, d.seqlens_kv
+    band_b = band_batch_index(mode, sq) if layout == "TND" else -1
+    if has_mask:
+        if layout != "TND" and mode in (0, 4):
+            p, n = (pre, nxt) if mode == 0 else (S1 - S2 + pre, S2 - S1 + nxt)
+            _band_check_lu(p, n, S1, S2, mode, pre, nxt, warns)
+        elif layout == "TND":
+            _tnd_band_check(mode, pre, nxt, sq, skv, band_b)
+    return band_b

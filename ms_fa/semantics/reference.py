@@ -30,6 +30,7 @@ Dropout (keep_prob < 1): explicit ``drop_mask`` (packed uint8, see :mod:`.dropou
 ms_fa's generator ``dropout.keep_bits(seed, offset, numels, keep_prob)`` — not the chip's stream.
 With keep_prob == 1 no dropout is applied (a given drop_mask is ignored, as the kernel gets none).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,8 @@ from .pse import expand_pse
 
 __all__ = ["fa_forward", "fa_grad", "NEG_FLT_MAX", "POS_FLT_MAX"]
 
-NEG_FLT_MAX = np.float32(-3.4028234663852886e38)   # 0xFF7FFFFF
-POS_FLT_MAX = np.float32(3.4028234663852886e38)    # 0x7F7FFFFF
+NEG_FLT_MAX = np.float32(-3.4028234663852886e38)  # 0xFF7FFFFF
+POS_FLT_MAX = np.float32(3.4028234663852886e38)  # 0x7F7FFFFF
 _PRECISIONS = ("chip", "float64")
 
 
@@ -86,8 +87,17 @@ def _mm(a, b, ft):
 
 def _setup(query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, precision, kw):
     # precision="float64" accepts float64 q/k/v/pse (finite differences): they are validated as float32
-    args = normalize(_proxy(query, precision), _proxy(key, precision), _proxy(value, precision), head_num,
-                     input_layout, pse=_proxy(pse, precision), atten_mask=atten_mask, drop_mask=drop_mask, **kw)
+    args = normalize(
+        _proxy(query, precision),
+        _proxy(key, precision),
+        _proxy(value, precision),
+        head_num,
+        input_layout,
+        pse=_proxy(pse, precision),
+        atten_mask=atten_mask,
+        drop_mask=drop_mask,
+        **kw,
+    )
     if precision not in _PRECISIONS:
         raise ValueError(f"[precision] precision must be one of {_PRECISIONS}, got {precision!r}")
     return args
@@ -108,16 +118,19 @@ def _views(args, query, key, value, ft):
     """Upcast q/k/v and return per-batch accessors giving (N, Sb, D) arrays."""
     q, k, v = _up(query, ft), _up(key, ft), _up(value, ft)
     if args.is_tnd:
+
         def get(x, o, s):
-            return x[o:o + s].transpose(1, 0, 2)
+            return x[o : o + s].transpose(1, 0, 2)
+
         return (lambda b, o, s: get(q, o, s)), (lambda b, o, s: get(k, o, s)), (lambda b, o, s: get(v, o, s))
     from .layouts import to_bnsd
+
     Q, K, V = to_bnsd(q, args.layout, args.N1), to_bnsd(k, args.layout, args.N2), to_bnsd(v, args.layout, args.N2)
     return (lambda b, o, s: Q[b]), (lambda b, o, s: K[b]), (lambda b, o, s: V[b])
 
 
 def _band(args, b, S1b, S2b):
-    return _plan.band_of(args, b)         # the single source of the rule (plan.py)
+    return _plan.band_of(args, b)  # the single source of the rule (plan.py)
 
 
 def _user_mask(args, atten_mask, b, q0, k0, S1b, S2b):
@@ -135,7 +148,7 @@ def _user_mask(args, atten_mask, b, q0, k0, S1b, S2b):
     elif f == "SS":
         u = am[None, :S1b, :S2b]
     elif f == "TT":
-        u = am[None, q0:q0 + S1b, k0:k0 + S2b]
+        u = am[None, q0 : q0 + S1b, k0 : k0 + S2b]
     else:
         raise ValueError(f"[atten_mask.form] unknown mask form {f!r}")
     return u != 0
@@ -158,8 +171,11 @@ def _bits_source(args, drop_mask, seed, offset):
         return None
     if drop_mask is not None:
         return drop_mask_to_bits(drop_mask, args)
-    total = args.N1 * (sum(int(a) * int(c) for a, c in zip(args.seqlens_q, args.seqlens_kv)) if args.is_tnd
-                       else args.B * args.S1 * args.S2)
+    total = args.N1 * (
+        sum(int(a) * int(c) for a, c in zip(args.seqlens_q, args.seqlens_kv))
+        if args.is_tnd
+        else args.B * args.S1 * args.S2
+    )
     return keep_bits(seed, offset, max(total, args.numels), args.keep_prob)
 
 
@@ -171,7 +187,7 @@ def _batch_bits(args, bits, b, S1b, S2b, ft):
     else:
         start = b * args.N1 * args.S1 * args.S2
     n = args.N1 * S1b * S2b
-    return bits[start:start + n].reshape(args.N1, S1b, S2b).astype(ft)
+    return bits[start : start + n].reshape(args.N1, S1b, S2b).astype(ft)
 
 
 def _scores(args, q, k, bias, ft):
@@ -203,10 +219,32 @@ def _cast_in(x, args, ft):
     return x
 
 
-def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mask=None, scale=1.0,
-               keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX, inner_precise=0, prefix=None,
-               actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0, pse_type=1, q_start_idx=None,
-               kv_start_idx=None, drop_mask=None, precision="chip", seed=0, offset=0):
+def fa_forward(
+    query,
+    key,
+    value,
+    head_num,
+    input_layout,
+    *,
+    pse=None,
+    atten_mask=None,
+    scale=1.0,
+    keep_prob=1.0,
+    pre_tokens=INT_MAX,
+    next_tokens=INT_MAX,
+    inner_precise=0,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    sparse_mode=0,
+    pse_type=1,
+    q_start_idx=None,
+    kv_start_idx=None,
+    drop_mask=None,
+    precision="chip",
+    seed=0,
+    offset=0,
+):
     """Reference FlashAttentionScore forward on numpy arrays.
 
     Arguments as ``mindspore.ops.speed_fusion_attention`` (SPEC §0a), plus ``drop_mask`` (explicit
@@ -219,10 +257,20 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
         softmax_max/sum ``(B, N1, S1, 8)`` or TND ``(T1, N1, 8)`` float32 (float64);
         softmax_out ``(0,)`` of q's dtype; seed, offset, numels as ``np.int64``.
     """
-    kw = dict(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-              inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-              actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
-              q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
+    kw = dict(
+        scale=scale,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        q_start_idx=q_start_idx,
+        kv_start_idx=kv_start_idx,
+    )
     args = _setup(query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, precision, kw)
     ft = np.float32 if precision == "chip" else np.float64
     gq, gk, gv = _views(args, query, key, value, ft)
@@ -262,9 +310,9 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
             o = _mm(p.reshape(N2, G * S1b, S2b), v, ft).reshape(N1, S1b, -1)
             o = (o / l[..., None]).astype(ft)
             if args.is_tnd:
-                O[q0:q0 + S1b] = o.transpose(1, 0, 2)
-                M[q0 * N1:(q0 + S1b) * N1] = m.reshape(-1)
-                L[q0 * N1:(q0 + S1b) * N1] = l.reshape(-1)
+                O[q0 : q0 + S1b] = o.transpose(1, 0, 2)
+                M[q0 * N1 : (q0 + S1b) * N1] = m.reshape(-1)
+                L[q0 * N1 : (q0 + S1b) * N1] = l.reshape(-1)
             else:
                 O[b], M[b], L[b] = o, m, l
     if args.is_tnd:
@@ -272,6 +320,7 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
         M, L = M.reshape(args.T1, N1), L.reshape(args.T1, N1)
     else:
         from .layouts import from_bnsd
+
         out = from_bnsd(O, args.layout)
     smax = np.repeat(M[..., None], 8, -1)
     ssum = np.repeat(L[..., None], 8, -1)
@@ -285,11 +334,36 @@ def fa_forward(query, key, value, head_num, input_layout, *, pse=None, atten_mas
     return out, smax, ssum, sm_out, np.int64(seed), np.int64(offset), np.int64(args.numels)
 
 
-def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, softmax_max, softmax_sum,
-            pse=None, atten_mask=None, scale=1.0, keep_prob=1.0, pre_tokens=INT_MAX, next_tokens=INT_MAX,
-            inner_precise=0, prefix=None, actual_seq_qlen=None, actual_seq_kvlen=None, sparse_mode=0,
-            pse_type=1, q_start_idx=None, kv_start_idx=None, drop_mask=None, precision="chip", seed=0,
-            offset=0):
+def fa_grad(
+    dy,
+    query,
+    key,
+    value,
+    head_num,
+    input_layout,
+    *,
+    attention_out,
+    softmax_max,
+    softmax_sum,
+    pse=None,
+    atten_mask=None,
+    scale=1.0,
+    keep_prob=1.0,
+    pre_tokens=INT_MAX,
+    next_tokens=INT_MAX,
+    inner_precise=0,
+    prefix=None,
+    actual_seq_qlen=None,
+    actual_seq_kvlen=None,
+    sparse_mode=0,
+    pse_type=1,
+    q_start_idx=None,
+    kv_start_idx=None,
+    drop_mask=None,
+    precision="chip",
+    seed=0,
+    offset=0,
+):
     """Reference FlashAttentionScoreGrad (SPEC §7): ``(dq, dk, dv)`` with the shapes of q, k, v.
 
     ``attention_out``, ``softmax_max``, ``softmax_sum`` are the *stored* forward outputs:
@@ -303,10 +377,20 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
     (docs/semantics.md, item 2).
     Dropout bits as in :func:`fa_forward` (explicit drop_mask, or regenerated from seed/offset).
     """
-    kw = dict(scale=scale, keep_prob=keep_prob, pre_tokens=pre_tokens, next_tokens=next_tokens,
-              inner_precise=inner_precise, prefix=prefix, actual_seq_qlen=actual_seq_qlen,
-              actual_seq_kvlen=actual_seq_kvlen, sparse_mode=sparse_mode, pse_type=pse_type,
-              q_start_idx=q_start_idx, kv_start_idx=kv_start_idx)
+    kw = dict(
+        scale=scale,
+        keep_prob=keep_prob,
+        pre_tokens=pre_tokens,
+        next_tokens=next_tokens,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        actual_seq_qlen=actual_seq_qlen,
+        actual_seq_kvlen=actual_seq_kvlen,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        q_start_idx=q_start_idx,
+        kv_start_idx=kv_start_idx,
+    )
     args = _setup(query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, precision, kw)
     ft = np.float32 if precision == "chip" else np.float64
     gq, gk, gv = _views(args, query, key, value, ft)
@@ -314,25 +398,26 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
     if args.is_tnd:
         DY = _up(dy, ft)
         AO = _up(attention_out, ft)
-        gdy = lambda b, o, s: DY[o:o + s].transpose(1, 0, 2)     # noqa: E731
-        gao = lambda b, o, s: AO[o:o + s].transpose(1, 0, 2)     # noqa: E731
+        gdy = lambda b, o, s: DY[o : o + s].transpose(1, 0, 2)  # noqa: E731
+        gao = lambda b, o, s: AO[o : o + s].transpose(1, 0, 2)  # noqa: E731
         smf = _up(softmax_max, ft).reshape(args.T1 * N1, -1)[:, 0]
         ssf = _up(softmax_sum, ft).reshape(args.T1 * N1, -1)[:, 0]
-        gm = lambda b, o, s: smf[o * N1:(o + s) * N1].reshape(N1, s)  # noqa: E731
-        gl = lambda b, o, s: ssf[o * N1:(o + s) * N1].reshape(N1, s)  # noqa: E731
+        gm = lambda b, o, s: smf[o * N1 : (o + s) * N1].reshape(N1, s)  # noqa: E731
+        gl = lambda b, o, s: ssf[o * N1 : (o + s) * N1].reshape(N1, s)  # noqa: E731
         dQ = np.zeros((args.T1, N1, args.D), ft)
         dK = np.zeros((args.T2, N2, args.D), ft)
         dV = np.zeros((args.T2, N2, args.Dv), ft)
     else:
         from .layouts import to_bnsd
+
         DY = to_bnsd(_up(dy, ft), args.layout, N1)
         AO = to_bnsd(_up(attention_out, ft), args.layout, N1)
-        gdy = lambda b, o, s: DY[b]                                # noqa: E731
-        gao = lambda b, o, s: AO[b]                                # noqa: E731
+        gdy = lambda b, o, s: DY[b]  # noqa: E731
+        gao = lambda b, o, s: AO[b]  # noqa: E731
         smb = _up(softmax_max, ft)[..., 0]
         ssb = _up(softmax_sum, ft)[..., 0]
-        gm = lambda b, o, s: smb[b]                                # noqa: E731
-        gl = lambda b, o, s: ssb[b]                                # noqa: E731
+        gm = lambda b, o, s: smb[b]  # noqa: E731
+        gl = lambda b, o, s: ssb[b]  # noqa: E731
         dQ = np.zeros((args.B, N1, args.S1, args.D), ft)
         dK = np.zeros((args.B, N2, args.S2, args.D), ft)
         dV = np.zeros((args.B, N2, args.S2, args.Dv), ft)
@@ -360,7 +445,7 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
             pd = p if bb is None else ((p * bb).astype(ft) / kp).astype(ft)
             dy3 = np.ascontiguousarray(do).reshape(N2, G * S1b, -1)
             dv = _mm(_cast_in(pd, args, ft).reshape(N2, G * S1b, S2b).transpose(0, 2, 1), dy3, ft)
-            Dr = (do.astype(np.float64) * ao.astype(np.float64)).sum(-1).astype(ft)      # (N1, S1b)
+            Dr = (do.astype(np.float64) * ao.astype(np.float64)).sum(-1).astype(ft)  # (N1, S1b)
             dp = _mm(dy3, v.transpose(0, 2, 1), ft).reshape(N1, S1b, S2b)
             if bb is not None:
                 dp = ((dp * bb).astype(ft) / kp).astype(ft)
@@ -373,15 +458,17 @@ def fa_grad(dy, query, key, value, head_num, input_layout, *, attention_out, sof
             dq = (_mm(dsc, k, ft) * sc).astype(ft).reshape(N1, S1b, -1)
             dk = (_mm(dsc.transpose(0, 2, 1), np.ascontiguousarray(q).reshape(N2, G * S1b, -1), ft) * sc).astype(ft)
             if args.is_tnd:
-                dQ[q0:q0 + S1b] = dq.transpose(1, 0, 2)
-                dK[k0:k0 + S2b] = dk.transpose(1, 0, 2)
-                dV[k0:k0 + S2b] = dv.transpose(1, 0, 2)
+                dQ[q0 : q0 + S1b] = dq.transpose(1, 0, 2)
+                dK[k0 : k0 + S2b] = dk.transpose(1, 0, 2)
+                dV[k0 : k0 + S2b] = dv.transpose(1, 0, 2)
             else:
                 dQ[b], dK[b], dV[b] = dq, dk, dv
     if not args.is_tnd:
         from .layouts import from_bnsd
+
         dQ, dK, dV = from_bnsd(dQ, args.layout), from_bnsd(dK, args.layout), from_bnsd(dV, args.layout)
     if precision == "chip":
-        return tuple(_to_dtype(round_to(g, args.dtype), np.asarray(x).dtype)
-                     for g, x in ((dQ, query), (dK, key), (dV, value)))
+        return tuple(
+            _to_dtype(round_to(g, args.dtype), np.asarray(x).dtype) for g, x in ((dQ, query), (dK, key), (dV, value))
+        )
     return tuple(np.ascontiguousarray(g, dtype=np.float64) for g in (dQ, dK, dV))

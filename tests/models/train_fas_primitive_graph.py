@@ -7,11 +7,12 @@ unless run as ``python -m ms_fa run tests/models/train_fas_primitive_graph.py``.
 the primitive for matmul-softmax-matmul with the equivalent dense mask (the twin). Prints
 ``LOSSES <json list>`` at the end.
 """
+
 import argparse
 import json
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 from mindspore.ops.operations.nn_ops import FlashAttentionScore
 
@@ -24,8 +25,9 @@ class Attention(nn.Cell):
         super().__init__()
         self.naive = naive
         self.scale = float(1.0 / np.sqrt(D))
-        self.flash_attention = FlashAttentionScore(head_num=N, scale_value=self.scale, input_layout="BSH",
-                                                   sparse_mode=2, next_tokens=0)
+        self.flash_attention = FlashAttentionScore(
+            head_num=N, scale_value=self.scale, input_layout="BSH", sparse_mode=2, next_tokens=0
+        )
         self.attn_mask = Tensor(np.triu(np.ones((2048, 2048), np.uint8), 1))
         self.dense_mask = Tensor(np.triu(np.ones((S, S), np.bool_), 1))
 
@@ -56,7 +58,7 @@ class TinyLM(nn.Cell):
     def construct(self, x):
         h = self.emb[x]
         qkv = ops.matmul(h, self.wqkv)
-        o = self.attn(qkv[:, :, :H], qkv[:, :, H:2 * H], qkv[:, :, 2 * H:])
+        o = self.attn(qkv[:, :, :H], qkv[:, :, H : 2 * H], qkv[:, :, 2 * H :])
         h = h + ops.matmul(o, self.wo)
         return ops.matmul(h, self.head)
 

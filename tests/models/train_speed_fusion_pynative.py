@@ -6,11 +6,12 @@ unless run as ``python -m ms_fa run tests/models/train_speed_fusion_pynative.py`
 the fused op for matmul-softmax-matmul with the equivalent dense mask (the twin). Prints
 ``LOSSES <json list>`` at the end.
 """
+
 import argparse
 import json
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 from mindspore import Parameter, Tensor, nn, ops
 
 B, S, N, D, V = 2, 12, 2, 8, 24
@@ -36,13 +37,12 @@ class TinyLM(nn.Cell):
             s = ops.matmul(q, k.transpose(0, 1, 3, 2)) * self.scale
             s = ops.masked_fill(s, self.dense_mask, Tensor(-3.4028234663852886e38, ms.float32))
             return ops.matmul(ops.softmax(s, -1), v)
-        return ops.speed_fusion_attention(q, k, v, N, "BNSD", atten_mask=self.cmask, scale=self.scale,
-                                          sparse_mode=2)[0]
+        return ops.speed_fusion_attention(q, k, v, N, "BNSD", atten_mask=self.cmask, scale=self.scale, sparse_mode=2)[0]
 
     def construct(self, x):
-        h = self.emb[x]                                            # (B, S, H)
+        h = self.emb[x]  # (B, S, H)
         qkv = ops.matmul(h, self.wqkv).reshape(B, S, 3, N, D).transpose(2, 0, 3, 1, 4)
-        o = self.attention(qkv[0], qkv[1], qkv[2])                 # (B, N, S, D)
+        o = self.attention(qkv[0], qkv[1], qkv[2])  # (B, N, S, D)
         h = h + ops.matmul(o.transpose(0, 2, 1, 3).reshape(B, S, H), self.wo)
         return ops.matmul(h, self.head)
 
