@@ -212,7 +212,7 @@ def render_doc(write_png=False) -> str:
         "",
         "Every `sparse_mode` (0-8) of Ascend FlashAttentionScore (`speed_fusion_attention`, "
         "`npu_fusion_attention`), with its parameters and the effective mask the spec computes "
-        "(SPEC.md §2). Each picture is printed by `python -m ms_fa explain` with the command shown "
+        "([spec.md](spec.md) §2). Each picture is printed by `python -m ms_fa explain` with the command shown "
         "(`x` = discarded, `.` = kept; `i` = query row, `j` = key column, 0-based). The block plans of "
         "the small cases use 4 x 4 tiles (`--block 4,4`) so that skipping is visible; the kernel uses "
         "128 x 128.",

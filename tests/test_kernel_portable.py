@@ -32,7 +32,7 @@ X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686", "x86")
 CXX = os.environ.get("CXX", "g++")
 CROSS = "aarch64-linux-gnu-g++"
 QEMU = "qemu-aarch64"
-# setup.py BuildSharedLib's flags, less the CPU tuning (-march=native / MS_FA_CXXFLAGS)
+# the library's compile flags (ms_fa/csrc/CMakeLists.txt), less the variant's ISA flags
 BASE_FLAGS = [
     "-std=c++17",
     "-O3",

@@ -2,7 +2,7 @@
  *
  * What this is
  * ------------
- * The single C++ statement of which scores (i, j) a sparse_mode keeps (SPEC.md section 2) and of
+ * The single C++ statement of which scores (i, j) a sparse_mode keeps (docs/spec.md section 2) and of
  * which (S1 block x S2 block) tiles a kernel must visit (SPEC 2.1 item 2, upstream GetS2LoopRange).
  * Dependency-free: only <stdint.h>; no STL, no CANN, no BLAS; every function is a small inline
  * function on plain integers so that the same text compiles
