@@ -588,7 +588,67 @@ BAD = [
     ("spelling_v1", lambda: npu(pre_tokens=1), TypeError, "npu.tokens_spelling"),
     ("spelling_v2", lambda: npu(v2=True, next_tockens=1), TypeError, "npu.tokens_spelling"),
     ("sink", lambda: npu(v2=True, sink=np.zeros(2, F32)), ValueError, "npu.sink"),
+    # the merge of partial results (semantics.merge, npu_ring_attention_update)
+    ("merge_layout", lambda: _merge(input_layout="BSH"), ValueError, "merge.layout"),
+    ("merge_shape", lambda: _merge(cur=np.ones((2, 1, 8), F32)), ValueError, "merge.shape"),
+    ("merge_dtype", lambda: _merge(stat_dtype=np.float16), TypeError, "merge.dtype"),
+    ("merge_actual_seq", lambda: _merge(input_layout="TND"), ValueError, "merge.actual_seq"),
+    # the torch frontend (ms_fa.torch)
+    ("npu_pse_grad", lambda: _torch_call("pse_grad"), ValueError, "npu.pse_grad"),
+    ("npu_rope", lambda: _torch_call("rope"), ValueError, "npu.rope"),
+    ("npu_dtype", lambda: _torch_call("numpy"), TypeError, "npu.dtype"),
+    ("npu_compile_dropout", lambda: _torch_call("fake_dropout"), ValueError, "npu.compile_dropout"),
+    ("npu_rng_state", lambda: _torch_call("rng_state"), ValueError, "npu.rng_state"),
+    ("npu_api_version", lambda: _torch_call("api_version"), ValueError, "npu.api_version"),
+    ("npu_not_differentiable", lambda: _torch_call("double_backward"), ValueError, "npu.not_differentiable"),
 ]
+
+
+def _merge(input_layout="SBH", cur=None, stat_dtype=F32):
+    from ms_fa.semantics.merge import ring_attention_update
+
+    o = np.ones((4, 1, 8), F32)
+    m = np.zeros((1, 2, 4, 8), stat_dtype)
+    if input_layout == "TND":
+        m = np.zeros((4, 1, 8), F32)
+    return ring_attention_update(o, m, m, o if cur is None else cur, m, m, input_layout=input_layout)
+
+
+def _torch_call(case):
+    import torch
+
+    import ms_fa.torch as mt
+    from ms_fa.torch import ops as torch_ops
+
+    q = torch.randn(1, 2, 4, 8)
+    if case == "pse_grad":
+        return mt.npu_fusion_attention(q, q, q, 2, "BNSD", pse=torch.zeros(1, 2, 4, 4, requires_grad=True))
+    if case == "rope":
+        return mt.npu_fusion_attention_v2(q, q, q, 2, "BNSD", query_rope=q)
+    if case == "numpy":
+        return torch_ops.to_numpy(q.numpy(), "query")
+    if case == "fake_dropout":
+        return torch_ops._fake_v1(q, q, q, 2, "BNSD", keep_prob=0.5)
+    if case == "rng_state":
+        return mt.default_generator.set_state(b"short")
+    if case == "api_version":
+        import os
+
+        from ms_fa.torch.schemas import api_version
+
+        old = os.environ.get("MS_FA_TORCH_NPU_API")
+        os.environ["MS_FA_TORCH_NPU_API"] = "6.0"
+        try:
+            return api_version()
+        finally:
+            if old is None:
+                del os.environ["MS_FA_TORCH_NPU_API"]
+            else:
+                os.environ["MS_FA_TORCH_NPU_API"] = old
+    out = mt.npu_fusion_attention(q, q, q, 2, "BNSD")
+    return mt.npu_fusion_attention_grad(
+        q.clone().requires_grad_(True), q, q, q, 2, "BNSD", softmax_max=out[1], softmax_sum=out[2], attention_in=out[0]
+    )
 
 
 @pytest.mark.parametrize("thunk,exc,rule", [c[1:] for c in BAD], ids=[c[0] for c in BAD])

@@ -30,7 +30,17 @@ from ..semantics.plan import INT_MAX
 from .abi import FaProblem, host_contiguous, make_problem
 from .library import library_path, load_library
 
-__all__ = ["fa_forward", "fa_grad", "load_library", "library_path", "make_problem", "FaProblem"]
+__all__ = [
+    "check_grad_inputs",
+    "fa_forward",
+    "fa_grad",
+    "run_forward",
+    "run_backward",
+    "load_library",
+    "library_path",
+    "make_problem",
+    "FaProblem",
+]
 
 
 def _ptr(a):
@@ -134,28 +144,9 @@ def fa_forward(
         drop_mask=drop_mask,
     )
     _check_seed(seed, offset)
-    lib = load_library()
-    prob, keep = make_problem(
-        args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
+    out, smax, ssum = run_forward(
+        args, q, k, v, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset
     )
-    out = np.empty(_out_shape(args, args.Dv, args.N1, q), dtype=q.dtype)
-    smax = np.empty(_stat_shape(args), dtype=np.float32)
-    ssum = np.empty(_stat_shape(args), dtype=np.float32)
-    err = ctypes.create_string_buffer(512)
-    fptr = ctypes.POINTER(ctypes.c_float)
-    rc = lib.fa_cpu_forward(
-        ctypes.byref(prob),
-        _ptr(q),
-        _ptr(k),
-        _ptr(v),
-        _ptr(out),
-        smax.ctypes.data_as(fptr),
-        ssum.ctypes.data_as(fptr),
-        err,
-        len(err),
-    )
-    del keep
-    _check(rc, err)
     return (out, smax, ssum, np.zeros((0,), q.dtype), np.int64(seed), np.int64(offset), np.int64(args.numels))
 
 
@@ -215,6 +206,96 @@ def fa_grad(
         drop_mask=drop_mask,
     )
     _check_seed(seed, offset)
+    d, ao, sm, ss = check_grad_inputs(args, q, dy, attention_out, softmax_max, softmax_sum)
+    return run_backward(
+        args, q, k, v, d, ao, sm, ss, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset
+    )
+
+
+def run_forward(args, q, k, v, *, atten_mask=None, pse=None, drop_mask=None, seed=0, offset=0):
+    """The kernel's forward on a call already validated by :func:`ms_fa.semantics.args.normalize` (or
+    ``normalize_npu``): ``q, k, v`` C-contiguous numpy arrays of ``args``' layout and dtype. Returns
+    ``(attention_out, softmax_max, softmax_sum)`` (numpy; softmax stats in the per-batch order of SPEC §6).
+    Front ends that validate with their own spelling (the torch frontend) call this after validating."""
+    lib = load_library()
+    prob, keep = make_problem(
+        args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
+    )
+    out = np.empty(_out_shape(args, args.Dv, args.N1, q), dtype=q.dtype)
+    smax = np.empty(_stat_shape(args), dtype=np.float32)
+    ssum = np.empty(_stat_shape(args), dtype=np.float32)
+    err = ctypes.create_string_buffer(512)
+    fptr = ctypes.POINTER(ctypes.c_float)
+    rc = lib.fa_cpu_forward(
+        ctypes.byref(prob),
+        _ptr(q),
+        _ptr(k),
+        _ptr(v),
+        _ptr(out),
+        smax.ctypes.data_as(fptr),
+        ssum.ctypes.data_as(fptr),
+        err,
+        len(err),
+    )
+    del keep
+    _check(rc, err)
+    return out, smax, ssum
+
+
+def run_backward(
+    args,
+    q,
+    k,
+    v,
+    dy,
+    attention_out,
+    softmax_max,
+    softmax_sum,
+    *,
+    atten_mask=None,
+    pse=None,
+    drop_mask=None,
+    seed=0,
+    offset=0,
+):
+    """The kernel's backward on a validated call (see :func:`run_forward`); every array C-contiguous and
+    of the forward's shapes and dtypes. Returns ``(dq, dk, dv)``."""
+    lib = load_library()
+    prob, keep = make_problem(
+        args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
+    )
+    dq = np.empty(q.shape, dtype=q.dtype)
+    dk = np.empty(k.shape, dtype=k.dtype)
+    dv = np.empty(v.shape, dtype=v.dtype)
+    err = ctypes.create_string_buffer(512)
+    fptr = ctypes.POINTER(ctypes.c_float)
+    rc = lib.fa_cpu_backward(
+        ctypes.byref(prob),
+        _ptr(q),
+        _ptr(k),
+        _ptr(v),
+        _ptr(dy),
+        _ptr(attention_out),
+        softmax_max.ctypes.data_as(fptr),
+        softmax_sum.ctypes.data_as(fptr),
+        _ptr(dq),
+        _ptr(dk),
+        _ptr(dv),
+        err,
+        len(err),
+    )
+    del keep
+    _check(rc, err)
+    return dq, dk, dv
+
+
+def check_grad_inputs(args, q, dy, attention_out, softmax_max, softmax_sum):
+    """The backward's own inputs against the validated call ``args`` (shapes and dtypes of the forward's
+    outputs); returns them as C-contiguous numpy arrays ``(dy, attention_out, softmax_max, softmax_sum)``.
+
+    Raises:
+        TypeError, ValueError: ``[grad.dy]``, ``[grad.attention_out]``, ``[grad.softmax_stats]``.
+    """
     for name, a in (
         ("dy", dy),
         ("attention_out", attention_out),
@@ -238,30 +319,4 @@ def fa_grad(
             f"[grad.softmax_stats] softmax_max/softmax_sum must be float32 of shape {sshape} (the "
             f"forward's outputs), got {sm.dtype}{sm.shape} and {ss.dtype}{ss.shape}"
         )
-    lib = load_library()
-    prob, keep = make_problem(
-        args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
-    )
-    dq = np.empty(q.shape, dtype=q.dtype)
-    dk = np.empty(k.shape, dtype=k.dtype)
-    dv = np.empty(v.shape, dtype=v.dtype)
-    err = ctypes.create_string_buffer(512)
-    fptr = ctypes.POINTER(ctypes.c_float)
-    rc = lib.fa_cpu_backward(
-        ctypes.byref(prob),
-        _ptr(q),
-        _ptr(k),
-        _ptr(v),
-        _ptr(d),
-        _ptr(ao),
-        sm.ctypes.data_as(fptr),
-        ss.ctypes.data_as(fptr),
-        _ptr(dq),
-        _ptr(dk),
-        _ptr(dv),
-        err,
-        len(err),
-    )
-    del keep
-    _check(rc, err)
-    return dq, dk, dv
+    return d, ao, sm, ss

@@ -7,7 +7,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["host_array", "is_int", "is_tensor"]
+__all__ = ["host_array", "is_int", "is_tensor", "ArraySpec"]
 
 
 def host_array(x) -> Optional[np.ndarray]:
@@ -33,3 +33,15 @@ def is_tensor(x) -> bool:
 def is_int(v) -> bool:
     """``v`` is a Python or numpy int, and not a bool."""
     return not isinstance(v, (bool, np.bool_)) and isinstance(v, (int, np.integer))
+
+
+class ArraySpec:
+    """A shape and dtype standing in for an array when only they matter (validation from shapes: MindSpore
+    GRAPH mode, or float64 values validated as the float32 call they emulate)."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        return f"ArraySpec({self.shape}, {self.dtype})"

@@ -31,6 +31,8 @@ __all__ = [
     "dims",
     "seqlens_from_cumulative",
     "SEQ_LIST_WARN",
+    "softmax_to_tnd",
+    "softmax_from_tnd",
 ]
 
 
@@ -249,3 +251,45 @@ def dims(layout: str, head_num: int, tensors, shapes, aq, akv, warns: List[str])
     return Dims(
         layout, dt[0], int(B), N1, int(N2), int(S1), int(S2), int(D), int(Dv), int(T1), int(T2), aq, akv, sq, skv
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# the two orders of TND softmax statistics (SPEC §6)
+# --------------------------------------------------------------------------------------------------
+def _stat_rows(seqlens_q, N1: int):
+    """Row index, in the per-batch order, of each (t, h) in the true TND order: (sum S1b, N1) int64."""
+    rows = []
+    base = 0
+    for s in seqlens_q:
+        s = int(s)
+        t = np.arange(s)[:, None]
+        h = np.arange(N1)[None, :]
+        rows.append(base * N1 + h * s + t)  # the (N1, S1b) block of this batch, read as (S1b, N1)
+        base += s
+    return np.concatenate(rows) if rows else np.zeros((0, N1), np.int64)
+
+
+def softmax_to_tnd(stats: np.ndarray, seqlens_q) -> np.ndarray:
+    """TND softmax_max / softmax_sum ``(T1, N1, 8)`` from the default per-batch order (the ``(N1, S1b,
+    8)`` blocks of the batches, one after the other) to the true ``(t, h, 8)`` order of torch_npu's
+    ``softmax_layout="TND"``. Rows past ``sum S1b`` (trailing padding) stay where they are."""
+    stats = np.asarray(stats)
+    T1, N1 = stats.shape[0], stats.shape[1]
+    rows = _stat_rows(seqlens_q, N1)
+    flat = stats.reshape(T1 * N1, -1)
+    out = stats.copy()
+    n = rows.shape[0]
+    out[:n] = flat[rows.reshape(-1)].reshape(n, N1, -1)
+    return out
+
+
+def softmax_from_tnd(stats: np.ndarray, seqlens_q) -> np.ndarray:
+    """The inverse of :func:`softmax_to_tnd`."""
+    stats = np.asarray(stats)
+    T1, N1 = stats.shape[0], stats.shape[1]
+    rows = _stat_rows(seqlens_q, N1)
+    n = rows.shape[0]
+    out = stats.copy()
+    flat = out.reshape(T1 * N1, -1)
+    flat[rows.reshape(-1)] = stats[:n].reshape(n * N1, -1)
+    return out

@@ -208,6 +208,30 @@ class R(RuleSet):
     )
     npu__sink = Rule(ValueError, "sink is not None (not studied, SPEC §10-11)", "§10")
 
+    merge__layout = Rule(
+        ValueError, "ring_attention_update: input_layout not SBH/TND or input_softmax_layout not ''/SBH/TND", "§6 [OP]"
+    )
+    merge__shape = Rule(
+        ValueError, "ring_attention_update: outputs or statistics of different or wrong shapes", "§6 [OP]"
+    )
+    merge__dtype = Rule(
+        TypeError, "ring_attention_update: outputs not fp16/bf16/fp32 or statistics not float32", "§6 [OP]"
+    )
+    merge__actual_seq = Rule(
+        ValueError, "ring_attention_update TND: actual_seq_qlen missing or longer than T", "§3 [OP]"
+    )
+    npu__pse_grad = Rule(ValueError, "torch: pse requires grad (dpse is not computed, as on Atlas A2)", "§7")
+    npu__rope = Rule(ValueError, "torch: query_rope / key_rope given (not supported)", "§0a")
+    npu__compile_dropout = Rule(
+        ValueError, "torch.compile / fake tensors with keep_prob < 1 on v1 / v2 (int seed / offset outputs)", "§4 [OP]"
+    )
+    npu__rng_state = Rule(ValueError, "torch_npu.npu.set_rng_state: a state that is not 16 bytes", "§4")
+    npu__api_version = Rule(ValueError, "MS_FA_TORCH_NPU_API not one of the emulated torch_npu versions", "[OP]")
+    npu__not_differentiable = Rule(
+        ValueError, "torch: a grad / merge / mask op asked for its own gradient (none exists)", "[OP]"
+    )
+    npu__dtype = Rule(TypeError, "torch: a tensor argument is not a torch.Tensor on the CPU", "ms_fa")
+
 
 #: every rule, in declaration order
 RULES: Tuple[Rule, ...] = R.all()
