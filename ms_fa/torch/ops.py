@@ -1284,9 +1284,25 @@ def op(name: str, ns: str = "ms_fa"):
     return getattr(getattr(torch.ops, ns), name)
 
 
+def _delegate_to_torch_npu(ns: str) -> None:
+    """On an NPU machine (the real torch_npu present) ``torch.ops.ms_fa.*`` on NPU tensors run torch_npu's own
+    kernels: a PrivateUse1 kernel per op that calls ``torch.ops.npu.<op>``."""
+    lib = _LIBS[NAMESPACES.index(ns)]
+    for full in SCHEMAS:
+        base, _, overload = full.partition(".")
+
+        def kernel(*args, _base=base, _overload=overload, **kwargs):
+            packet = getattr(torch.ops.npu, _base)
+            return (getattr(packet, _overload) if _overload else packet)(*args, **kwargs)
+
+        lib.impl(full, kernel, "PrivateUse1")
+
+
 register("ms_fa")
 if not _real_torch_npu_importable():
     register("npu")
+else:
+    _delegate_to_torch_npu("ms_fa")
 
 # keep the names used only for typing out of the public surface
 del Sequence

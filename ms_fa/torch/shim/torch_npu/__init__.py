@@ -6,11 +6,14 @@ attention tests use. ``torch.npu.is_available()`` is False unless remap mode is 
 for an NPU do not move models to one.
 """
 
-import sys as _sys
+# first: ms_fa.torch, imported below, asks whether the torch_npu being imported is this stand-in
+__ms_fa_shim__ = True
 
-import torch as _torch
+import sys as _sys  # noqa: E402
 
-from ms_fa.torch import (  # noqa: F401  (the public op functions of torch_npu)
+import torch as _torch  # noqa: E402
+
+from ms_fa.torch import (  # noqa: F401, E402  (the public op functions of torch_npu)
     _npu_dropout_gen_mask,
     npu_fusion_attention,
     npu_fusion_attention_grad,
@@ -20,12 +23,11 @@ from ms_fa.torch import (  # noqa: F401  (the public op functions of torch_npu)
     npu_fusion_attention_v3,
     npu_ring_attention_update,
 )
-from ms_fa.torch.shim import remap as _remap
-from ms_fa.torch.shim import remap_requested as _remap_requested
+from ms_fa.torch.shim import remap as _remap  # noqa: E402
+from ms_fa.torch.shim import remap_requested as _remap_requested  # noqa: E402
 
-from . import npu, testing  # noqa: F401
+from . import npu, testing  # noqa: F401, E402
 
-__ms_fa_shim__ = True
 #: the torch_npu release whose contract is emulated (``MS_FA_TORCH_NPU_API``, see docs/torch.md)
 __version__ = "2.13.0+ms_fa.cpu"
 

@@ -73,3 +73,7 @@ def memory_allocated(device=None) -> int:
 
 def empty_cache() -> None:
     """Nothing cached."""
+
+
+def set_compile_mode(jit_compile=False) -> None:
+    """Accepted and ignored (an NPU graph-compilation switch)."""
