@@ -472,4 +472,5 @@ def normalize_npu(
     )
     if softmax_layout == "TND" and args.layout != "TND":
         R.softmax_layout__layout.fail(f"softmax_layout 'TND' needs input_layout TND, got {args.layout}")
-    return dataclasses.replace(args, softmax_layout=softmax_layout)
+    # (AttnArgs.softmax_layout defaults to "": a copy only when the layout differs)
+    return args if softmax_layout == args.softmax_layout else dataclasses.replace(args, softmax_layout=softmax_layout)

@@ -1194,11 +1194,21 @@ def _make_autograd(ns: str, name: str, version: str):
                 )
             return (g[0], g[1], g[2]) + (None,) * (len(names) - 3)
 
+    # the schema's defaults, bound once: inspect's per-call binding costs more than the kernel of a small call
+    defaults = {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    positional = tuple(sig.parameters)
+
     def kernel(*args, **kwargs):
-        bound = sig.bind(*args, **kwargs)
-        bound.apply_defaults()
-        _refuse_pse_grad(bound.arguments["pse"])  # grad mode is still on here (not inside Function.forward)
-        return Attention.apply(*(bound.arguments[k] for k in names))
+        a = dict(defaults)
+        a.update(zip(positional, args))
+        a.update(kwargs)
+        _refuse_pse_grad(a["pse"])  # grad mode is still on here (not inside Function.forward)
+        if not (
+            torch.is_grad_enabled() and any(a[k] is not None and a[k].requires_grad for k in ("query", "key", "value"))
+        ):
+            with torch._C._AutoDispatchBelowAutograd():  # nothing to differentiate: no autograd node
+                return op(name, ns)(*args, **kwargs)
+        return Attention.apply(*(a[k] for k in names))
 
     return kernel
 
@@ -1219,8 +1229,9 @@ def _not_differentiable(ns: str, name: str):
     base, _, overload = name.partition(".")
 
     def kernel(*args, **kwargs):
-        tensors = [a for a in list(args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
-        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        if torch.is_grad_enabled() and any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in (*args, *kwargs.values())
+        ):
             R.npu__not_differentiable.fail(
                 f"{base} has no derivative (torch_npu defines none: no double backward through attention); "
                 "call it under torch.no_grad() or on detached tensors"
@@ -1279,9 +1290,15 @@ def register(ns: str) -> None:
     NAMESPACES.append(ns)
 
 
+_OP_CACHE: Dict[Tuple[str, str], Any] = {}
+
+
 def op(name: str, ns: str = "ms_fa"):
-    """The registered op ``torch.ops.<ns>.<name>``."""
-    return getattr(getattr(torch.ops, ns), name)
+    """The registered op ``torch.ops.<ns>.<name>`` (looked up once)."""
+    got = _OP_CACHE.get((name, ns))
+    if got is None:
+        got = _OP_CACHE[(name, ns)] = getattr(getattr(torch.ops, ns), name)
+    return got
 
 
 def _delegate_to_torch_npu(ns: str) -> None:

@@ -121,8 +121,8 @@ def remap(enable: bool = True) -> bool:
     if enable and _MODE is None:
         import torch.distributed as dist
 
-        if torch._C._get_privateuse1_backend_name() != "npu":
-            torch.utils.rename_privateuse1_backend("npu")  # so torch.device("npu:0") parses
+        # torch.device("npu:0") reaches the mode before it is parsed, so PrivateUse1 is not renamed: a renamed
+        # backend without hooks would make torch.distributed look for an "npu" accelerator
         _MODE = _NpuToCpu()
         _MODE.__enter__()
         torch.Tensor.npu = lambda self, *a, **k: self  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""``torch_npu.contrib`` on the CPU: ``transfer_to_npu`` only."""
