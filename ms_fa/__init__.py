@@ -6,6 +6,7 @@ Public API (everything else is internal)::
     FlashAttention                                   nn.Cell
     patch, unpatch, patched                          run unchanged MindSpore code on CPU
     CausalMask, SlidingWindow, PrefixLM, Packed, DenseMask, alibi_slopes   mask objects / helpers
+    MsFaWarning                                      the category of ms_fa's warnings ("[rule] text")
 
 ``import ms_fa`` does not import MindSpore; the names that need it load it on first use.
 """
@@ -25,6 +26,7 @@ _LAZY = {
     "Packed": "ms_fa.masks.objects",
     "DenseMask": "ms_fa.masks.objects",
     "alibi_slopes": "ms_fa.semantics.pse",
+    "MsFaWarning": "ms_fa._warn",
 }
 
 __all__ = sorted(_LAZY)

@@ -24,6 +24,7 @@ import os
 
 import numpy as np
 
+from .._warn import emit
 from ..semantics.args import normalize
 from ..semantics.dtypes import dtype_name
 from ..semantics.plan import INT_MAX
@@ -79,7 +80,9 @@ def _validated(query, key, value, head_num, input_layout, precision, **kw):
     if precision != "chip":
         raise ValueError(f"[precision] the CPU kernel computes precision='chip' only, got {precision!r}")
     q, k, v = host_contiguous(query), host_contiguous(key), host_contiguous(value)
-    return q, k, v, normalize(q, k, v, head_num, input_layout, **kw)
+    args = normalize(q, k, v, head_num, input_layout, **kw)
+    emit(args.warnings)
+    return q, k, v, args
 
 
 def _check_seed(seed, offset):

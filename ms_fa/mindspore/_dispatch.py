@@ -18,6 +18,7 @@ import numpy as np
 from mindspore import Tensor, ops
 from mindspore.ops import constexpr
 
+from ms_fa._warn import emit
 from ms_fa.mindspore._custom import build_meta, custom_ops
 from ms_fa.semantics.args import normalize
 from ms_fa.semantics.plan import INT_MAX
@@ -162,6 +163,7 @@ def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, am
         q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False, **opts.kwargs()
     )
     meta = build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)
+    emit(a.warnings)  # GRAPH / jit: once, when the graph is compiled
     return a, meta
 
 
@@ -280,6 +282,7 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
             check_values=True,
             **kw_e,
         )
+        emit(a.warnings)
         meta_np = build_meta(
             a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape), has_drop_mask=drop_mask is not None
         )

@@ -33,7 +33,7 @@ from typing import List
 import numpy as np
 
 from .dtypes import dtype_name
-from .rules import R
+from .rules import R, W
 
 __all__ = [
     "numels",
@@ -180,5 +180,5 @@ def drop_form(drop_mask, d, numels: int, keep_prob: float, warns: List[str]) -> 
                 f"{'' if layout == 'TND' else f' or (B, N1, S1, S2 // 8)=({B}, {N1}, {S1}, {S2 // 8})'}; got {ds}"
             )
         if keep_prob == 1.0:
-            warns.append("drop_mask given with keep_prob == 1: no dropout, the mask is ignored")
+            W.drop_mask__unused.note(warns, "drop_mask given with keep_prob == 1: no dropout, the mask is ignored")
     return drop_form

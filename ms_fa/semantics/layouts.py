@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import numpy as np
 
 from .dtypes import QKV_DTYPES, dtype_name
-from .rules import R
+from .rules import R, W
 
 __all__ = [
     "to_bnsd",
@@ -232,16 +232,20 @@ def dims(layout: str, head_num: int, tensors, shapes, aq, akv, warns: List[str])
             if min(lst) < 0:
                 R.tnd__nonnegative.fail(f"{name} entries must be >= 0, got {lst}")
         if len(aq) > SEQ_LIST_WARN:
-            warns.append(f"actual_seq lists longer than {SEQ_LIST_WARN} ({len(aq)}): aclnn only warns")
+            W.tnd__long_lists.note(warns, f"actual_seq lists longer than {SEQ_LIST_WARN} ({len(aq)}): aclnn only warns")
         sq, skv = seqlens_from_cumulative(aq), seqlens_from_cumulative(akv)
         if sum(sq) > T1:
             R.tnd__T1.fail(f"sum of query lengths {sum(sq)} (from actual_seq_qlen={aq}) exceeds T1={T1}")
         if sum(skv) > T2:
             R.tnd__T2.fail(f"sum of key lengths {sum(skv)} (from actual_seq_kvlen={akv}) exceeds T2={T2}")
         if any(a > b for a, b in zip(aq, aq[1:])) or any(a > b for a, b in zip(akv, akv[1:])):
-            warns.append("actual_seq lists are not non-decreasing; negative differences count as empty batches")
+            W.tnd__decreasing.note(
+                warns, "actual_seq lists are not non-decreasing; negative differences count as empty batches"
+            )
         if any(s1 > 0 and s2 == 0 for s1, s2 in zip(sq, skv)):
-            warns.append("a batch has S1b > 0 and S2b == 0: documented as unsupported; its rows are zero-filled")
+            W.tnd__empty_keys.note(
+                warns, "a batch has S1b > 0 and S2b == 0: documented as unsupported; its rows are zero-filled"
+            )
         B = len(aq)
         S1, S2 = max(sq), max(skv)
     elif aq is not None or akv is not None:

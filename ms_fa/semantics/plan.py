@@ -41,7 +41,7 @@ import numpy as np
 
 from .dtypes import dtype_name
 from .host import host_array
-from .rules import R
+from .rules import R, W
 
 __all__ = [
     "canonical_compressed_mask",
@@ -577,9 +577,10 @@ def _band_check_lu(p, n, S1, S2, mode, pre, nxt, warnings):
     if n < 0 <= p and (-n > p or -n >= S1):
         R.band__next_negative.fail(f"with next_tokens < 0, |next_tokens| must be <= pre_tokens and < S1 {given}")
     if mode == 4 and p >= S1 and n >= S2:
-        warnings.append(
+        W.band__whole_matrix.note(
+            warnings,
             f"sparse_mode 4: the band covers the whole matrix (left-up pre={p} >= S1={S1}, "
-            f"next={n} >= S2={S2}); CANN warns and masks nothing"
+            f"next={n} >= S2={S2}); CANN warns and masks nothing",
         )
 
 
@@ -645,8 +646,9 @@ def mask_form(atten_mask, d, mode: int, check_values: bool, warns: List[str]) ->
     if atten_mask is not None:
         mask_form = _mask_form(atten_mask, d.layout, mode, d.B, d.N1, d.S1, d.S2, d.T1, d.T2, check_values)
     elif mode != 0:
-        warns.append(
-            f"sparse_mode {mode} without atten_mask: nothing is masked and pre/next_tokens are ignored (SPEC §2.1-1)"
+        W.sparse_mode__no_mask.note(
+            warns,
+            f"sparse_mode {mode} without atten_mask: nothing is masked and pre/next_tokens are ignored (SPEC §2.1-1)",
         )
     return mask_form
 
@@ -679,11 +681,13 @@ def prefix_form(pfx, prefix_given: bool, d, mode: int, warns: List[str]):
             )
             if mode == 6:
                 R.prefix__range.fail(msg)
-            warns.append(f"sparse_mode 5: {msg}; tiling falls back to the full user mask (ALL)")
+            W.prefix__fallback.note(warns, f"sparse_mode 5: {msg}; tiling falls back to the full user mask (ALL)")
             pfx = None
     if mode == 5 and pfx is None:
         if not prefix_given:
-            warns.append("sparse_mode 5 without prefix: tiling falls back to the full user mask (ALL)")
+            W.prefix__fallback.note(
+                warns, "sparse_mode 5 without prefix: tiling falls back to the full user mask (ALL)"
+            )
         # "ALL": a prefix covering every column keeps the whole structure, only the user mask applies
         pfx = tuple(skv) if layout == "TND" else (S2,) * B
     return pfx

@@ -25,7 +25,7 @@ import numpy as np
 
 from .dtypes import as_float32, dtype_name
 from .plan import is_causal_type
-from .rules import R
+from .rules import R, W
 
 __all__ = [
     "pse_form",
@@ -220,7 +220,7 @@ def pse_form(
     if ksi is not None and len(ksi) != 1:
         R.start_idx__length.fail(f"kv_start_idx must be a list of length 1, got {ksi}")
     if ksi is not None and qsi is None:
-        warns.append("kv_start_idx is only read when q_start_idx is given; it is ignored")
+        W.start_idx__kv_only.note(warns, "kv_start_idx is only read when q_start_idx is given; it is ignored")
     q0 = qsi[0] if qsi else 0
     k0 = ksi[0] if (ksi and qsi) else 0
     pse_form, pse_b = "none", 0
@@ -306,8 +306,9 @@ def pse_form(
                     pse_form = "alibi_compressed"
             pse_b = ps[0]
         if layout == "TND" and any(s == 0 for s in sq):
-            warns.append(
+            W.pse__empty_batch.note(
+                warns,
                 "pse with an empty query batch (S1b == 0): the docs forbid it, tiling accepts it; "
-                "the empty batch is skipped"
+                "the empty batch is skipped",
             )
     return pse_form, int(pse_b), int(q0), int(k0)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, NoReturn, Optional, Tuple, Type
 
-__all__ = ["Rule", "RuleSet", "R", "RULES", "rule", "rule_names"]
+__all__ = ["Rule", "RuleSet", "R", "RULES", "rule", "rule_names", "Note", "W", "WARNINGS"]
 
 
 class Rule:
@@ -248,3 +248,47 @@ def rule(name: str) -> Rule:
 def rule_names() -> Tuple[str, ...]:
     """Names of all rules in :data:`RULES`."""
     return tuple(_BY_NAME)
+
+
+# --------------------------------------------------------------------------------------------------
+# warnings: accepted calls whose result may surprise (the permissive choices, docs/validation.md)
+# --------------------------------------------------------------------------------------------------
+class Note:
+    """One warning: a call ms_fa accepts (as some Ascend path does) whose result may surprise. Declared in
+    :class:`W` like a rule (name = attribute, ``__`` read as ``.``); ``note(warns, msg)`` records
+    ``"[name] msg"`` in a call's warnings (:attr:`ms_fa.semantics.args.AttnArgs.warnings`), which the public
+    entry points emit as :class:`ms_fa.MsFaWarning`."""
+
+    __slots__ = ("name", "condition", "source")
+
+    def __init__(self, condition: str, source: str):
+        self.condition = condition
+        self.source = source
+        self.name = ""
+
+    def __set_name__(self, owner, attr: str) -> None:
+        self.name = attr.replace("__", ".")
+
+    def note(self, warns: list, msg: str) -> None:
+        warns.append(f"[{self.name}] {msg}")
+
+    def __repr__(self) -> str:
+        return f"Note({self.name!r}, {self.condition!r}, {self.source!r})"
+
+
+class W:
+    """The warnings of :func:`ms_fa.semantics.args.normalize`."""
+
+    sparse_mode__no_mask = Note("sparse_mode != 0 without atten_mask: nothing is masked, pre/next ignored", "§2.1-1")
+    band__whole_matrix = Note("sparse_mode 4 whose band covers the whole matrix (CANN warns, masks nothing)", "§9")
+    prefix__fallback = Note("sparse_mode 5 without a usable prefix: the full user mask applies (ALL)", "§2.3")
+    start_idx__kv_only = Note("kv_start_idx without q_start_idx: it is ignored", "§5.1")
+    pse__empty_batch = Note("pse with an empty TND query batch (docs forbid, tiling accepts)", "§3")
+    tnd__long_lists = Note("actual_seq lists longer than 20000 (aclnn only warns)", "§3")
+    tnd__decreasing = Note("actual_seq lists not non-decreasing: negative differences are empty batches", "§3")
+    tnd__empty_keys = Note("a TND batch with S1b > 0 and S2b == 0 (documented unsupported; rows zero-filled)", "§3")
+    drop_mask__unused = Note("drop_mask with keep_prob == 1: no dropout, the mask is ignored", "§4")
+
+
+#: every warning, in declaration order
+WARNINGS: Tuple[Note, ...] = tuple(v for v in vars(W).values() if isinstance(v, Note))

@@ -35,6 +35,7 @@ import ml_dtypes
 import numpy as np
 import torch
 
+from ms_fa._warn import emit
 from ms_fa.kernels import cpu as _kernel
 from ms_fa.semantics import reference as _oracle
 from ms_fa.semantics.args import AttnArgs, normalize_npu
@@ -253,6 +254,7 @@ def _forward(
         sink=sink,
         dropout_mask=dm,
     )
+    emit(args.warnings)
     if args.keep_prob < 1.0:
         if dm is None:  # torch_npu: philox_engine_inputs(10) of the NPU default generator
             seed, offset = default_generator.philox_engine_inputs(10)
