@@ -12,7 +12,8 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-from typing import Iterable
+from types import FrameType
+from typing import Iterable, Optional
 
 __all__ = ["MsFaWarning", "emit"]
 
@@ -38,7 +39,8 @@ def emit(messages: Iterable[str]) -> None:
     messages = tuple(messages)
     if not messages:
         return
-    level, frame = 1, sys._getframe(1)
+    level = 1
+    frame: Optional[FrameType] = sys._getframe(1)
     while frame is not None and _is_internal(frame.f_code.co_filename):
         frame, level = frame.f_back, level + 1
     for m in messages:
