@@ -39,8 +39,50 @@ int DtypeOf(const char* s) {
 }
 
 /* Fill p from the meta row; returns 0 or writes a message. */
+/* The dtypes the kernel is actually handed: query, key, value, dy (backward; NULL in the forward) and pse. */
+struct Dtypes {
+  const char *q, *k, *v, *dy, *pse;
+};
+
+/* MindSpore's mixed precision (Cell.to_float, auto mixed precision) casts an op's float inputs when the op is
+ * launched, after ms_fa validated the call in Python: the kernel then gets, e.g., float16 where the meta row says
+ * float32. Compute in the dtype actually given, as MindSpore's own ops do under to_float, once it is consistent:
+ * q, k, v (and dy) in one supported dtype, an external pse (pse_type 0/1) in that dtype too; ALiBi slopes
+ * (pse_type 2/3) must stay float32. Every other validated property does not depend on the dtype. */
+int AdoptLaunchDtype(const Dtypes& d, FaProblem* p, char* err, int errlen) {
+  const int dt = DtypeOf(d.q);
+  if (dt < 0) {
+    snprintf(err, errlen, "[qkv.dtype] ms_fa AOT: query dtype %s is not float16, bfloat16 or float32", d.q);
+    return 1;
+  }
+  if (dt == p->s.dtype) return 0;
+  if (DtypeOf(d.k) != dt || DtypeOf(d.v) != dt || (d.dy && DtypeOf(d.dy) != dt)) {
+    snprintf(err, errlen,
+             "[qkv.same_dtype] ms_fa AOT: query, key, value%s arrive as %s, %s, %s%s%s (validated as "
+             "dtype %d)",
+             d.dy ? ", dy" : "", d.q, d.k, d.v, d.dy ? ", " : "", d.dy ? d.dy : "", static_cast<int>(p->s.dtype));
+    return 1;
+  }
+  if (p->s.pse_kind == FA_PSE_SLOPES && strcmp(d.pse, "float32") != 0) {
+    snprintf(err, errlen,
+             "[pse.slopes_dtype] ms_fa AOT: the ALiBi slopes arrive as %s (mixed precision cast them); "
+             "keep pse float32 for pse_type 2/3",
+             d.pse);
+    return 1;
+  }
+  if (p->s.pse_kind != FA_PSE_NONE && p->s.pse_kind != FA_PSE_SLOPES) {
+    if (DtypeOf(d.pse) != dt) {
+      snprintf(err, errlen, "[pse.dtype] ms_fa AOT: pse arrives as %s, query as %s", d.pse, d.q);
+      return 1;
+    }
+    p->s.pse_dtype = dt;
+  }
+  p->s.dtype = dt;
+  return 0;
+}
+
 int Unpack(const int64_t* m, int64_t len, const int64_t* rng, const void* pse, const void* drop_mask,
-           const void* atten_mask, const char* qdtype, FaProblem* p, char* err, int errlen) {
+           const void* atten_mask, const Dtypes& dtypes, FaProblem* p, char* err, int errlen) {
   memset(p, 0, sizeof(*p));
   if (len < kScalarWords) {
     snprintf(err, errlen, "ms_fa AOT: meta row of %ld words is shorter than FaScalars (%ld); rebuild ms_fa",
@@ -53,10 +95,7 @@ int Unpack(const int64_t* m, int64_t len, const int64_t* rng, const void* pse, c
              static_cast<unsigned>(p->s.struct_size), sizeof(FaScalars));
     return 1;
   }
-  if (DtypeOf(qdtype) != p->s.dtype) {
-    snprintf(err, errlen, "ms_fa AOT: query dtype %s does not match the validated dtype %d", qdtype, p->s.dtype);
-    return 1;
-  }
+  if (AdoptLaunchDtype(dtypes, p, err, errlen) != 0) return 1;
   p->mask = p->s.mask_kind == FA_MASK_NONE ? nullptr : static_cast<const uint8_t*>(atten_mask);
   p->pse = p->s.pse_kind == FA_PSE_NONE ? nullptr : pse;
   p->drop_mask = p->s.has_drop_mask ? static_cast<const uint8_t*>(drop_mask) : nullptr;
@@ -95,8 +134,9 @@ int MsFaForward(int nparam, void** params, int* ndims, int64_t** shapes, const c
     return 1;
   }
   FaProblem p;
+  const Dtypes dt{dtypes[0], dtypes[1], dtypes[2], nullptr, dtypes[3]};
   if (Unpack(static_cast<const int64_t*>(params[6]), shapes[6][1], static_cast<const int64_t*>(params[7]), params[3],
-             params[4], params[5], dtypes[0], &p, err, sizeof(err)) != 0) {
+             params[4], params[5], dt, &p, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
@@ -115,9 +155,15 @@ int MsFaBackward(int nparam, void** params, int* ndims, int64_t** shapes, const 
     fprintf(stderr, "ms_fa AOT MsFaBackward: expected 15 params and a 2-D meta, got %d\n", nparam);
     return 1;
   }
+  if (strcmp(dtypes[7], "float32") != 0 || strcmp(dtypes[8], "float32") != 0) {
+    fprintf(stderr, "[grad.softmax_stats] ms_fa AOT: softmax_max / softmax_sum arrive as %s / %s, not float32\n",
+            dtypes[7], dtypes[8]);
+    return 1;
+  }
   FaProblem p;
+  const Dtypes dt{dtypes[0], dtypes[1], dtypes[2], dtypes[3], dtypes[4]};
   if (Unpack(static_cast<const int64_t*>(params[10]), shapes[10][1], static_cast<const int64_t*>(params[11]), params[4],
-             params[5], params[6], dtypes[0], &p, err, sizeof(err)) != 0) {
+             params[5], params[6], dt, &p, err, sizeof(err)) != 0) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
