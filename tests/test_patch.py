@@ -71,19 +71,21 @@ STEPS = 3
 
 
 @pytest.mark.parametrize(
-    "model,plugin",
-    [("train_speed_fusion_pynative", False), ("train_fas_primitive_graph", False), ("train_fas_primitive_graph", True)],
-    ids=["pynative-python", "graph-python", "graph-op_plugin"],
+    "model,flag,mechanism",
+    [
+        ("train_speed_fusion_pynative", None, "python"),  # auto: a PYNATIVE script
+        ("train_fas_primitive_graph", None, "op_plugin"),  # auto: a GRAPH script
+        ("train_fas_primitive_graph", "--python", "python"),
+        ("train_fas_primitive_graph", "--op-plugin", "op_plugin"),
+    ],
+    ids=["pynative-auto", "graph-auto", "graph-python", "graph-op_plugin"],
 )
-def test_model_trains_through_ms_fa_run(model, plugin):
-    args = (
-        ["-m", "ms_fa", "run"]
-        + (["--op-plugin"] if plugin else [])
-        + [f"tests/models/{model}.py", "--steps", str(STEPS)]
-    )
+def test_model_trains_through_ms_fa_run(model, flag, mechanism):
+    args = ["-m", "ms_fa", "run"] + ([flag] if flag else []) + [f"tests/models/{model}.py", "--steps", str(STEPS)]
     proc = _run(args)
     got = _losses(proc)
-    assert f"mechanism={'op_plugin' if plugin else 'python'}" in proc.stderr
+    assert f"mechanism={mechanism}" in proc.stderr
+    assert ("auto: the script runs" in proc.stderr) == (flag is None), proc.stderr
     want = _twin(model, STEPS)
     assert len(got) == STEPS and got[-1] < got[0]
     np.testing.assert_allclose(got, want, rtol=1e-5)
@@ -310,3 +312,62 @@ def test_patched_context_manager_and_auto_in_pynative():
     assert msops.speed_fusion_attention is orig
     with pytest.raises(ValueError, match=r"\[patch.mechanism\]"):
         ms_fa.patch(mechanism="magic")
+
+
+GRAPH_TND_TENSOR_LISTS = """
+import sys
+import numpy as np
+import mindspore as ms
+from mindspore import Tensor, nn, ops
+
+ms.set_context(mode=ms.GRAPH_MODE)
+
+
+class Attention(nn.Cell):
+    def construct(self, q, k, v, aq, akv):
+        # actual_seq lists as Tensors: the MindSpore primitive takes them in GRAPH mode
+        return ops.flash_attention_score(q, k, v, 2, actual_seq_qlen=aq, actual_seq_kvlen=akv, scalar_value=0.5,
+                                         input_layout="TND")
+
+
+rng = np.random.default_rng(0)
+q = rng.standard_normal((7, 2, 4)).astype(np.float32)
+out = Attention()(Tensor(q), Tensor(q), Tensor(q), Tensor(np.array([3, 7], np.int64)), Tensor(np.array([3, 7], np.int64)))
+np.save(sys.argv[1], out.asnumpy())
+"""
+
+
+def test_run_picks_the_op_plugin_for_a_graph_script_with_tensor_lists(tmp_path):
+    """Issue friction: a GRAPH script passing actual_seq_qlen as a Tensor failed under `run` ([actual_seq_qlen.
+    graph_tensor], the python mechanism plans at compile time); run now reads the script's mode and uses the op
+    plugin, which takes the Tensor lists, and says so."""
+    script = tmp_path / "graph_tnd.py"
+    script.write_text(GRAPH_TND_TENSOR_LISTS)
+    out = tmp_path / "out.npy"
+    proc = _run(["-m", "ms_fa", "run", str(script), str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mechanism=op_plugin (auto: the script runs GRAPH mode" in proc.stderr
+    q = np.random.default_rng(0).standard_normal((7, 2, 4)).astype(np.float32)
+    from ms_fa.kernels.cpu import fa_forward
+
+    want = fa_forward(q, q, q, 2, "TND", scale=0.5, actual_seq_qlen=[3, 7], actual_seq_kvlen=[3, 7])[0]
+    np.testing.assert_array_equal(np.load(out), want)
+
+
+def test_run_refuses_the_op_plugin_for_pynative(tmp_path):
+    """Issue friction: --op-plugin on a PYNATIVE script gave silently wrong numbers; run refuses it, up front for a
+    script that runs PYNATIVE and at the switch for one that changes mode at run time."""
+    proc = _run(["-m", "ms_fa", "run", "--op-plugin", "tests/models/train_speed_fusion_pynative.py", "--steps", "1"])
+    assert proc.returncode == 2 and "[run.op_plugin_pynative]" in proc.stderr and "LOSSES" not in proc.stdout
+    switch = tmp_path / "switch.py"
+    switch.write_text(
+        # the static read sees only GRAPH (the switch hides in **kwargs): the run-time guard refuses it
+        "import mindspore as ms\nms.set_context(mode=ms.GRAPH_MODE)\nkw = {'mode': ms.PYNATIVE_MODE}\n"
+        "ms.set_context(**kw)\nprint('COMPUTED')\n"
+    )
+    proc = _run(["-m", "ms_fa", "run", "--op-plugin", str(switch)])
+    assert (
+        "the script switched to PYNATIVE" in proc.stderr
+        and "[run.op_plugin_pynative]" in proc.stderr
+        and "COMPUTED" not in proc.stdout
+    ), proc.stderr[-2000:]

@@ -1,32 +1,94 @@
-"""``python -m ms_fa run [--op-plugin] script.py [args...]``: run an unchanged MindSpore script with ms_fa patched in.
+"""``python -m ms_fa run [--op-plugin | --python] script.py [args...]``: run an unchanged MindSpore script with
+ms_fa patched in, choosing the mechanism that works for the script's mode (as ``ms_fa.patch()`` does) and saying
+which.
 
-Default (``python`` mechanism): imports MindSpore, calls ``ms_fa.patch(mechanism="python")`` -- which
+The mode is read from the script before MindSpore starts (the op plugin must be set before MindSpore's first
+kernel): a script whose ``set_context`` calls all set ``GRAPH_MODE`` (or ``mode=0``) runs with the op plugin; any
+other script -- PYNATIVE, the default, or a mix -- with the python mechanism. ``--op-plugin`` / ``--python`` force one;
+``--op-plugin`` on a script that runs PYNATIVE is refused (``[run.op_plugin_pynative]``), and so is a switch to
+PYNATIVE at run time while the op plugin is active: MindSpore 2.10 then computes silently wrong numbers.
+
+``python`` mechanism: imports MindSpore, calls ``ms_fa.patch(mechanism="python")`` -- which
 replaces ``mindspore.ops.speed_fusion_attention``, ``mindspore.ops.flash_attention_score`` and the
 ``FlashAttentionScore`` primitive class in every ``mindspore.*`` module -- and then runs the script with
 :mod:`runpy` as ``__main__`` (``sys.argv`` = the script and its arguments). Every name the script
 looks up afterwards is ms_fa's: PYNATIVE, GRAPH and ``ms.jit`` all work.
 
-``--op-plugin``: instead set ``MS_OP_PLUGIN_PATH`` to ``libms_fa_cpu.so`` before MindSpore is imported,
-so that MindSpore's *own* primitives and bprop run ms_fa's kernel (reaches primitives created by any
-path). GRAPH mode only: with any op plugin set, MindSpore 2.10 PYNATIVE hands strided views to its
-built-in CPU kernels, which read them as contiguous (silently wrong add/mul/matmul/softmax/sum on
-transposed tensors; see docs/mindspore.md).
+``op_plugin`` mechanism: set ``MS_OP_PLUGIN_PATH`` to the kernel library before MindSpore is imported, so that
+MindSpore's *own* primitives and bprop run ms_fa's kernel (reaches primitives created by any path, and takes
+Tensor-valued ``actual_seq_*`` lists in GRAPH mode). GRAPH mode only: with any op plugin set, MindSpore 2.10
+PYNATIVE hands strided views to its built-in CPU kernels, which read them as contiguous (silently wrong
+add/mul/matmul/softmax/sum on transposed tensors; see docs/mindspore.md).
 
-Options (before the script): ``--op-plugin``; ``-q`` / ``--quiet`` (no status line on stderr).
+Options (before the script): ``--op-plugin``, ``--python``; ``-q`` / ``--quiet`` (no status line on stderr).
 """
 
+import ast
 import os
 import runpy
 import sys
 
-__all__ = ["main"]
+__all__ = ["main", "script_mode"]
 
-USAGE = "usage: python -m ms_fa run [--op-plugin] [-q] script.py [args...]"
+USAGE = "usage: python -m ms_fa run [--op-plugin | --python] [-q] script.py [args...]"
+
+_REFUSE = (
+    "[run.op_plugin_pynative] {what}: with the op plugin set, MindSpore 2.10 PYNATIVE hands strided views to its "
+    "built-in CPU kernels, which read them as contiguous (silently wrong numbers). Run it without --op-plugin (the "
+    "python mechanism works in PYNATIVE and GRAPH)"
+)
+
+
+def _mode_value(node):
+    """GRAPH / PYNATIVE for a ``mode=`` value (``ms.GRAPH_MODE``, ``context.PYNATIVE_MODE``, 0 / 1), else None."""
+    name = node.attr if isinstance(node, ast.Attribute) else node.id if isinstance(node, ast.Name) else None
+    if name in ("GRAPH_MODE", "PYNATIVE_MODE"):
+        return name[: -len("_MODE")]
+    if isinstance(node, ast.Constant) and node.value in (0, 1) and not isinstance(node.value, bool):
+        return "GRAPH" if node.value == 0 else "PYNATIVE"
+    return None
+
+
+def script_mode(path: str) -> str:
+    """The execution mode a script asks for: ``"GRAPH"`` if every ``set_context(mode=...)`` call in it sets GRAPH
+    mode, ``"PYNATIVE"`` if none does (MindSpore's default), ``"mixed"`` otherwise (or if a mode is computed)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    modes = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            fn = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            if fn == "set_context":
+                for kw in node.keywords:
+                    if kw.arg == "mode":
+                        modes.add(_mode_value(kw.value))
+    if not modes:
+        return "PYNATIVE"
+    if modes == {"GRAPH"}:
+        return "GRAPH"
+    return "PYNATIVE" if modes == {"PYNATIVE"} else "mixed"
+
+
+def _guard_pynative_switch():
+    """With the op plugin active, refuse a switch to PYNATIVE when the script makes it, before it computes."""
+    import mindspore as ms
+
+    original = ms.set_context
+
+    def set_context(*args, **kwargs):
+        if kwargs.get("mode") == ms.PYNATIVE_MODE:
+            raise RuntimeError(_REFUSE.format(what="the script switched to PYNATIVE mode under the op plugin"))
+        return original(*args, **kwargs)
+
+    ms.set_context = set_context
+    if hasattr(ms, "context"):
+        ms.context.set_context = set_context
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
-    quiet = plugin = False
+    quiet = False
+    plugin = None  # None: auto (from the script's mode)
     while argv and argv[0].startswith("-"):
         opt = argv.pop(0)
         if opt in ("-h", "--help"):
@@ -36,6 +98,8 @@ def main(argv=None):
             quiet = True
         elif opt == "--op-plugin":
             plugin = True
+        elif opt == "--python":
+            plugin = False
         else:
             print(f"ms_fa run: unknown option {opt}\n{USAGE}", file=sys.stderr)
             return 2
@@ -45,6 +109,18 @@ def main(argv=None):
     script = argv[0]
     if not os.path.isfile(script):
         print(f"ms_fa run: no such script: {script}", file=sys.stderr)
+        return 2
+    try:
+        mode = script_mode(script)
+    except SyntaxError as e:
+        print(f"ms_fa run: cannot parse {script}: {e}", file=sys.stderr)
+        return 2
+    why = "requested"
+    if plugin is None:
+        plugin = mode == "GRAPH"
+        why = f"auto: the script runs {mode} mode"
+    elif plugin and mode != "GRAPH":
+        print("ms_fa run: " + _REFUSE.format(what=f"{script} runs {mode} mode"), file=sys.stderr)
         return 2
     from ms_fa.mindspore._custom import library_path  # no MindSpore import
 
@@ -60,13 +136,14 @@ def main(argv=None):
             return 2
         os.environ["MS_OP_PLUGIN_PATH"] = lib
         msg = (
-            f"ms_fa run: mechanism=op_plugin (MS_OP_PLUGIN_PATH={lib} set before MindSpore's first kernel; "
+            f"ms_fa run: mechanism=op_plugin ({why}; MS_OP_PLUGIN_PATH={lib} set before MindSpore's first kernel; "
             "GRAPH mode only)"
         )
+        _guard_pynative_switch()
     else:
         from ms_fa.mindspore.patch import patch
 
-        msg = f"ms_fa run: {patch(mechanism='python')}"
+        msg = f"ms_fa run: {patch(mechanism='python')} ({why})"
     if not quiet:
         print(msg, file=sys.stderr)
     sys.argv = list(argv)
