@@ -29,7 +29,7 @@ import inspect
 import math
 import os
 import sys
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import ml_dtypes
 import numpy as np
@@ -182,6 +182,86 @@ def _ms_kwargs(args: AttnArgs, pse, atten_mask, dm, prefix, aq, akv, qsi, ksi) -
     )
 
 
+class _Call(NamedTuple):
+    """One call's arguments as numpy / tuples, and its validated AttnArgs."""
+
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    pse: Optional[np.ndarray]
+    atten_mask: Optional[np.ndarray]
+    drop_mask: Optional[np.ndarray]
+    aq: Optional[Tuple[int, ...]]
+    akv: Optional[Tuple[int, ...]]
+    prefix: Optional[Tuple[int, ...]]
+    qsi: Optional[Tuple[int, ...]]
+    ksi: Optional[Tuple[int, ...]]
+    args: AttnArgs
+
+
+def _convert(
+    v2,
+    query,
+    key,
+    value,
+    head_num,
+    layout,
+    pse,
+    padding_mask,
+    atten_mask,
+    scale,
+    keep_prob,
+    pre,
+    nxt,
+    inner_precise,
+    prefix,
+    aq,
+    akv,
+    sparse_mode,
+    pse_type,
+    qsi,
+    ksi,
+    softmax_layout,
+    sink,
+    dropout_mask,
+    query_rope,
+    key_rope,
+) -> _Call:
+    """The forward's and the backward's shared first step: torch -> numpy, then every rule (normalize_npu)."""
+    if query_rope is not None or key_rope is not None:
+        R.npu__rope.fail("query_rope / key_rope (split rope heads) are not supported by ms_fa")
+    qn, kn, vn = (to_numpy(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
+    pn, am, dm = to_numpy(pse, "pse"), to_numpy(atten_mask, "atten_mask"), to_numpy(dropout_mask, "dropout_mask")
+    aq, akv, prefix, qsi, ksi = _seq(aq), _seq(akv), _seq(prefix), _seq(qsi), _seq(ksi)
+    args = _validate(
+        v2,
+        qn,
+        kn,
+        vn,
+        head_num,
+        layout,
+        pse=pn,
+        padding_mask=to_numpy(padding_mask, "padding_mask"),
+        atten_mask=am,
+        scale=scale,
+        keep_prob=keep_prob,
+        pre=pre,
+        nxt=nxt,
+        inner_precise=inner_precise,
+        prefix=prefix,
+        aq=aq,
+        akv=akv,
+        sparse_mode=sparse_mode,
+        pse_type=pse_type,
+        qsi=qsi,
+        ksi=ksi,
+        softmax_layout=softmax_layout,
+        sink=sink,
+        dropout_mask=dm,
+    )
+    return _Call(qn, kn, vn, pn, am, dm, aq, akv, prefix, qsi, ksi, args)
+
+
 def _refuse_pse_grad(pse):
     if pse is not None and pse.requires_grad and torch.is_grad_enabled():
         R.npu__pse_grad.fail(
@@ -221,39 +301,37 @@ def _forward(
     key_rope=None,
 ):
     """Returns (out, softmax_max, softmax_sum, softmax_out, seed, offset, numels)."""
-    if query_rope is not None or key_rope is not None:
-        R.npu__rope.fail("query_rope / key_rope (split rope heads) are not supported by ms_fa")
     _refuse_pse_grad(pse)
-    qn, kn, vn = (to_numpy(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
-    pn, am, dm = to_numpy(pse, "pse"), to_numpy(atten_mask, "atten_mask"), to_numpy(dropout_mask, "dropout_mask")
-    pm = to_numpy(padding_mask, "padding_mask")
-    aq, akv, prefix, qsi, ksi = _seq(aq), _seq(akv), _seq(prefix), _seq(qsi), _seq(ksi)
-    args = _validate(
+    c = _convert(
         v2,
-        qn,
-        kn,
-        vn,
+        query,
+        key,
+        value,
         head_num,
         input_layout,
-        pse=pn,
-        padding_mask=pm,
-        atten_mask=am,
-        scale=scale,
-        keep_prob=keep_prob,
-        pre=pre,
-        nxt=nxt,
-        inner_precise=inner_precise,
-        prefix=prefix,
-        aq=aq,
-        akv=akv,
-        sparse_mode=sparse_mode,
-        pse_type=pse_type,
-        qsi=qsi,
-        ksi=ksi,
-        softmax_layout=softmax_layout,
-        sink=sink,
-        dropout_mask=dm,
+        pse,
+        padding_mask,
+        atten_mask,
+        scale,
+        keep_prob,
+        pre,
+        nxt,
+        inner_precise,
+        prefix,
+        aq,
+        akv,
+        sparse_mode,
+        pse_type,
+        qsi,
+        ksi,
+        softmax_layout,
+        sink,
+        dropout_mask,
+        query_rope,
+        key_rope,
     )
+    qn, kn, vn, pn, am, dm, args = c.q, c.k, c.v, c.pse, c.atten_mask, c.drop_mask, c.args
+    aq, akv, prefix, qsi, ksi = c.aq, c.akv, c.prefix, c.qsi, c.ksi
     emit(args.warnings)
     if args.keep_prob < 1.0:
         if dm is None:  # torch_npu: philox_engine_inputs(10) of the NPU default generator
@@ -319,39 +397,37 @@ def _backward(
 ):
     """Returns (dq, dk, dv). ``drop_mask``: the explicit dropout bits the forward was given (torch_npu's grad
     ops have no such argument: the autograd backward passes them here directly)."""
-    if query_rope is not None or key_rope is not None:
-        R.npu__rope.fail("query_rope / key_rope (split rope heads) are not supported by ms_fa")
-    qn, kn, vn = (to_numpy(t, n) for t, n in ((query, "query"), (key, "key"), (value, "value")))
-    pn, am = to_numpy(pse, "pse"), to_numpy(atten_mask, "atten_mask")
-    pm = to_numpy(padding_mask, "padding_mask")
-    aq, akv, prefix, qsi, ksi = _seq(aq), _seq(akv), _seq(prefix), _seq(qsi), _seq(ksi)
-    args = _validate(
+    c = _convert(
         v2,
-        qn,
-        kn,
-        vn,
+        query,
+        key,
+        value,
         head_num,
         input_layout,
-        pse=pn,
-        padding_mask=pm,
-        atten_mask=am,
-        scale=scale,
-        keep_prob=keep_prob,
-        pre=pre,
-        nxt=nxt,
-        inner_precise=inner_precise,
-        prefix=prefix,
-        aq=aq,
-        akv=akv,
-        sparse_mode=sparse_mode,
-        pse_type=pse_type,
-        qsi=qsi,
-        ksi=ksi,
-        softmax_layout=softmax_layout,
-        sink=sink,
-        dropout_mask=to_numpy(drop_mask, "dropout_mask"),
+        pse,
+        padding_mask,
+        atten_mask,
+        scale,
+        keep_prob,
+        pre,
+        nxt,
+        inner_precise,
+        prefix,
+        aq,
+        akv,
+        sparse_mode,
+        pse_type,
+        qsi,
+        ksi,
+        softmax_layout,
+        sink,
+        drop_mask,
+        query_rope,
+        key_rope,
     )
-    dm = to_numpy(drop_mask, "dropout_mask") if args.keep_prob < 1.0 else None
+    qn, kn, vn, pn, am, args = c.q, c.k, c.v, c.pse, c.atten_mask, c.args
+    aq, akv, prefix, qsi, ksi = c.aq, c.akv, c.prefix, c.qsi, c.ksi
+    dm = c.drop_mask if args.keep_prob < 1.0 else None
     sm, ss = to_numpy(softmax_max, "softmax_max"), to_numpy(softmax_sum, "softmax_sum")
     if args.is_tnd and softmax_layout == "TND" and sm is not None and ss is not None:
         sm, ss = softmax_from_tnd(sm, args.seqlens_q), softmax_from_tnd(ss, args.seqlens_q)
