@@ -1,7 +1,9 @@
 """ms_fa.kernels -- compute backends behind the public API.
 
-``cpu``: the blockwise CPU kernel (``ms_fa/_lib/libms_fa_cpu.so``) through ctypes; numpy in,
-numpy out, same signatures as the reference oracle :mod:`ms_fa.semantics.reference`.
+``abi``: the kernel problem (``FaScalars`` / ``FaProblem`` of ``ms_fa/csrc/fa_kernel.h``) and the one marshaller
+from a validated call to it; ``library``: finding and loading the C++ library and its instruction-set variant;
+``cpu``: the blockwise CPU kernel through ctypes -- numpy in, numpy out, the signatures of the reference oracle
+:mod:`ms_fa.semantics.reference`.
 """
 
 from . import cpu  # noqa: F401  (importing loads no library; load_library() does)
