@@ -371,3 +371,28 @@ def test_run_refuses_the_op_plugin_for_pynative(tmp_path):
         and "[run.op_plugin_pynative]" in proc.stderr
         and "COMPUTED" not in proc.stdout
     ), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("mode", ["pynative", "graph"])
+def test_flash_attention_dropout_fed_by_dropout_gen_mask(tmp_path, mode):
+    """Issue friction: MindFormers' FlashAttention dropout feeds FlashAttentionScore bits from the DropoutGenMask
+    primitive, which has no MindSpore CPU kernel. Under `run` (PYNATIVE: python mechanism; GRAPH: op plugin) ms_fa's
+    stand-in draws them: the model trains, and the forward and the backward read the same bits -- the primitive's
+    output and gradients equal ms_fa's numpy kernel given exactly those bits, bit for bit."""
+    from ms_fa.kernels.cpu import fa_forward, fa_grad
+
+    dump = tmp_path / "dump.npz"
+    proc = _run(
+        ["-m", "ms_fa", "run", f"tests/models/train_fas_dropout_{mode}.py", "--steps", "4", "--dump", str(dump)]
+    )
+    losses = _losses(proc)
+    assert len(losses) == 4 and losses[-1] < losses[0]
+    d = np.load(dump)
+    kept = np.unpackbits(d["bits"].reshape(-1), bitorder="little").mean()
+    assert abs(kept - 0.8) < 0.05  # 2048 Bernoulli(0.8) bits
+    kw = dict(scale=8**-0.5, keep_prob=0.8, drop_mask=d["bits"])
+    o = fa_forward(d["q"], d["k"], d["v"], 2, "BSH", **kw)
+    g = fa_grad(d["dy"], d["q"], d["k"], d["v"], 2, "BSH", attention_out=o[0], softmax_max=o[1], softmax_sum=o[2], **kw)
+    np.testing.assert_array_equal(o[0], d["out"])
+    for got, name in zip(g, ("dq", "dk", "dv")):
+        np.testing.assert_array_equal(got, d[name])

@@ -24,7 +24,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fa_dropout.h"
 #include "fa_kernel.h"
+#include "fa_simd.h"
 
 namespace {
 
@@ -172,6 +174,45 @@ int MsFaBackward(int nparam, void** params, int* ndims, int64_t** shapes, const 
                       static_cast<const float*>(params[8]), params[12], params[13], params[14], err, sizeof(err));
   if (rc != 0) fprintf(stderr, "ms_fa CPU kernel (backward) failed: %s\n", err);
   return rc;
+}
+
+/* MsFaDropoutGenMask: like (uint8, the output's shape), keep_prob (float16 / float32 scalar), rng (int64 seed,
+ * offset) -> mask (uint8): the keep bits (1 = keep, LSB first) of ms_fa's dropout generator (fa_dropout.h) for
+ * stream (seed, offset), every bit of the buffer drawn. The stand-in of MindSpore's DropoutGenMask
+ * (ms_fa/mindspore/patch.py), whose bits FlashAttentionScore then reads as its drop_mask. */
+int MsFaDropoutGenMask(int nparam, void** params, int* ndims, int64_t** shapes, const char** dtypes, void* stream,
+                       void* extra) {
+  (void)stream;
+  (void)extra;
+  if (nparam != 4 || ndims[0] != 1 || ndims[3] != 1 || shapes[0][0] != shapes[3][0]) {
+    fprintf(stderr, "ms_fa AOT MsFaDropoutGenMask: expected (like, keep_prob, rng) -> mask, got %d params\n", nparam);
+    return 1;
+  }
+  float keep;
+  if (strcmp(dtypes[1], "float32") == 0) {
+    keep = *static_cast<const float*>(params[1]);
+  } else if (strcmp(dtypes[1], "float16") == 0) {
+    keep = msfa::simd::f16_to_f32(*static_cast<const uint16_t*>(params[1]));
+  } else {
+    fprintf(stderr, "[keep_prob.type] ms_fa DropoutGenMask: keep_prob must be float16 or float32, got %s\n", dtypes[1]);
+    return 1;
+  }
+  if (!(keep > 0.0f && keep <= 1.0f)) {
+    fprintf(stderr, "[keep_prob.range] ms_fa DropoutGenMask: keep_prob must be in (0, 1], got %g\n",
+            static_cast<double>(keep));
+    return 1;
+  }
+  const int64_t* rng = static_cast<const int64_t*>(params[2]);
+  const uint64_t key = fa_drop_key(static_cast<uint64_t>(rng[0]), static_cast<uint64_t>(rng[1]));
+  const uint32_t threshold = fa_drop_threshold(keep);
+  uint8_t* out = static_cast<uint8_t*>(params[3]);
+  const int64_t bytes = shapes[3][0];
+  for (int64_t b = 0; b < bytes; ++b) {
+    uint8_t v = 0;
+    for (int bit = 0; bit < 8; ++bit) v |= static_cast<uint8_t>(fa_drop_keep_key(key, b * 8 + bit, threshold) << bit);
+    out[b] = v;
+  }
+  return 0;
 }
 
 }  // extern "C"

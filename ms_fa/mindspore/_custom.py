@@ -81,6 +81,27 @@ class CustomOps:
                 op = self._fwd[layout] = self._make(layout)
             return op
 
+    def dropout_gen_mask(self):
+        """The AOT op ``MsFaDropoutGenMask(like, keep_prob, rng) -> mask`` (uint8, the shape of ``like``)."""
+        with self._lock:
+            op = self._fwd.get("__dropout_gen_mask__")
+            if op is None:
+                from mindspore import ops
+
+                zeros_like = ops.ZerosLike()
+
+                def bprop(like, keep_prob, rng, out, dout):  # the bits are not differentiable
+                    return zeros_like(like), zeros_like(keep_prob), zeros_like(rng)
+
+                op = self._fwd["__dropout_gen_mask__"] = ops.Custom(
+                    f"{self.lib}:MsFaDropoutGenMask",
+                    out_shape=lambda like, keep_prob, rng: like,
+                    out_dtype=lambda like, keep_prob, rng: like,
+                    func_type="aot",
+                    bprop=bprop,
+                )
+            return op
+
     def _make(self, layout):
         from mindspore import ops
 

@@ -26,6 +26,7 @@ from ms_fa.semantics.plan import INT_MAX
 __all__ = [
     "SfaOptions",
     "make_options",
+    "dropout_rng",
     "TensorSpec",
     "run",
     "is_ascend",
@@ -233,6 +234,15 @@ def _graph_rng(keep_prob):
 
 #: offset step per call of MindSpore's own SpeedFusionAttention (seen through the op-plugin path)
 _GENERATOR_STEP = 12
+
+
+def dropout_rng():
+    """An int64 ``(seed, offset)`` tensor for one draw of dropout bits: eagerly MindSpore's default generator (as
+    :func:`run`), under jit a MindSpore random op (fresh bits every step)."""
+    if not _in_jit():
+        seed, off = _eager_rng()
+        return Tensor(np.array([seed, off], np.int64))
+    return ops.randint(0, 2147483647, (2,), dtype=ms.int64)
 
 
 def _eager_rng():

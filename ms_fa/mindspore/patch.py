@@ -32,7 +32,7 @@ import os
 import sys
 from dataclasses import dataclass
 
-__all__ = ["patch", "unpatch", "patched", "PatchStatus", "PLUGIN_ENV"]
+__all__ = ["patch", "unpatch", "patched", "patch_dropout_gen_mask", "PatchStatus", "PLUGIN_ENV"]
 
 PLUGIN_ENV = "MS_OP_PLUGIN_PATH"
 _LOG = logging.getLogger("ms_fa")
@@ -220,6 +220,56 @@ def _flash_attention_score_primitive():
     return FlashAttentionScore
 
 
+def _dropout_gen_mask_primitive():
+    """The Cell that stands in for MindSpore's ``DropoutGenMask`` primitive, which has no CPU kernel: MindFormers'
+    FlashAttention feeds its bits to FlashAttentionScore as ``drop_mask``. Same constructor and call
+    (``(shape, keep_prob) -> uint8 bits``, ``ceil(prod(shape) / 128) * 16`` bytes, 1 = keep, LSB first). The bits
+    come from ms_fa's dropout generator (not the NPU's); each call draws its (seed, offset) from MindSpore's
+    default generator (eagerly) or a MindSpore random op (GRAPH), so ``mindspore.manual_seed`` reproduces a run;
+    ``Seed0`` / ``Seed1`` are kept as attributes and do not select the stream. The forward and the backward of
+    FlashAttentionScore read the same mask tensor, so they drop the same scores."""
+    import numpy as np
+    from mindspore import Tensor, nn
+    from mindspore.ops import constexpr
+
+    from ms_fa.mindspore._custom import custom_ops
+    from ms_fa.mindspore._dispatch import dropout_rng
+
+    @constexpr
+    def _like(shape):
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return Tensor(np.zeros(((n + 127) // 128 * 16,), np.uint8))
+
+    class DropoutGenMask(nn.Cell):
+        """ms_fa stand-in for ``mindspore.ops.DropoutGenMask`` (see :func:`_dropout_gen_mask_primitive`)."""
+
+        def __init__(self, Seed0=0, Seed1=0):  # noqa: N803 (MindSpore's argument names)
+            super().__init__()
+            self.Seed0, self.Seed1 = Seed0, Seed1
+            self.gen = custom_ops().dropout_gen_mask()
+
+        def construct(self, shape, keep_prob):
+            return self.gen(_like(shape), keep_prob, dropout_rng())
+
+    return DropoutGenMask
+
+
+def _dropout_gen_mask_pairs():
+    import mindspore.ops as msops
+
+    prim = getattr(msops, "DropoutGenMask", None)
+    return [(prim, _dropout_gen_mask_primitive())] if isinstance(prim, type) else []
+
+
+def patch_dropout_gen_mask() -> None:
+    """Replace MindSpore's ``DropoutGenMask`` primitive class (no CPU kernel) by ms_fa's stand-in everywhere in
+    ``mindspore.*``; :func:`patch` does it in both mechanisms, ``python -m ms_fa run --op-plugin`` through this
+    (the op plugin cannot serve it). Undone by :func:`unpatch`."""
+    _replace_everywhere(_dropout_gen_mask_pairs())
+
+
 def _replace_everywhere(originals_to_new):
     for modname, mod in list(sys.modules.items()):
         if mod is None or not (modname == "mindspore" or modname.startswith("mindspore.")):
@@ -294,6 +344,9 @@ def patch(mechanism: str = "auto") -> PatchStatus:
             if _probe_plugin():
                 how = "set by ms_fa.patch() before the first kernel" if set_here else "set before the process started"
                 _STATE.env_set_here = set_here
+                # DropoutGenMask cannot be a plugin kernel (MindSpore's GRAPH compiler rejects its tuple input
+                # then): its Python name is replaced in both mechanisms
+                patch_dropout_gen_mask()
                 return _set(
                     PatchStatus(
                         "op_plugin", f"{PLUGIN_ENV}={lib} ({how}); MindSpore's primitives and bprop run ms_fa's kernel"
@@ -319,7 +372,7 @@ def patch(mechanism: str = "auto") -> PatchStatus:
         prim = getattr(getattr(msops, "operations", None), "FlashAttentionScore", None)
     if isinstance(prim, type):
         pairs.append((prim, _flash_attention_score_primitive()))
-    _replace_everywhere(pairs)
+    _replace_everywhere(pairs + _dropout_gen_mask_pairs())
     return _set(
         PatchStatus(
             "python", f"Python names replaced in mindspore.* ({why}); references taken before patch() are not reached"

@@ -140,6 +140,9 @@ def main(argv=None):
             "GRAPH mode only)"
         )
         _guard_pynative_switch()
+        from ms_fa.mindspore.patch import patch_dropout_gen_mask
+
+        patch_dropout_gen_mask()  # no CPU kernel in MindSpore, and the op plugin cannot serve it
     else:
         from ms_fa.mindspore.patch import patch
 
