@@ -488,3 +488,23 @@ def test_binding_arguments_are_validated_with_named_rules():
         K.fa_grad(None, *a, **g)
     with pytest.raises(ValueError, match=r"\[grad\.softmax_stats\]"):  # used to be cast silently
         K.fa_grad(out[0], *a, **dict(g, softmax_max=np.zeros(out[1].shape, np.int32)))
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f2"])
+def test_big_endian_inputs_are_read_by_value(dtype):
+    """A big-endian array used to be read as raw bytes (a plausible, wrong result); the kernel entry converts it
+    by value, so the result is the native array's, bit for bit (and that one is held to the oracle above)."""
+    case = make_case(
+        "BNSD", 0, "float16" if dtype == ">f2" else "float32", B=1, N1=2, S1=6, S2=9, D=8, pse_kind="full", seed=12
+    )
+    native = K.fa_forward(**case)
+    swapped = dict(
+        case,
+        query=case["query"].astype(dtype),
+        key=case["key"].astype(dtype),
+        value=case["value"].astype(dtype),
+        pse=case["pse"].astype(dtype),
+    )
+    got = K.fa_forward(**swapped)
+    for a, b in zip(got[:3], native[:3]):
+        np.testing.assert_array_equal(a, b)

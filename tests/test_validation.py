@@ -588,6 +588,15 @@ BAD = [
     ("spelling_v1", lambda: npu(pre_tokens=1), TypeError, "npu.tokens_spelling"),
     ("spelling_v2", lambda: npu(v2=True, next_tockens=1), TypeError, "npu.tokens_spelling"),
     ("sink", lambda: npu(v2=True, sink=np.zeros(2, F32)), ValueError, "npu.sink"),
+    # integers that would wrap in the kernel's C fields (next_tokens=2**64+1 used to run as 1)
+    ("int_range_tokens", lambda: run(next_tokens=2**64 + 1), ValueError, "int.range"),
+    ("int_range_inner", lambda: run(inner_precise=2**32 + 2), ValueError, "int.range"),
+    (
+        "int_range_list",
+        lambda: normalize(*(np.zeros((3, 2, 4), F16),) * 3, 2, "TND", actual_seq_qlen=[2**63], actual_seq_kvlen=[3]),
+        ValueError,
+        "int.range",
+    ),
     # the merge of partial results (semantics.merge, npu_ring_attention_update)
     ("merge_layout", lambda: _merge(input_layout="BSH"), ValueError, "merge.layout"),
     ("merge_shape", lambda: _merge(cur=np.ones((2, 1, 8), F32)), ValueError, "merge.shape"),

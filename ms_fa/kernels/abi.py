@@ -275,10 +275,13 @@ def host_contiguous(x: None) -> None: ...
 @overload
 def host_contiguous(x: Any) -> np.ndarray: ...
 def host_contiguous(x):
-    """numpy view of x, C-contiguous (a copy only if it is not already)."""
+    """numpy view of x, C-contiguous and in the machine's byte order (a copy only if it is not already: the
+    kernel reads raw bytes, so a big-endian array is converted by value, not reinterpreted)."""
     if x is None:
         return None
     a = np.asarray(x.asnumpy() if hasattr(x, "asnumpy") and not isinstance(x, np.ndarray) else x)
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
     return a if a.flags.c_contiguous else np.ascontiguousarray(a)
 
 

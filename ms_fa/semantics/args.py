@@ -164,8 +164,21 @@ def _int_list(x, name, rule_name=None):
     for v in x:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
             bad_type.fail(f"{name} must contain int values, got {v!r}")
+        _check_width(name, int(v), _INT64)
         out.append(int(v))
     return tuple(out)
+
+
+#: the C fields the kernel receives the integer arguments in (a wider Python int would wrap silently)
+_INT64 = (-(2**63), 2**63 - 1)
+_INT32 = (-(2**31), 2**31 - 1)
+
+
+def _check_width(name: str, v: int, bounds) -> None:
+    lo, hi = bounds
+    if not lo <= v <= hi:
+        bits = 64 if bounds == _INT64 else 32
+        R.int__range.fail(f"{name}={v} does not fit the kernel's int{bits} [{lo}, {hi}] (it would wrap silently)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -345,6 +358,7 @@ def _check_types(query, key, value, pse, padding_mask, atten_mask, drop_mask, **
     for name in ("pre_tokens", "next_tokens", "sparse_mode", "inner_precise", "pse_type"):
         if not is_int(scalars[name]):
             rule(f"{name}.type").fail(f"{name} must be an int, got {type(scalars[name]).__name__}")
+        _check_width(name, int(scalars[name]), _INT64 if name.endswith("_tokens") else _INT32)
     return shapes
 
 

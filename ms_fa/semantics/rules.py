@@ -208,6 +208,11 @@ class R(RuleSet):
     )
     npu__sink = Rule(ValueError, "sink is not None (not studied, SPEC §10-11)", "§10")
 
+    int__range = Rule(
+        ValueError,
+        "an integer argument outside the kernel field it is passed in (int64; int32 for sparse_mode, inner_precise, pse_type)",
+        "ms_fa",
+    )
     merge__layout = Rule(
         ValueError, "ring_attention_update: input_layout not SBH/TND or input_softmax_layout not ''/SBH/TND", "§6 [OP]"
     )
