@@ -11,6 +11,8 @@ any kernel runs, with the rule named.
 
 from __future__ import annotations
 
+import re
+
 import mindspore as ms  # noqa: E402  (a dependency of ms_fa)
 import numpy as np
 import pytest
@@ -473,3 +475,35 @@ def test_graph_dynamic_shapes_are_rejected_with_the_rule_named():
             net(Tensor(np.zeros((1, 4, 16), np.float32)))
     finally:
         ms.set_context(mode=prev)
+
+
+@pytest.mark.parametrize(
+    "kw, rule",
+    [
+        (
+            dict(input_layout="TND", actual_seq_qlen=Tensor(np.array([3.7, 8.0], np.float32)), actual_seq_kvlen=(4, 8)),
+            "actual_seq_qlen.type",
+        ),
+        (
+            dict(input_layout="TND", actual_seq_qlen=np.array([4, 8]), actual_seq_kvlen=np.array([True, True])),
+            "actual_seq_kvlen.type",
+        ),
+        (
+            dict(
+                input_layout="BNSD",
+                sparse_mode=6,
+                prefix=np.array([4.7]),
+                atten_mask=Tensor(np.zeros((3072, 2048), np.uint8)),
+            ),
+            "prefix.type",
+        ),
+    ],
+)
+def test_list_values_are_checked_not_truncated(kw, rule):
+    """float / bool lists used to be truncated to ints on the MindSpore path (prefix 4.7 ran as 4); like every other
+    entry point, they are refused with the rule named."""
+    layout = kw.pop("input_layout")
+    shape = (8, 2, 8) if layout == "TND" else (1, 2, 8, 8)
+    q = Tensor(np.zeros(shape, np.float32))
+    with pytest.raises(TypeError, match=rf"^\[{re.escape(rule)}\]"):
+        ms_fa.speed_fusion_attention(q, q, q, 2, layout, **kw)

@@ -136,13 +136,14 @@ def is_ascend():
 
 
 def _as_tuple(x):
-    """An actual_seq / prefix / start_idx list as a tuple of int (Tensors read on the host)."""
+    """An actual_seq / prefix / start_idx list as a tuple of its values (Tensors read on the host). The values are
+    not converted: ``normalize`` checks they are ints ([prefix.type] ...) instead of truncating 3.7 to 3."""
     if x is None:
         return None
     if isinstance(x, Tensor):
-        return tuple(int(v) for v in x.asnumpy().reshape(-1))
+        return tuple(x.asnumpy().reshape(-1).tolist())
     if isinstance(x, np.ndarray):
-        return tuple(int(v) for v in x.reshape(-1))
+        return tuple(x.reshape(-1).tolist())
     if isinstance(x, (list, tuple)):
         return tuple(x)
     return x
