@@ -205,3 +205,13 @@ def test_per_call_mask_objects_in_graph_mode():
             compare("attention_out", out, oX[0], o64[0], "float32")
     finally:
         ms.set_context(mode=prev)
+
+
+def test_non_tensor_inputs_name_the_rule():
+    """A None query used to raise AttributeError from the shape read; the Cell names the rule first."""
+    q = Tensor(np.zeros((1, 2, 4, 8), np.float32))
+    cell = ms_fa.FlashAttention(head_num=2, input_layout="BNSD")
+    with pytest.raises(TypeError, match=r"^\[query\.type\]"):
+        cell(None, q, q)
+    with pytest.raises(TypeError, match=r"^\[value\.type\]"):
+        cell(q, q, np.zeros((1, 2, 4, 8), np.float32))

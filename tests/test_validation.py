@@ -588,6 +588,9 @@ BAD = [
     ("spelling_v1", lambda: npu(pre_tokens=1), TypeError, "npu.tokens_spelling"),
     ("spelling_v2", lambda: npu(v2=True, next_tockens=1), TypeError, "npu.tokens_spelling"),
     ("sink", lambda: npu(v2=True, sink=np.zeros(2, F32)), ValueError, "npu.sink"),
+    # environment variables (a bare int() ValueError / ctypes OSError before)
+    ("env_threads", lambda: _env_call("MS_FA_NUM_THREADS", "two"), ValueError, "env.value"),
+    ("env_lib", lambda: _env_call("MS_FA_LIB", __file__), ValueError, "env.value"),
     # integers that would wrap in the kernel's C fields (next_tokens=2**64+1 used to run as 1)
     ("int_range_tokens", lambda: run(next_tokens=2**64 + 1), ValueError, "int.range"),
     ("int_range_inner", lambda: run(inner_precise=2**32 + 2), ValueError, "int.range"),
@@ -611,6 +614,43 @@ BAD = [
     ("npu_api_version", lambda: _torch_call("api_version"), ValueError, "npu.api_version"),
     ("npu_not_differentiable", lambda: _torch_call("double_backward"), ValueError, "npu.not_differentiable"),
 ]
+
+
+def _env_call(var, value):
+    """A kernel call with an environment variable set to ``value`` (MS_FA_LIB: in a fresh process, where the
+    library is not loaded yet; the error's first line is re-raised here)."""
+    import os
+    import subprocess
+    import sys
+
+    if var == "MS_FA_LIB":
+        code = (
+            "import numpy as np\nfrom ms_fa.kernels.cpu import fa_forward\nq = np.zeros((1, 2, 4, 8), np.float32)\n"
+            "try:\n    fa_forward(q, q, q, 2, 'BNSD')\nexcept ValueError as e:\n    print('ERR', e)\n"
+        )
+        r = subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, MS_FA_LIB=value),
+        )
+        line = [ln for ln in r.stdout.splitlines() if ln.startswith("ERR ")]
+        if line:
+            raise ValueError(line[0][4:])
+        raise AssertionError(r.stdout + r.stderr)
+    from ms_fa.kernels.cpu import fa_forward
+
+    old = os.environ.get(var)
+    os.environ[var] = value
+    try:
+        q = np.zeros((1, 2, 4, 8), F32)
+        return fa_forward(q, q, q, 2, "BNSD")
+    finally:
+        if old is None:
+            del os.environ[var]
+        else:
+            os.environ[var] = old
 
 
 def _merge(input_layout="SBH", cur=None, stat_dtype=F32):

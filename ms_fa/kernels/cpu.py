@@ -28,6 +28,7 @@ from .._warn import emit
 from ..semantics.args import normalize
 from ..semantics.dtypes import dtype_name
 from ..semantics.plan import INT_MAX
+from ..semantics.rules import R
 from .abi import FaProblem, host_contiguous, make_problem
 from .library import library_path, load_library
 
@@ -49,7 +50,15 @@ def _ptr(a):
 
 
 def _num_threads() -> int:
-    return int(os.environ.get("MS_FA_NUM_THREADS", "0") or 0)
+    """``$MS_FA_NUM_THREADS`` (<= 0 or unset: all cores)."""
+    raw = os.environ.get("MS_FA_NUM_THREADS", "").strip()
+    try:
+        n = int(raw or 0)
+    except ValueError:
+        R.env__value.fail(f"MS_FA_NUM_THREADS must be an integer (threads; 0 = all cores), got {raw!r}")
+    if not -(2**31) <= n < 2**31:
+        R.env__value.fail(f"MS_FA_NUM_THREADS={n} does not fit the kernel's int32")
+    return n
 
 
 def _out_shape(args, dh, heads, q):

@@ -134,7 +134,15 @@ def load_library():
         return _LIB
     with _LOCK:
         if _LIB is None:
-            lib = ctypes.CDLL(prepare_library())
+            path = prepare_library()
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError as e:
+                from ms_fa.semantics.rules import R
+
+                R.env__value.fail(
+                    f"the kernel library {path} cannot be loaded ({e}); check MS_FA_LIB or reinstall ms_fa"
+                )
             check_abi(lib)
             vp, fp, cp, i = ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_char_p, ctypes.c_int
             prob = ctypes.POINTER(FaProblem)

@@ -199,6 +199,7 @@ class FlashAttention(nn.Cell):
             self._slopes = Tensor(self._slopes_np)
 
     def construct(self, query, key, value, mask=None, actual_seq_qlen=None, actual_seq_kvlen=None):
+        _check_tensors(isinstance(query, Tensor), isinstance(key, Tensor), isinstance(value, Tensor))
         if mask is None:
             mask = self.mask
         D = _head_dim(self.input_layout, self.head_num, query.shape)
@@ -253,6 +254,16 @@ class FlashAttention(nn.Cell):
             pse_type=pse_type,
         )
         return out[0]
+
+
+@constexpr
+def _check_tensors(q_ok, k_ok, v_ok):
+    """query / key / value must be Tensors ([query.type] ...), before their shapes are read."""
+    from ms_fa.semantics.rules import rule
+
+    for name, ok in (("query", q_ok), ("key", k_ok), ("value", v_ok)):
+        if not ok:
+            rule(f"{name}.type").fail(f"{name} must be a mindspore.Tensor")
 
 
 @constexpr

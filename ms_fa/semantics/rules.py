@@ -208,6 +208,11 @@ class R(RuleSet):
     )
     npu__sink = Rule(ValueError, "sink is not None (not studied, SPEC §10-11)", "§10")
 
+    env__value = Rule(
+        ValueError,
+        "an MS_FA_* environment variable names no usable value (MS_FA_NUM_THREADS not an int, MS_FA_LIB not a loadable library)",
+        "ms_fa",
+    )
     int__range = Rule(
         ValueError,
         "an integer argument outside the kernel field it is passed in (int64; int32 for sparse_mode, inner_precise, pse_type)",
