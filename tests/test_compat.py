@@ -640,3 +640,17 @@ def test_flash_attn_alibi_explicit_pse_matches_formula():
     want = (np.float32(-1) * sl[None, :, None, None]) * np.abs(i + 5 - 3 - j).astype(np.float32)[None, None]
     assert args["pse_type"] == 0
     assert np.array_equal(args["pse"].view(np.uint32), want.view(np.uint32))
+
+
+def test_head_dim_zero_names_the_rule():
+    """Head dim 0 used to raise ZeroDivisionError while computing the default scale; every adapter now reaches the
+    semantics' rule."""
+    q = np.zeros((1, 2, 4, 0), np.float32)  # SDPA (N, H, L, E)
+    t = q.transpose(0, 2, 1, 3)  # flash-attn / xFormers (B, S, H, D)
+    for call in (
+        lambda: sdpa_to_ascend(query=q, key=q, value=q),
+        lambda: flash_attn_func_to_ascend(q=t, k=t, v=t),
+        lambda: xformers_to_ascend(query=t, key=t, value=t),
+    ):
+        with pytest.raises(ValueError, match=r"^\[head_dim\.range\]"):
+            call()

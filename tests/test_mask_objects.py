@@ -372,3 +372,13 @@ def test_bad_input_names_rule(make, exc, rule):
         make()
     assert type(ei.value) is exc
     assert str(ei.value).startswith(f"[{rule}]"), str(ei.value)
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (3, 0), (0, 4)])
+def test_empty_dense_mask_compiles(shape):
+    """An empty DenseMask used to fail with numpy's 'argmax of an empty sequence'; it masks nothing there is to
+    mask, exactly."""
+    m = DenseMask(np.zeros(shape, bool))
+    kw = m.to_ascend()
+    assert kw["sparse_mode"] == 0 and kw["atten_mask"] is None
+    assert m.materialize().shape == shape

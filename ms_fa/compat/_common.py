@@ -106,7 +106,9 @@ def validate(kw):
 
 
 def default_scale(d: int) -> float:
-    return 1.0 / math.sqrt(d)
+    """1/sqrt(D); for D <= 0 a placeholder 1.0: the call is then refused by validate() with the semantics'
+    rule ([head_dim.range]) instead of a ZeroDivisionError here."""
+    return 1.0 / math.sqrt(d) if d > 0 else 1.0
 
 
 def keep_prob_of(dropout_p) -> float:

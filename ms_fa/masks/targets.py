@@ -69,6 +69,8 @@ def dense_to_rows(d):
     """(S1, S2) discards -> (lo, hi) if every row keeps one contiguous interval, else None."""
     keep = ~d
     S1, S2 = keep.shape
+    if S1 == 0 or S2 == 0:  # nothing to keep (argmax of an empty axis is an error)
+        return np.zeros(S1, np.int64), np.zeros(S1, np.int64)
     cnt = keep.sum(1)
     first = np.where(cnt > 0, keep.argmax(1), 0)
     last = np.where(cnt > 0, S2 - keep[:, ::-1].argmax(1), 0)
