@@ -56,12 +56,24 @@ def _int_list(s, rule="explain.int_list"):
         _usage(rule, f"expected comma-separated ints, got {s!r}")
 
 
+#: the most scores explain materializes (S1 x S2 x batch); 2**28 booleans = 256 MiB
+_MAX_CELLS = 1 << 28
+
+
 def _check_cli(a):
     """Validate the command-line values up front (usage errors, exit status 2)."""
     for name in ("s1", "s2"):
         v = getattr(a, name)
         if v is not None and v < 0:
             _usage(f"explain.{name}", f"--{name} must be >= 0, got {v}")
+    # explain draws the effective mask element by element: bound the work instead of failing in numpy
+    cells = (a.s1 or 0) * (a.s2 or 0) * (a.batch or 1)
+    if cells > _MAX_CELLS:
+        _usage(
+            "explain.size",
+            f"--s1 x --s2 x --batch = {cells} scores is more than explain draws ({_MAX_CELLS}); "
+            f"explain a smaller problem with the same structure",
+        )
     if a.heads < 1:
         _usage("explain.heads", f"--heads must be >= 1, got {a.heads}")
     if a.batch is not None and a.batch < 1:

@@ -112,6 +112,7 @@ def test_sparse_mode_atlas_is_up_to_date():
         (["--s1", "4", "--s2", "4", "--block", "4,4,4"], "explain.block"),
         (["--s1", "4", "--s2", "4", "--block", "a"], "explain.block"),
         (["--s1", "-3", "--s2", "4"], "explain.s1"),
+        (["--sparse-mode", "0", "--s1", "99999999999", "--s2", "4"], "explain.size"),  # was a numpy MemoryError
         (["--s1", "4", "--s2", "-1"], "explain.s2"),
         (["--s1", "4", "--s2", "4", "--heads", "-1"], "explain.heads"),
         (["--s1", "4", "--s2", "4", "--batch", "-2"], "explain.batch"),

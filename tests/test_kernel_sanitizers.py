@@ -138,3 +138,23 @@ def test_out_of_range_tile_env_clamped(monkeypatch, value):
         monkeypatch.setenv(name, value)
     case = make_case("BSND", 2, "float16", B=1, N1=2, S1=37, S2=37, D=8, seed=6)
     check_case(case)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("sparse_mode", 9),
+        ("mask_kind", 7),
+        ("pse_kind", 5),
+        ("pse_type", 4),
+        ("keep_prob", 0.0),
+        ("keep_prob", float("nan")),
+    ],
+)
+def test_unknown_field_values_are_refused(field, value):
+    # a C-ABI caller bypassing ms_fa's validation: an unknown code must not take some default branch
+    case = make_case("BNSD", 0, "float32", B=1, N1=1, S1=2, S2=2, D=4, with_mask=False, seed=7)
+    a, prob, keep = _problem(case)
+    setattr(prob.s, field, value)
+    for rc, msg in _call_both(prob, a):
+        assert rc != 0 and "[kernel.fields]" in msg, msg

@@ -588,6 +588,8 @@ BAD = [
     ("spelling_v1", lambda: npu(pre_tokens=1), TypeError, "npu.tokens_spelling"),
     ("spelling_v2", lambda: npu(v2=True, next_tockens=1), TypeError, "npu.tokens_spelling"),
     ("sink", lambda: npu(v2=True, sink=np.zeros(2, F32)), ValueError, "npu.sink"),
+    # arrays paired with another call's AttnArgs at the numpy kernel entry (read out of bounds before)
+    ("kernel_buffers", lambda: _mismatched_buffers(), ValueError, "kernel.buffers"),
     # environment variables (a bare int() ValueError / ctypes OSError before)
     ("env_threads", lambda: _env_call("MS_FA_NUM_THREADS", "two"), ValueError, "env.value"),
     ("env_lib", lambda: _env_call("MS_FA_LIB", __file__), ValueError, "env.value"),
@@ -614,6 +616,16 @@ BAD = [
     ("npu_api_version", lambda: _torch_call("api_version"), ValueError, "npu.api_version"),
     ("npu_not_differentiable", lambda: _torch_call("double_backward"), ValueError, "npu.not_differentiable"),
 ]
+
+
+def _mismatched_buffers():
+    from ms_fa.kernels.cpu import run_forward
+
+    small = np.zeros((1, 2, 4, 8), F32)
+    args = normalize(
+        np.zeros((1, 2, 64, 8), F32), np.zeros((1, 2, 64, 8), F32), np.zeros((1, 2, 64, 8), F32), 2, "BNSD"
+    )
+    return run_forward(args, small, small, small)
 
 
 def _env_call(var, value):

@@ -121,6 +121,20 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
     snprintf(err, errlen, "[kernel.layout] unsupported layout %d", (int)p->s.layout);
     return 1;
   }
+  /* The codes and ranges the kernel's branches know (a caller of the C ABI may bypass ms_fa's validation;
+   * an unknown value must not silently take some default branch). NaN keep_prob fails the range test. */
+  const FaScalars& f = p->s;
+  if (f.sparse_mode < 0 || f.sparse_mode > 8 || f.mask_kind < FA_MASK_NONE || f.mask_kind > FA_MASK_COMPRESSED ||
+      f.pse_kind < FA_PSE_NONE || f.pse_kind > FA_PSE_SLOPES || f.pse_type < 0 || f.pse_type > 3 ||
+      (f.pse_kind != FA_PSE_NONE && (f.pse_dtype < FA_F32 || f.pse_dtype > FA_BF16)) ||
+      !(f.keep_prob > 0.0f && f.keep_prob <= 1.0f)) {
+    snprintf(err, errlen,
+             "[kernel.fields] unsupported problem: sparse_mode %d, mask_kind %d, pse_kind %d, pse_type %d, "
+             "pse_dtype %d, keep_prob %g",
+             (int)f.sparse_mode, (int)f.mask_kind, (int)f.pse_kind, (int)f.pse_type, (int)f.pse_dtype,
+             (double)f.keep_prob);
+    return 1;
+  }
   /* D, Dv and the rows of a tile are passed to sgemm / loops as int: D must fit an int */
   if (p->s.N1 <= 0 || p->s.N2 <= 0 || p->s.N1 % p->s.N2 != 0 || p->s.D < 0 || p->s.Dv < 0 || p->s.Dv > p->s.D ||
       p->s.D > INT32_MAX || p->s.B < 0 || p->s.S1 < 0 || p->s.S2 < 0 ||

@@ -224,11 +224,35 @@ def fa_grad(
     )
 
 
+def _check_buffers(args, q, k, v):
+    """q, k, v against the validated call: the kernel reads them through ``args``' sizes, so arrays of other
+    shapes or dtypes (a caller pairing arrays with another call's AttnArgs) would be read out of bounds."""
+    want = _out_shape(args, args.D, args.N1, q)
+    kv_heads = args.N2
+    for name, a, dh in (("query", q, args.D), ("key", k, args.D), ("value", v, args.Dv)):
+        if not isinstance(a, np.ndarray) or not a.flags.c_contiguous or dtype_name(a.dtype) != args.dtype:
+            R.kernel__buffers.fail(
+                f"{name} must be a C-contiguous {args.dtype} numpy array, got {type(a).__name__}"
+                f"{'' if not isinstance(a, np.ndarray) else ' ' + str(a.dtype)}"
+            )
+        if name == "query":
+            shape_ok = tuple(a.shape) == want
+        else:
+            shape_ok = a.size == (args.T2 * kv_heads * dh if args.is_tnd else args.B * kv_heads * args.S2 * dh)
+        if not shape_ok:
+            R.kernel__buffers.fail(
+                f"{name} of shape {tuple(a.shape)} does not match the validated call "
+                f"({args.layout}, B={args.B}, N1={args.N1}, N2={args.N2}, S1={args.S1}, "
+                f"S2={args.S2}, D={args.D}, Dv={args.Dv})"
+            )
+
+
 def run_forward(args, q, k, v, *, atten_mask=None, pse=None, drop_mask=None, seed=0, offset=0):
     """The kernel's forward on a call already validated by :func:`ms_fa.semantics.args.normalize` (or
     ``normalize_npu``): ``q, k, v`` C-contiguous numpy arrays of ``args``' layout and dtype. Returns
     ``(attention_out, softmax_max, softmax_sum)`` (numpy; softmax stats in the per-batch order of SPEC §6).
     Front ends that validate with their own spelling (the torch frontend) call this after validating."""
+    _check_buffers(args, q, k, v)
     lib = load_library()
     prob, keep = make_problem(
         args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
@@ -272,6 +296,10 @@ def run_backward(
 ):
     """The kernel's backward on a validated call (see :func:`run_forward`); every array C-contiguous and
     of the forward's shapes and dtypes. Returns ``(dq, dk, dv)``."""
+    _check_buffers(args, q, k, v)
+    dy, attention_out, softmax_max, softmax_sum = check_grad_inputs(
+        args, q, dy, attention_out, softmax_max, softmax_sum
+    )
     lib = load_library()
     prob, keep = make_problem(
         args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()

@@ -208,6 +208,9 @@ class R(RuleSet):
     )
     npu__sink = Rule(ValueError, "sink is not None (not studied, SPEC §10-11)", "§10")
 
+    kernel__buffers = Rule(
+        ValueError, "numpy kernel entry: q / k / v not the C-contiguous arrays of the validated call", "ms_fa"
+    )
     env__value = Rule(
         ValueError,
         "an MS_FA_* environment variable names no usable value (MS_FA_NUM_THREADS not an int, MS_FA_LIB not a loadable library)",
