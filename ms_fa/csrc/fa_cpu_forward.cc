@@ -129,7 +129,9 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
           continue;
         }
         const float mold = w.m[r];
-        const float mnew = mold > mx ? mold : mx;
+        /* a NaN max (earlier tile or this one) stays NaN: the row's outputs are NaN (non-finite
+         * inputs follow the oracle); a +inf max gives exp(inf - inf) = NaN below, as there */
+        const float mnew = (mold != mold || mx != mx) ? NAN : (mold > mx ? mold : mx);
         const float alpha = mold == kNegInf ? 0.f : exp1(mold - mnew);
         const float sum = c.dropout ? exp_sub_sum(s, s, cc, mnew) : exp_sum_round(s, cc, mnew, dt);
         w.l[r] = w.l[r] * alpha + sum;
@@ -153,8 +155,12 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
     const int64_t i = i0 + r;
     float* o = O + (int64_t)r * Dv;
     float mr = w.m[r], lr = w.l[r];
-    const bool empty = w.hi[r] <= w.lo[r] || mr == kNegInf;
-    if (empty || (c.invalid_line && mr == kNegFltMax)) {
+    /* mr == -inf on a row with kept columns: every kept score is -inf (an input -inf, not a mask:
+     * masked scores are -FLT_MAX). The oracle's softmax is then exp(-inf - -inf) = NaN. */
+    if (w.hi[r] > w.lo[r] && mr == kNegInf) {
+      for (int d = 0; d < Dv; ++d) o[d] = NAN;
+      lr = NAN;
+    } else if (w.hi[r] <= w.lo[r] || (c.invalid_line && mr == kNegFltMax)) {
       memset(o, 0, sizeof(float) * Dv);
       mr = kNegFltMax;
       lr = kPosFltMax;

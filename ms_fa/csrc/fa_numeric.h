@@ -31,13 +31,23 @@ static inline float exp1(float x) {
   return buf[0];
 }
 
+/* max of s[0..n), NaN if any s[k] is NaN (maxps alone would drop it: the oracle's max propagates it,
+ * and a NaN score must make its row NaN, docs/validation.md "Non-finite values") */
 static inline float row_max(const float* s, int n) {
-  simd::F8 m = simd::set1(kNegInf);
+  simd::F8 m = simd::set1(kNegInf), nan = simd::zero();
   int k = 0;
-  for (; k + 8 <= n; k += 8) m = simd::max(m, simd::load(s + k));
+  for (; k + 8 <= n; k += 8) {
+    const simd::F8 x = simd::load(s + k);
+    m = simd::max(m, x);
+    nan = simd::or_nan(nan, x);
+  }
   float r = simd::hmax(m);
-  for (; k < n; ++k) r = s[k] > r ? s[k] : r;
-  return r;
+  bool has_nan = simd::any_bits(nan);
+  for (; k < n; ++k) {
+    r = s[k] > r ? s[k] : r;
+    has_nan |= s[k] != s[k];
+  }
+  return has_nan ? NAN : r;
 }
 
 /* e[k] = out(exp(s[k] - m)) (in place allowed); returns the fp32 sum of the exp values before out

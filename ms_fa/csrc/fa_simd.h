@@ -14,6 +14,8 @@
  *                                                       max(a, b) = a > b ? a : b (b if unordered)
  *   F8 fmadd(a, b, c) = a*b + c, fnmadd(a, b, c) = c - a*b   (one rounding, fmaf)
  *   float hmax(F8) / hsum(F8)                           horizontal max / sum, fixed order
+ *   F8 or_nan(acc, x) / bool any_bits(F8)               acc with all bits set in the lanes where x
+ *                                                       is NaN / whether any lane has a bit set
  *   F8 exp(F8)                                          Cephes expf, see below
  *   F8 load_f16(const uint16_t*) / load_bf16(...)       8 fp16 / bf16 -> fp32 (exact)
  *   void store_f16(uint16_t*, F8) / store_bf16(...)     fp32 -> fp16 / bf16, CAST_ROUND
@@ -29,6 +31,9 @@
  * integer with the 1.5 * 2^23 trick (|t| <= 128 here), which needs IEEE single arithmetic (SSE /
  * NEON; not x87 excess precision). fmaf is one instruction where the target has FMA (aarch64, x86
  * with -mfma); on an x86 without it, a libm call (slow but exact: the results stay identical).
+ *
+ * exp(NaN) is that NaN (same bits on both paths); a NaN score must reach the softmax sum (SPEC 1,
+ * non-finite inputs follow the oracle: docs/validation.md).
  *
  * Checked: all 2^32 fp32 inputs of exp / store_f16 / store_bf16 / round_f16 / round_bf16 and all
  * 2^16 of load_f16 give the same bits on both paths; tests/test_kernel_portable.py runs the kernel
@@ -161,9 +166,20 @@ MSFA_SIMD_INLINE float hsum(const F8& a) {
   const float b0 = a.v[0] + a.v[4], b1 = a.v[1] + a.v[5], b2 = a.v[2] + a.v[6], b3 = a.v[3] + a.v[7];
   return (b0 + b2) + (b1 + b3);
 }
+MSFA_SIMD_INLINE F8 or_nan(const F8& acc, const F8& x) {
+  F8 r;
+  MSFA_LANES r.v[i] = from_bits(bits(acc.v[i]) | selu(x.v[i] != x.v[i], ~0u, 0u));
+  return r;
+}
+MSFA_SIMD_INLINE bool any_bits(const F8& a) {
+  uint32_t u = 0;
+  MSFA_LANES u |= bits(a.v[i]);
+  return u != 0;
+}
 
 /* expf, Cephes polynomial: lane-for-lane the AVX2 exp below (same clamps, same FMAs) */
-MSFA_SIMD_INLINE float exp_lane(float x) {
+MSFA_SIMD_INLINE float exp_lane(float xin) {
+  float x = xin;
   const float lo = -87.3365478515625f, hi = 88.3762626647949f;
   const bool z = x < lo; /* false for NaN */
   x = min1(max1(x, lo), hi);
@@ -180,7 +196,7 @@ MSFA_SIMD_INLINE float exp_lane(float x) {
   const float r2 = r * r;
   float y = fmaf(p, r2, r + 1.0f);
   y = y * from_bits((uint32_t)((int32_t)fx + 127) << 23);
-  return sel(z, 0.f, y);
+  return sel(xin != xin, xin, sel(z, 0.f, y)); /* NaN in, that NaN out (the clamp above drops it) */
 }
 MSFA_SIMD_INLINE F8 exp(const F8& a) {
   F8 r;
@@ -324,6 +340,13 @@ static inline float hmax(F8 v) {
   a = _mm_max_ss(a, _mm_shuffle_ps(a, a, 1));
   return _mm_cvtss_f32(a);
 }
+static inline F8 or_nan(F8 acc, F8 x) {
+  return _mm256_or_ps(acc, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+static inline bool any_bits(F8 a) {
+  const __m256i i = _mm256_castps_si256(a);
+  return !_mm256_testz_si256(i, i);
+}
 static inline float hsum(F8 v) {
   __m128 a = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   a = _mm_add_ps(a, _mm_movehl_ps(a, a));
@@ -333,7 +356,8 @@ static inline float hsum(F8 v) {
 
 /* expf, Cephes polynomial (max rel. error ~1.5 ulp); x < -87.33 (incl. -inf) -> 0 exactly,
  * exp(0) == 1 exactly. */
-static inline F8 exp(F8 x) {
+static inline F8 exp(F8 xin) {
+  __m256 x = xin;
   const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
   const __m256 hi = _mm256_set1_ps(88.3762626647949f);
   const __m256 zmask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
@@ -353,7 +377,8 @@ static inline F8 exp(F8 x) {
   __m256i n = _mm256_cvtps_epi32(fx);
   n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
-  return _mm256_andnot_ps(zmask, y);
+  y = _mm256_andnot_ps(zmask, y);
+  return _mm256_blendv_ps(y, xin, _mm256_cmp_ps(xin, xin, _CMP_UNORD_Q)); /* NaN in, that NaN out */
 }
 
 static inline float f16_to_f32(uint16_t h) {

@@ -205,6 +205,14 @@ def _scores(args, q, k, bias, ft):
     return s.astype(ft, copy=False)
 
 
+def _kept_max(s, keep):
+    """Row max of the scores over the structurally kept columns (N1, S1): NaN if one of them is NaN,
+    -inf if all are -inf (non-finite inputs, docs/validation.md); -FLT_MAX for a row with no kept
+    column (it is then an invalid row, :func:`_full_rows`)."""
+    m = np.where(keep[None], s, -np.inf).max(-1)
+    return np.where((keep.sum(-1) == 0)[None, :], NEG_FLT_MAX, m).astype(s.dtype)
+
+
 def _full_rows(m, keep, invalid_line):
     """Fully masked rows: (full (N1,S1) bool, invalid (N1,S1) bool)."""
     full = m == NEG_FLT_MAX
@@ -294,11 +302,13 @@ def fa_forward(
             bias = expand_pse(pse, args, b, S1b=S1b, S2b=S2b, precision=precision)
             s = _scores(args, q, k, bias, ft)
             s = np.where(mask, NEG_FLT_MAX, s).astype(ft)
-            m = s.max(-1)
-            e = np.exp(s - m[..., None]).astype(ft)
+            m = _kept_max(s, keep)
+            # columns outside the row's structural range are never computed (weight 0); a masked
+            # score is -FLT_MAX, so a row the user mask discards entirely has m == -FLT_MAX and
+            # weight exp(0) = 1 on its kept columns, while a kept -inf score weighs exp(-inf) = 0
+            e = np.where(keep[None], np.exp(s - m[..., None]), ft(0)).astype(ft)
             full, inv = _full_rows(m, keep, args.invalid_line)
             if full.any():
-                e = np.where(full[..., None], keep[None].astype(ft), e)
                 e = np.where(inv[..., None], ft(0), e)
             l = e.sum(-1, dtype=np.float64).astype(ft)
             if full.any():
@@ -435,11 +445,11 @@ def fa_grad(
             bias = expand_pse(pse, args, b, S1b=S1b, S2b=S2b, precision=precision)
             s = _scores(args, q, k, bias, ft)
             s = np.where(mask, NEG_FLT_MAX, s).astype(ft)
-            p = (np.exp((s - m[..., None]).astype(ft)).astype(ft) / l[..., None]).astype(ft)
+            e = np.where(keep[None], np.exp((s - m[..., None]).astype(ft)), ft(0)).astype(ft)
+            p = (e / l[..., None]).astype(ft)
             full = m == NEG_FLT_MAX
             inv = full & ((l == POS_FLT_MAX) | (keep.sum(-1) == 0)[None, :])
             if full.any():
-                p = np.where(full[..., None], (keep[None].astype(ft) / l[..., None]).astype(ft), p)
                 p = np.where(inv[..., None], ft(0), p)
             bb = _batch_bits(args, bits, b, S1b, S2b, ft)
             pd = p if bb is None else ((p * bb).astype(ft) / kp).astype(ft)
