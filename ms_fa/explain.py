@@ -32,6 +32,7 @@ import numpy as np
 from ms_fa.masks.expr import parse_mask
 from ms_fa.semantics import plan as sm
 from ms_fa.semantics.plan import canonical_full_mask
+from ms_fa.semantics.rules import rule
 
 __all__ = ["main", "explain", "parse_mask", "canonical_full_mask"]
 
@@ -43,8 +44,8 @@ _GLYPH_TILE = {sm.BLOCK_SKIP: "-", sm.BLOCK_FULL: "#", sm.BLOCK_PARTIAL: "+"}
 # helpers
 
 
-def _usage(rule, msg):
-    raise ValueError(f"[{rule}] {msg}")
+def _usage(name, msg):
+    rule(name).fail(msg, ValueError)
 
 
 def _int_list(s, rule="explain.int_list"):

@@ -1127,3 +1127,19 @@ def test_torch_tensors():
     t = torch.zeros((2, 4, 4), dtype=torch.float16)
     a = normalize(t, t, t, 4, "TND", actual_seq_qlen=torch.tensor([1, 2]), actual_seq_kvlen=[1, 2])
     assert a.seqlens_q == (1, 1)
+
+
+def test_scalars_beyond_float_range():
+    """Issue 13: a Python int scale / keep_prob beyond float64 raised a bare OverflowError, and a seed
+    beyond int64 failed after the kernel had run. Now: scale rounds to +-inf as any out-of-range scale
+    (the non-finite rule), keep_prob is out of range, seed / offset are [int.range] before the kernel."""
+    from ms_fa.kernels import cpu
+
+    q = np.ones((1, 1, 4, 8), np.float32)
+    assert normalize(q, q, q, 1, "BNSD", scale=10**400).scale == float("inf")
+    assert normalize(q, q, q, 1, "BNSD", scale=-(10**400)).scale == float("-inf")
+    with pytest.raises(ValueError, match=r"^\[keep_prob\.range\]"):
+        normalize(q, q, q, 1, "BNSD", keep_prob=10**400)
+    for kw in (dict(seed=2**64 + 1), dict(offset=-(2**63) - 1)):
+        with pytest.raises(ValueError, match=r"^\[int\.range\]"):
+            cpu.fa_forward(q, q, q, 1, "BNSD", keep_prob=0.5, **kw)

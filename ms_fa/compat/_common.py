@@ -8,6 +8,7 @@ import numpy as np
 
 from ms_fa.semantics.args import check_scale, normalize
 from ms_fa.semantics.plan import INT_MAX
+from ms_fa.semantics.rules import rule as _rule
 
 
 class AscendArgs(dict):
@@ -48,8 +49,8 @@ def to_numpy(x):
 
 
 def fail(exc, rule: str, msg: str):
-    """Raise ``exc("[rule] msg")`` (the house style of ``ms_fa.semantics.args``)."""
-    raise exc(f"[{rule}] {msg}")
+    """Raise the registered ``rule`` (:mod:`ms_fa.semantics.rules`) as ``exc("[rule] msg")``."""
+    _rule(rule).fail(msg, exc)
 
 
 def check_flags(api: str, **flags):

@@ -98,6 +98,8 @@ def _check_seed(seed, offset):
     for name, x in (("seed", seed), ("offset", offset)):
         if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer)):
             raise TypeError(f"[kernel.seed] {name} must be an int (the dropout stream), got {type(x).__name__}")
+        if not -(2**63) <= int(x) < 2**63:  # returned as int64, as MindSpore / torch_npu do
+            R.int__range.fail(f"{name}={int(x)} does not fit the int64 it is returned in")
 
 
 def fa_forward(

@@ -22,6 +22,7 @@ from ms_fa._warn import emit
 from ms_fa.mindspore._custom import build_meta, custom_ops
 from ms_fa.semantics.args import normalize
 from ms_fa.semantics.plan import INT_MAX
+from ms_fa.semantics.rules import rule
 
 __all__ = [
     "SfaOptions",
@@ -152,8 +153,8 @@ def _as_tuple(x):
 def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
     for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
         if shp is not None and any(d is None or int(d) < 0 for d in shp):
-            raise ValueError(
-                f"[{name}.dynamic_shape] ms_fa plans the kernel from static shapes when the graph is "
+            rule(f"{name}.dynamic_shape").fail(
+                f"ms_fa plans the kernel from static shapes when the graph is "
                 f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
                 f"static shapes: MindSpore recompiles when they change."
             )
@@ -180,8 +181,8 @@ def _reject_graph_tensors(prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx
         ("kv_start_idx", kv_start_idx),
     ):
         if is_tensor:
-            raise TypeError(
-                f"[{name}.graph_tensor] in GRAPH mode / ms.jit, {name} must be a Python list or tuple "
+            rule(f"{name}.graph_tensor").fail(
+                f"in GRAPH mode / ms.jit, {name} must be a Python list or tuple "
                 f"of int (its values fix the kernel's plan when the graph is compiled), got a Tensor. "
                 f"Pass a tuple, run eagerly (PYNATIVE), or run MindSpore's own FlashAttentionScore "
                 f"primitive through the op-plugin mechanism (`python -m ms_fa run --op-plugin "

@@ -24,6 +24,7 @@ surprise (e.g. a sparse_mode given without an atten_mask masks nothing).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
@@ -362,11 +363,22 @@ def _check_types(query, key, value, pse, padding_mask, atten_mask, drop_mask, **
     return shapes
 
 
+def _float32(v) -> float:
+    """``v`` rounded to float32 as the kernel receives it: beyond float32's range it is +-inf, as a cast
+    on the chip gives (a Python int beyond float64's range too, where ``float()`` would raise)."""
+    try:
+        f = float(v)
+    except OverflowError:
+        f = math.inf if v > 0 else -math.inf
+    with np.errstate(over="ignore"):
+        return float(np.float32(f))
+
+
 def _check_scalars(api, layout, scale, keep_prob, mode, pse_type, qsi, ksi) -> Tuple[float, float]:
     """The rules of the scalar arguments and of the API's fixed choices; returns float32(scale) and
     float32(keep_prob)."""
-    scale32 = float(np.float32(scale))
-    kp = float(np.float32(keep_prob))
+    scale32 = _float32(scale)
+    kp = _float32(keep_prob)
     if not (0.0 < kp <= 1.0):
         extra = (
             (

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Dict, Iterator, NoReturn, Optional, Tuple, Type
 
-__all__ = ["Rule", "RuleSet", "R", "RULES", "rule", "rule_names", "Note", "W", "WARNINGS"]
+__all__ = ["Rule", "RuleSet", "R", "RULES", "ALL_RULES", "FAMILIES", "rule", "rule_names", "Note", "W", "WARNINGS"]
 
 
 class Rule:
@@ -28,12 +28,16 @@ class Rule:
     A rule also reads as the tuple ``(name, exc, condition, source)``.
     """
 
-    __slots__ = ("name", "exc", "condition", "source")
+    __slots__ = ("name", "exc", "excs", "condition", "source")
 
-    def __init__(self, exc: Type[Exception], condition: str, source: str, name: Optional[str] = None):
-        if exc not in (TypeError, ValueError):
-            raise ValueError(f"a rule raises TypeError or ValueError, got {exc!r}")
-        self.exc = exc
+    def __init__(self, exc, condition: str, source: str, name: Optional[str] = None):
+        excs = tuple(exc) if isinstance(exc, tuple) else (exc,)
+        if not excs or any(e not in (TypeError, ValueError, RuntimeError) for e in excs):
+            raise ValueError(
+                f"a rule raises TypeError, ValueError (bad input) or RuntimeError (environment), got {exc!r}"
+            )
+        self.excs: Tuple[Type[Exception], ...] = excs
+        self.exc: Type[Exception] = excs[0]
         self.condition = condition
         self.source = source
         self.name: str = name or ""  # set from the attribute by __set_name__ when not given
@@ -42,9 +46,17 @@ class Rule:
         if not self.name:
             self.name = attr.replace("__", ".")
 
-    def fail(self, msg: str) -> NoReturn:
-        """Raise this rule's exception, the message starting with the rule's name in brackets."""
-        raise self.exc(f"[{self.name}] {msg}")
+    def fail(self, msg: str, exc: Optional[Type[Exception]] = None) -> NoReturn:
+        """Raise this rule's exception, the message starting with the rule's name in brackets. A rule
+        declared with two exceptions (TypeError for the wrong type, ValueError for the wrong value of
+        the same argument) is told which one by ``exc``."""
+        if exc is None:
+            if len(self.excs) != 1:
+                raise RuntimeError(f"rule {self.name} raises one of {self.excs}: say which")
+            exc = self.exc
+        elif exc not in self.excs:
+            raise RuntimeError(f"rule {self.name} is declared with {self.excs}, not {exc.__name__}")
+        raise exc(f"[{self.name}] {msg}")
 
     def _astuple(self) -> tuple:
         return (self.name, self.exc, self.condition, self.source)
@@ -59,7 +71,8 @@ class Rule:
         return 4
 
     def __repr__(self) -> str:
-        return f"Rule({self.name!r}, {self.exc.__name__}, {self.condition!r}, {self.source!r})"
+        exc = "/".join(e.__name__ for e in self.excs)
+        return f"Rule({self.name!r}, {exc}, {self.condition!r}, {self.source!r})"
 
 
 class RuleSet:
@@ -246,10 +259,196 @@ class R(RuleSet):
     npu__dtype = Rule(TypeError, "torch: a tensor argument is not a torch.Tensor on the CPU", "ms_fa")
 
 
-#: every rule, in declaration order
+# --------------------------------------------------------------------------------------------------
+# the rules of the other entry points: same Rule objects, one family per layer (docs/validation.md,
+# "Rules of the other entry points"). The normalize rules above are the semantics; these check the
+# arguments a layer adds (mask objects, adapters, the Cell, explain) or the environment.
+# --------------------------------------------------------------------------------------------------
+_TV = (TypeError, ValueError)
+
+
+class Semantics(RuleSet):
+    """Helpers of the semantics layer outside normalize (ALiBi slopes, canonical masks, bit unpacking)."""
+
+    alibi__n_heads = Rule(_TV, "alibi_slopes: n_heads not an int / <= 0", "§5.1")
+    alibi__tp = Rule(
+        _TV, "alibi_slopes: tp_size / tp_rank not ints, tp_size not dividing n_heads, rank out of range", "§5.1"
+    )
+    compressed_mask__kind = Rule(ValueError, "canonical_compressed_mask kind not 'causal' / 'prefix'", "§2.2")
+    plan__full_mask_mode = Rule(ValueError, "canonical_full_mask for a sparse_mode other than 0, 1, 5", "§2.3")
+    pse_type__inner = Rule(ValueError, "inner_alibi with pse_type not 2 / 3", "§5.1")
+    drop_mask__size = Rule(ValueError, "drop_mask_to_bits: fewer bits than the call's numels", "§4")
+    pse__form = Rule(ValueError, "internal: an AttnArgs.pse_form the oracle does not know", "ms_fa")
+    atten_mask__form = Rule(ValueError, "internal: an AttnArgs.mask_form the oracle does not know", "ms_fa")
+
+
+class Masks(RuleSet):
+    """Mask objects (``ms_fa.masks``): constructors, ``to_ascend`` and the compiler."""
+
+    mask__size = Rule(_TV, "a size (S1, S2, batch) not an int / negative, or too large to draw", "ms_fa")
+    mask__align = Rule(ValueError, "align not 'top_left' / 'bottom_right'", "ms_fa")
+    mask__batch = Rule(_TV, "batch not an int >= 1, or a batch-dependent mask compiled for a different batch", "ms_fa")
+    mask__expressible = Rule(ValueError, "no sparse_mode / mask form expresses the mask at these sizes", "§2")
+    mask__sliding_window__type = Rule(TypeError, "SlidingWindow left / right not int or None", "ms_fa")
+    mask__sliding_window__empty = Rule(ValueError, "SlidingWindow keeps nothing (left + right < 0 ...)", "ms_fa")
+    mask__prefix = Rule(ValueError, "PrefixLM prefix negative", "ms_fa")
+    mask__prefix__type = Rule(TypeError, "PrefixLM prefix not an int / list of int", "ms_fa")
+    mask__prefix__empty = Rule(ValueError, "PrefixLM prefix list empty", "ms_fa")
+    mask__prefix__batch = Rule(ValueError, "PrefixLM prefix list length != batch", "ms_fa")
+    mask__packed__type = Rule(TypeError, "Packed lengths / cu_seqlens not ints", "ms_fa")
+    mask__packed__empty = Rule(ValueError, "Packed with no sequence", "ms_fa")
+    mask__packed__length = Rule(ValueError, "Packed seqlens_q and seqlens_kv lengths differ", "ms_fa")
+    mask__packed__negative = Rule(ValueError, "Packed with a negative length", "ms_fa")
+    mask__packed__cu_seqlens = Rule(ValueError, "cu_seqlens without a leading 0 or decreasing", "ms_fa")
+    mask__packed__size = Rule(ValueError, "Packed compiled at sizes other than its totals", "ms_fa")
+    mask__packed__batch = Rule(ValueError, "Packed compiled with batch != 1", "§3")
+    mask__packed__multiple = Rule(ValueError, "combining two Packed masks", "ms_fa")
+    mask__dense__type = Rule(TypeError, "DenseMask of something that is not an array / tensor", "ms_fa")
+    mask__dense__rank = Rule(ValueError, "DenseMask not 2-D / 4-D", "ms_fa")
+    mask__dense__shape = Rule(ValueError, "DenseMask shape differs from the sizes it is compiled at", "ms_fa")
+    mask__dense__packed_shape = Rule(ValueError, "DenseMask with Packed: not (T1, T2)", "§3")
+
+
+class Compat(RuleSet):
+    """The adapters (``ms_fa.compat``): torch SDPA, flash-attn, xFormers, TensorRT call forms."""
+
+    compat__flag = Rule(TypeError, "is_causal / causal / enable_gqa / deterministic not a bool", "ms_fa")
+    compat__qkv__rank = Rule(ValueError, "q / k / v not of the source API's rank", "ms_fa")
+    compat__qkv__heads = Rule(ValueError, "head counts / head dims of q, k, v inconsistent", "ms_fa")
+    compat__dropout_p = Rule(_TV, "dropout_p not a float in [0, 1)", "§4")
+    compat__mask__shape = Rule(ValueError, "mask not broadcastable to (B, N, L, S)", "ms_fa")
+    compat__mask__values = Rule(
+        ValueError, "additive mask with +inf / NaN or values the query dtype cannot hold", "ms_fa"
+    )
+    sdpa__attn_mask__dtype = Rule(TypeError, "SDPA attn_mask neither bool nor floating", "ms_fa")
+    sdpa__enable_gqa = Rule(ValueError, "SDPA: key heads differ from query heads without enable_gqa", "ms_fa")
+    sdpa__mask_and_causal = Rule(ValueError, "SDPA: attn_mask together with is_causal", "ms_fa")
+    flash_attn__window_size = Rule(_TV, "flash-attn window_size not two ints >= -1", "ms_fa")
+    flash_attn__cu_seqlens = Rule(
+        _TV, "flash-attn cu_seqlens not int32/int64, no leading 0, decreasing, or too long", "§3"
+    )
+    flash_attn__max_seqlen = Rule(ValueError, "flash-attn max_seqlen smaller than a sequence", "ms_fa")
+    flash_attn__softcap = Rule(ValueError, "flash-attn softcap != 0 (no Ascend equivalent)", "ms_fa")
+    flash_attn__return_attn_probs = Rule(
+        ValueError, "flash-attn return_attn_probs (no probabilities are stored)", "ms_fa"
+    )
+    flash_attn__block_table = Rule(ValueError, "flash-attn block_table (paged KV is inference only)", "ms_fa")
+    flash_attn__alibi_slopes = Rule(ValueError, "flash-attn alibi_slopes not (N,) / (B, N)", "§5.1")
+    flash_attn__varlen_mask = Rule(ValueError, "flash-attn varlen with a mask TND cannot express", "§2.4")
+    flash_attn__varlen_alibi = Rule(ValueError, "flash-attn varlen ALiBi with unequal q / k lengths", "§5.1")
+    xformers__bias__dtype = Rule(TypeError, "xFormers tensor bias neither bool nor floating", "ms_fa")
+    xformers__bias__unsupported = Rule(ValueError, "an xFormers attn_bias class with no Ascend form", "ms_fa")
+    xformers__block_diagonal__batch = Rule(ValueError, "xFormers BlockDiagonalMask with batch != 1", "§3")
+    xformers__window_size = Rule(_TV, "xFormers window sizes not ints >= 0", "ms_fa")
+    tensorrt__mask__dtype = Rule(TypeError, "TensorRT mask neither bool nor floating", "ms_fa")
+    tensorrt__normalization_op = Rule(ValueError, "TensorRT normalization_op other than SOFTMAX", "ms_fa")
+
+
+class MindSporeLayer(RuleSet):
+    """The MindSpore layer: the FlashAttention Cell, GRAPH-mode limits, patch()."""
+
+    flash_attention__mask = Rule(
+        _TV, "FlashAttention Cell: mask argument not a mask object / Tensor, or of the wrong shape", "ms_fa"
+    )
+    flash_attention__mask_twice = Rule(
+        ValueError, "FlashAttention Cell: a mask object and atten_mask / sparse arguments together", "ms_fa"
+    )
+    flash_attention__mask_layout = Rule(
+        ValueError, "FlashAttention Cell: mask object with a layout it cannot serve", "ms_fa"
+    )
+    flash_attention__alibi_mode = Rule(
+        ValueError, "FlashAttention Cell: alibi mode not one of the documented ones", "ms_fa"
+    )
+    flash_attention__cache_size = Rule(ValueError, "FlashAttention Cell: mask cache size < 0", "ms_fa")
+    query__dynamic_shape = Rule(ValueError, "GRAPH: query with a dynamic shape (set_inputs with None)", "ms_fa")
+    key__dynamic_shape = Rule(ValueError, "GRAPH: key with a dynamic shape", "ms_fa")
+    value__dynamic_shape = Rule(ValueError, "GRAPH: value with a dynamic shape", "ms_fa")
+    pse__dynamic_shape = Rule(ValueError, "GRAPH: pse with a dynamic shape", "ms_fa")
+    atten_mask__dynamic_shape = Rule(ValueError, "GRAPH: atten_mask with a dynamic shape", "ms_fa")
+    prefix__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: prefix given as a Tensor (use the op plugin)", "ms_fa")
+    actual_seq_qlen__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: actual_seq_qlen given as a Tensor", "ms_fa")
+    actual_seq_kvlen__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: actual_seq_kvlen given as a Tensor", "ms_fa")
+    q_start_idx__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: q_start_idx given as a Tensor", "ms_fa")
+    kv_start_idx__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: kv_start_idx given as a Tensor", "ms_fa")
+    patch__mechanism = Rule(ValueError, "patch(mechanism=...) not 'auto' / 'op_plugin' / 'python'", "ms_fa")
+
+
+class Kernel(RuleSet):
+    """The numpy kernel entry (``ms_fa.kernels.cpu``) and its gradient inputs."""
+
+    precision = Rule(ValueError, "the CPU kernel asked for precision other than 'chip'", "ms_fa")
+    kernel__seed = Rule(TypeError, "seed / offset not an int", "§4")
+    kernel__isa = Rule(ValueError, "MS_FA_ISA unknown, unsupported by this CPU, or not built", "ms_fa")
+    grad__dy = Rule(_TV, "fa_grad: dy not an array of the output's shape and q's dtype", "§7")
+    grad__attention_out = Rule(_TV, "fa_grad: attention_out not an array of the output's shape and q's dtype", "§7")
+    grad__softmax_max = Rule(TypeError, "fa_grad: softmax_max not an array", "§7")
+    grad__softmax_sum = Rule(TypeError, "fa_grad: softmax_sum not an array", "§7")
+    grad__softmax_stats = Rule(
+        ValueError, "fa_grad: softmax_max / softmax_sum not float32 of the statistics' shape", "§7"
+    )
+
+
+class Tools(RuleSet):
+    """``python -m ms_fa explain`` (usage errors: exit status 2, one line)."""
+
+    explain__s1 = Rule(ValueError, "--s1 negative, or missing where the mask needs it", "ms_fa")
+    explain__s2 = Rule(ValueError, "--s2 negative", "ms_fa")
+    explain__size = Rule(ValueError, "sizes too large to draw", "ms_fa")
+    explain__heads = Rule(ValueError, "--heads < 1", "ms_fa")
+    explain__batch = Rule(ValueError, "--batch < 1", "ms_fa")
+    explain__max_cells = Rule(ValueError, "--max-cells < 1", "ms_fa")
+    explain__block = Rule(ValueError, "--block not two positive ints", "ms_fa")
+    explain__tnd_kv = Rule(ValueError, "--tnd-kv without --tnd-q", "ms_fa")
+    explain__atten_mask = Rule(ValueError, "--atten-mask not an .npy file ms_fa can read", "ms_fa")
+    explain__png = Rule(ValueError, "--png without matplotlib, or a path that cannot be written", "ms_fa")
+    explain__int_list = Rule(ValueError, "a list option not comma-separated ints", "ms_fa")
+    explain__prefix = Rule(ValueError, "--prefix not comma-separated ints", "ms_fa")
+    explain__tnd_q = Rule(ValueError, "--tnd-q not comma-separated ints", "ms_fa")
+    explain__mask_expr = Rule(ValueError, "--mask expression malformed or naming an unknown mask", "ms_fa")
+
+
+class Environment(RuleSet):
+    """Not bad input but a machine that cannot run the request: RuntimeError, with the way out."""
+
+    kernel__library = Rule(RuntimeError, "the kernel library is missing or cannot be loaded", "ms_fa")
+    kernel__abi = Rule(RuntimeError, "the library's FaScalars layout differs from ms_fa.kernels.abi", "ms_fa")
+    patch__op_plugin = Rule(RuntimeError, "patch(mechanism='op_plugin') after MindSpore created a kernel", "ms_fa")
+    run__op_plugin_pynative = Rule(RuntimeError, "python -m ms_fa run --op-plugin on a PYNATIVE script", "ms_fa")
+    npu__shim_refused = Rule(RuntimeError, "the torch_npu stand-in next to a real torch_npu", "ms_fa")
+    explain__io = Rule(RuntimeError, "explain: a file it reads or writes cannot be opened (exit 2, one line)", "ms_fa")
+
+
+class CAbi(RuleSet):
+    """Raised in C by the kernel library and the MindSpore op plugin, for callers that bypass Python
+    (C ABI, MindSpore's C++ kernel threads); from Python the rules above fire first. The message comes
+    back as the C entry's error string (RuntimeError through ctypes / MindSpore)."""
+
+    kernel__null = Rule(RuntimeError, "a required pointer is NULL", "ms_fa")
+    kernel__dims = Rule(RuntimeError, "dimensions out of range or inconsistent", "ms_fa")
+    kernel__dtype = Rule(RuntimeError, "dtype code unknown", "ms_fa")
+    kernel__layout = Rule(RuntimeError, "layout code unknown", "ms_fa")
+    kernel__fields = Rule(
+        RuntimeError, "sparse_mode / mask / pse kind / pse_type / keep_prob field value unknown", "ms_fa"
+    )
+    kernel__mask = Rule(RuntimeError, "mask form unknown or its pointer missing", "ms_fa")
+    kernel__pse = Rule(RuntimeError, "pse form unknown or its pointer missing", "ms_fa")
+    kernel__prefix = Rule(RuntimeError, "prefix list missing or of the wrong length", "ms_fa")
+    kernel__tnd = Rule(RuntimeError, "TND lists missing, negative or beyond T1 / T2", "ms_fa")
+    kernel__memory = Rule(RuntimeError, "scratch memory could not be allocated", "ms_fa")
+    plugin__layout = Rule(RuntimeError, "op plugin: a tensor's rank / strides not the layout's", "ms_fa")
+    drop_mask__required = Rule(RuntimeError, "op plugin: FlashAttentionScore with keep_prob < 1 and no drop_mask", "§4")
+
+
+#: the rule families of the other entry points, in the order docs/validation.md lists them
+FAMILIES: Tuple[Type[RuleSet], ...] = (Semantics, Masks, Compat, MindSporeLayer, Kernel, Tools, Environment, CAbi)
+
+
+#: every rule of normalize, in declaration order
 RULES: Tuple[Rule, ...] = R.all()
-_BY_NAME: Dict[str, Rule] = {r.name: r for r in RULES}
-if len(_BY_NAME) != len(RULES):  # a declaration bug, caught at import
+#: every rule ms_fa raises: normalize's, then each family's
+ALL_RULES: Tuple[Rule, ...] = RULES + tuple(r for f in FAMILIES for r in f.all())
+_BY_NAME: Dict[str, Rule] = {r.name: r for r in ALL_RULES}
+if len(_BY_NAME) != len(ALL_RULES):  # a declaration bug, caught at import
     raise RuntimeError("ms_fa.semantics.rules: duplicate rule name")
 
 
@@ -259,7 +458,7 @@ def rule(name: str) -> Rule:
 
 
 def rule_names() -> Tuple[str, ...]:
-    """Names of all rules in :data:`RULES`."""
+    """Names of all rules ms_fa raises (:data:`ALL_RULES`)."""
     return tuple(_BY_NAME)
 
 
