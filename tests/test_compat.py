@@ -135,6 +135,19 @@ def test_sdpa_bool_mask_polarity_and_cheapest_mode():
     np.testing.assert_allclose(run(args), sdpa_torch(q, k, v, attn_mask=keep), **TOL)
 
 
+@pytest.mark.parametrize("B", [2, 3])
+def test_sdpa_one_mask_shared_over_the_batch(B):
+    """Issue 13: one (L, S) bool mask for B > 1 that only mode 6 expresses (bottom-right causal plus a
+    kept first column, L > S) used to compile to a one-entry prefix and fail with [prefix.length]."""
+    L, S = 7, 4
+    q, k, v = rnd(B, 2, L, 8), rnd(B, 2, S, 8, seed=1), rnd(B, 2, S, 8, seed=2)
+    i, j = np.arange(L)[:, None], np.arange(S)[None, :]
+    keep = (j <= i - (L - S)) | (j == 0)
+    args = sdpa_to_ascend(q, k, v, attn_mask=keep)
+    assert args["sparse_mode"] == 6 and list(args["prefix"]) == [1] * B
+    np.testing.assert_allclose(run(args), sdpa_torch(q, k, v, attn_mask=keep), **TOL)
+
+
 def test_sdpa_rejects_mask_and_causal():
     q = rnd(1, 1, 4, 8)
     with pytest.raises(ValueError, match=r"^\[sdpa\.mask_and_causal\].*both"):

@@ -122,6 +122,14 @@ def test_sparse_mode_atlas_is_up_to_date():
         (["--mask", "PrefixLM(1.5)", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
         (["--mask", "PrefixLM([-1])", "--s1", "4", "--s2", "4"], "mask.prefix"),
         (["--mask", "Packed([3])", "--s1", "1", "--s2", "1", "--heads", "0"], "explain.heads"),
+        # malformed expressions (issue 13: were AttributeError / TypeError tracebacks)
+        (["--mask", "()", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "1", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "None", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "CausalMask() & 3", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "SlidingWindow(1, 2, 3, 4)", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "SlidingWindow(9**9**9)", "--s1", "4", "--s2", "4"], "explain.mask_expr"),
+        (["--mask", "SlidingWindow('a')", "--s1", "4", "--s2", "4"], "mask.sliding_window.type"),
     ],
 )
 def test_cli_usage_errors_name_rule(capsys, argv, rule):

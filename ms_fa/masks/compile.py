@@ -418,7 +418,12 @@ def _compile(mask, S1, S2, *, allow_dense, batch) -> dict:
             tried = True
             am = canonical_compressed_mask("prefix" if mode == 6 else "causal")
             kw = dict(sparse_mode=mode, atten_mask=am, **c)
-            if attempt(kw, targets, "BNSD", S1, S2, n=N):
+            tg = targets
+            if "prefix" in kw and batch and len(kw["prefix"]) == 1 < batch:
+                # one mask shared over the batch: mode 6 still wants one prefix per batch entry
+                # ([prefix.length]), the same for every entry
+                kw["prefix"], tg = kw["prefix"] * batch, targets * batch
+            if attempt(kw, tg, "BNSD", S1, S2, n=N):
                 return kw
         if not tried:
             reasons.append((mode, _no_candidate_reason(mode, targets)))

@@ -66,6 +66,7 @@ from ms_fa.masks.render import render, write_png
 from ms_fa.masks.targets import canon_rows, dense_target, dense_to_rows, rows_target, rows_to_dense, target_dense
 from ms_fa.semantics import plan as _sm
 from ms_fa.semantics.host import is_int
+from ms_fa.semantics.rules import rule as _rule
 
 if TYPE_CHECKING:
     from ms_fa.masks.compile import AscendMaskArgs
@@ -77,9 +78,15 @@ _BIG = 1 << 40
 ALIGNS = ("top_left", "bottom_right")
 
 
+def _clamp(v) -> int:
+    """An int bound clamped to [-_BIG, _BIG]: beyond any size a mask is drawn at (mask.size), so the
+    kept set is the same and the int64 arithmetic of ``_rows`` cannot wrap."""
+    return max(-_BIG, min(_BIG, int(v)))
+
+
 def _fail(exc, rule, msg):
-    """Raise ``exc("[rule] msg")`` (the house style of ms_fa.semantics.args)."""
-    raise exc(f"[{rule}] {msg}")
+    """Raise the registered ``rule`` (:mod:`ms_fa.semantics.rules`) as ``exc("[rule] msg")``."""
+    _rule(rule).fail(msg, exc)
 
 
 def _int_seq(values, rule, what):
@@ -256,8 +263,10 @@ class SlidingWindow(Mask):
 
     def _rows(self, S1, S2, b):
         c = np.arange(S1, dtype=np.int64) + (0 if self.align == "top_left" else S2 - S1)
-        lo = c - self.left if self.left is not None else np.full(S1, -_BIG, np.int64)
-        hi = c + self.right + 1 if self.right is not None else np.full(S1, _BIG, np.int64)
+        # a window wider than any sequence is unbounded: clamp to +-_BIG so int64 cannot overflow
+        # (left = 2**63 - 1 used to wrap and discard everything)
+        lo = c - _clamp(self.left) if self.left is not None else np.full(S1, -_BIG, np.int64)
+        hi = c + _clamp(self.right) + 1 if self.right is not None else np.full(S1, _BIG, np.int64)
         return lo, hi
 
 
@@ -297,7 +306,7 @@ class PrefixLM(Mask):
 
     def _rows(self, S1, S2, b):
         i = np.arange(S1, dtype=np.int64)
-        return np.zeros(S1, np.int64), np.maximum(i + S2 - S1 + 1, self.prefix_of(b))
+        return np.zeros(S1, np.int64), np.maximum(i + S2 - S1 + 1, _clamp(self.prefix_of(b)))
 
 
 @dataclass(frozen=True)
