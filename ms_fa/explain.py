@@ -75,6 +75,16 @@ def _check_cli(a):
             f"--s1 x --s2 x --batch = {cells} scores is more than explain draws ({_MAX_CELLS}); "
             f"explain a smaller problem with the same structure",
         )
+    if a.tnd_q is not None:  # TND: the packed T1 x T2 picture (cumulative ends: the last entries bound it)
+        q = _int_list(a.tnd_q, "explain.tnd_q")
+        kv = _int_list(a.tnd_kv, "explain.tnd_kv") if a.tnd_kv is not None else q
+        cells = max(max(q, default=0), 1) * max(max(kv, default=0), 1)
+        if cells > _MAX_CELLS:
+            _usage(
+                "explain.size",
+                f"--tnd-q / --tnd-kv span {cells} scores, more than explain draws ({_MAX_CELLS}); "
+                f"explain a smaller problem with the same structure",
+            )
     if a.heads < 1:
         _usage("explain.heads", f"--heads must be >= 1, got {a.heads}")
     if a.batch is not None and a.batch < 1:

@@ -47,7 +47,7 @@ def python_sites():
                 name, exc = _const(n.args[0]), "ValueError"
             elif fn in EXCS and n.args:
                 s = _const(n.args[0], prefix=True)
-                m = re.match(r"\[([a-z_0-9.]+)\] ", s or "")
+                m = re.match(r"\[([A-Za-z_0-9.]+)\] ", s or "")
                 name, exc = (m.group(1), fn) if m else (None, None)
             if name and exc in EXCS and "{" not in name:
                 sites.setdefault((name, exc), []).append(f"{path.relative_to(ROOT)}:{n.lineno}")
@@ -72,7 +72,7 @@ def test_every_python_rule_is_registered_with_its_exception():
 def test_every_c_rule_is_registered():
     names = set()
     for path in (ROOT / "ms_fa" / "csrc").glob("*.[ch]*"):
-        names |= set(re.findall(r'"\[([a-z_0-9.]+)\]', path.read_text()))
+        names |= set(re.findall(r'"\[([A-Za-z_0-9.]+)\]', path.read_text()))
     assert names
     assert names <= set(rules.rule_names()), sorted(names - set(rules.rule_names()))
 

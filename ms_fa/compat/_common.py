@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from ms_fa.semantics.args import check_scale, normalize
+from ms_fa.semantics.host import as_float, phys_memory
 from ms_fa.semantics.plan import INT_MAX
 from ms_fa.semantics.rules import rule as _rule
 
@@ -88,7 +89,7 @@ def scale_of(scale, D: int) -> float:
     if scale is None:
         return default_scale(D)
     check_scale(scale)
-    return float(scale)
+    return as_float(scale)
 
 
 def check_mask_dtype(m, rule: str, what: str):
@@ -117,7 +118,7 @@ def keep_prob_of(dropout_p) -> float:
         isinstance(dropout_p, (bool, np.bool_)) or not isinstance(dropout_p, (int, float, np.integer, np.floating))
     ):
         fail(TypeError, "compat.dropout_p", f"dropout probability must be a number, got {type(dropout_p).__name__}")
-    p = float(dropout_p or 0.0)
+    p = as_float(dropout_p or 0.0)
     if not (0.0 <= p < 1.0):
         fail(ValueError, "compat.dropout_p", f"dropout probability must be in [0, 1), got {p}")
     return 1.0 - p
@@ -218,6 +219,9 @@ def torch_mask_to_ascend(m, B: int, N: int, L: int, S: int, dtype, kw: dict, not
     Returns the discard mask (True = discard; None when nothing is discarded). The finite part of a
     float bias goes into ``kw`` as ``pse`` with ``pse_type=0`` (:func:`bias_to_pse`); ``notes`` says
     what was decided."""
+    phys = phys_memory()
+    if phys and 8 * B * N * L * S > phys:  # the translation materializes (B, N, L, S) masks and biases
+        fail(ValueError, "compat.size", f"a (B, N, L, S) = {(B, N, L, S)} {what} does not fit this machine's memory")
     if m.dtype == np.bool_:
         notes.append(f"bool {what} (True = take part) inverted to Ascend polarity (True = discard)")
         return ~m

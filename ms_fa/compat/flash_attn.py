@@ -104,6 +104,14 @@ def _mask_obj(causal, window_size):
 
 
 def _unsupported(softcap, return_attn_probs, block_table=None):
+    if isinstance(softcap, (bool, np.bool_)) or not isinstance(softcap, (int, float, np.integer, np.floating)):
+        fail(TypeError, "flash_attn.softcap", f"softcap must be a number (0.0: off), got {type(softcap).__name__}")
+    if not isinstance(return_attn_probs, (bool, np.bool_)):
+        fail(
+            TypeError,
+            "flash_attn.return_attn_probs",
+            f"return_attn_probs must be a bool, got {type(return_attn_probs).__name__}",
+        )
     if softcap:
         fail(
             ValueError,
@@ -159,12 +167,23 @@ def flash_attn_func_to_ascend(
             kw["inner_precise"] = 2
             notes.append("rows without keys -> inner_precise=2 (output 0, as flash-attn)")
     if alibi_slopes is not None:
-        kw.update(_alibi(to_numpy(alibi_slopes), B, Hq, Sq, Sk, q.dtype, notes))
+        kw.update(_alibi(_slopes(alibi_slopes), B, Hq, Sq, Sk, q.dtype, notes))
     return AscendArgs(validate(kw), notes=notes)
 
 
+def _slopes(alibi_slopes) -> np.ndarray:
+    """alibi_slopes (a float tensor / array, as flash-attn takes) as float32 numpy."""
+    s = to_numpy(alibi_slopes)
+    if not (isinstance(s, np.ndarray) and (s.dtype.kind == "f" or "bfloat16" in str(s.dtype))):
+        fail(
+            TypeError,
+            "flash_attn.alibi_slopes",
+            f"alibi_slopes must be a float tensor / array, got {type(alibi_slopes).__name__} {getattr(s, 'dtype', '')}",
+        )
+    return np.asarray(s, dtype=np.float32)
+
+
 def _alibi(slopes, B, H, Sq, Sk, dtype, notes):
-    slopes = np.asarray(slopes, dtype=np.float32)
     if slopes.shape not in ((H,), (B, H)):
         fail(
             ValueError,
@@ -245,7 +264,7 @@ def flash_attn_varlen_func_to_ascend(
         kw["inner_precise"] = 2
         notes.append("rows without keys -> inner_precise=2 (output 0, as flash-attn)")
     if alibi_slopes is not None:
-        sl = np.asarray(to_numpy(alibi_slopes), dtype=np.float32)
+        sl = _slopes(alibi_slopes)
         deltas = {b - a for a, b in zip(sq, sk) if a}
         if len(deltas) != 1:
             fail(

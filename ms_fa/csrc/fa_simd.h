@@ -61,6 +61,9 @@
 
 namespace msfa {
 
+/* ln(FLT_MAX) rounded up to float: expf of it and of anything above is +inf */
+static const float kExpOverflow = 88.72283935546875f;
+
 /* ------------------------------------------------------------------------------------------ */
 /* portable: 8 floats, one loop per operation                                                   */
 
@@ -196,6 +199,7 @@ MSFA_SIMD_INLINE float exp_lane(float xin) {
   const float r2 = r * r;
   float y = fmaf(p, r2, r + 1.0f);
   y = y * from_bits((uint32_t)((int32_t)fx + 127) << 23);
+  y = sel(xin >= kExpOverflow, INFINITY, y);   /* from ln(FLT_MAX) up: inf, as expf (not the clamp's value) */
   return sel(xin != xin, xin, sel(z, 0.f, y)); /* NaN in, that NaN out (the clamp above drops it) */
 }
 MSFA_SIMD_INLINE F8 exp(const F8& a) {
@@ -378,7 +382,9 @@ static inline F8 exp(F8 xin) {
   n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
   y = _mm256_andnot_ps(zmask, y);
-  return _mm256_blendv_ps(y, xin, _mm256_cmp_ps(xin, xin, _CMP_UNORD_Q)); /* NaN in, that NaN out */
+  /* from ln(FLT_MAX) up: inf, as expf (not the clamp's value); NaN in, that NaN out */
+  y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(xin, _mm256_set1_ps(kExpOverflow), _CMP_GE_OQ));
+  return _mm256_blendv_ps(y, xin, _mm256_cmp_ps(xin, xin, _CMP_UNORD_Q));
 }
 
 static inline float f16_to_f32(uint16_t h) {

@@ -305,6 +305,10 @@ def make_problem(
         atten_mask = None
     if args.pse_form == "none":
         pse = None
+    if args.mask_form == "SS" and atten_mask is not None and hasattr(atten_mask, "shape"):
+        # a 2-D mask may be larger than (S1, S2) (TND: read at its top-left corner): hand the kernel only
+        # that corner, so a huge (e.g. stride-0) mask is never copied whole
+        atten_mask = atten_mask[: args.S1, : args.S2]
     mask = host_contiguous(atten_mask)
     p = FaProblem()
     p.s = make_scalars(

@@ -25,9 +25,13 @@ import os
 import numpy as np
 
 from .._warn import emit
+from ..semantics import dropout, plan
 from ..semantics.args import normalize
 from ..semantics.dtypes import dtype_name
+from ..semantics.host import check_memory
+from ..semantics.layouts import Dims
 from ..semantics.plan import INT_MAX
+from ..semantics.pse import pse_form
 from ..semantics.rules import R
 from .abi import FaProblem, host_contiguous, make_problem
 from .library import library_path, load_library
@@ -88,8 +92,9 @@ def _validated(query, key, value, head_num, input_layout, precision, **kw):
     here, before the kernel sees anything."""
     if precision != "chip":
         raise ValueError(f"[precision] the CPU kernel computes precision='chip' only, got {precision!r}")
+    args = normalize(query, key, value, head_num, input_layout, **kw)  # shapes and dtypes only: before any copy
+    check_memory(args, query, key, value)
     q, k, v = host_contiguous(query), host_contiguous(key), host_contiguous(value)
-    args = normalize(q, k, v, head_num, input_layout, **kw)
     emit(args.warnings)
     return q, k, v, args
 
@@ -226,9 +231,45 @@ def fa_grad(
     )
 
 
-def _check_buffers(args, q, k, v):
-    """q, k, v against the validated call: the kernel reads them through ``args``' sizes, so arrays of other
-    shapes or dtypes (a caller pairing arrays with another call's AttnArgs) would be read out of bounds."""
+def _check_extras(args, atten_mask, pse, drop_mask):
+    """atten_mask / pse / drop_mask against the validated call, by the semantics' own form functions (a
+    mask of another shape than the one ``args`` was validated with would be read out of bounds)."""
+    d = Dims(*(getattr(args, f) for f in Dims._fields))
+    warns: list = []
+    if args.mask_form != "none":
+        got = "none" if atten_mask is None else plan.mask_form(atten_mask, d, args.sparse_mode, False, warns)
+        if got != args.mask_form:
+            R.kernel__buffers.fail(f"atten_mask is of form {got!r}, the validated call has {args.mask_form!r}")
+    if args.pse_form != "none":
+        if pse is None:
+            R.kernel__buffers.fail(f"pse is None, the validated call has a {args.pse_form!r} pse")
+        qsi = None if args.q_start_idx is None else [args.q_start_idx]
+        ksi = None if qsi is None else [args.kv_start_idx]
+        form, pse_b = pse_form(
+            pse,
+            args.pse_type,
+            qsi,
+            ksi,
+            d,
+            args.sparse_mode,
+            args.pre_tokens,
+            args.next_tokens,
+            args.mask_form != "none",
+            warns,
+        )[:2]
+        if (form, pse_b) != (args.pse_form, args.pse_b):
+            R.kernel__buffers.fail(f"pse of shape {tuple(pse.shape)} is not the validated call's {args.pse_form!r} pse")
+    if drop_mask is not None and args.keep_prob < 1:  # read only with dropout; None: generated bits
+        got = dropout.drop_form(drop_mask, d, args.numels, args.keep_prob, warns)
+        if got != args.drop_form:
+            R.kernel__buffers.fail(f"drop_mask is of form {got!r}, the validated call has {args.drop_form!r}")
+
+
+def _check_buffers(args, q, k, v, atten_mask=None, pse=None, drop_mask=None):
+    """q, k, v (and the mask / pse / drop_mask) against the validated call: the kernel reads them through
+    ``args``' sizes, so arrays of other shapes or dtypes (a caller pairing arrays with another call's
+    AttnArgs) would be read out of bounds."""
+    _check_extras(args, atten_mask, pse, drop_mask)
     want = _out_shape(args, args.D, args.N1, q)
     kv_heads = args.N2
     for name, a, dh in (("query", q, args.D), ("key", k, args.D), ("value", v, args.Dv)):
@@ -254,7 +295,7 @@ def run_forward(args, q, k, v, *, atten_mask=None, pse=None, drop_mask=None, see
     ``normalize_npu``): ``q, k, v`` C-contiguous numpy arrays of ``args``' layout and dtype. Returns
     ``(attention_out, softmax_max, softmax_sum)`` (numpy; softmax stats in the per-batch order of SPEC §6).
     Front ends that validate with their own spelling (the torch frontend) call this after validating."""
-    _check_buffers(args, q, k, v)
+    _check_buffers(args, q, k, v, atten_mask, pse, drop_mask)
     lib = load_library()
     prob, keep = make_problem(
         args, atten_mask=atten_mask, pse=pse, drop_mask=drop_mask, seed=seed, offset=offset, num_threads=_num_threads()
@@ -298,7 +339,7 @@ def run_backward(
 ):
     """The kernel's backward on a validated call (see :func:`run_forward`); every array C-contiguous and
     of the forward's shapes and dtypes. Returns ``(dq, dk, dv)``."""
-    _check_buffers(args, q, k, v)
+    _check_buffers(args, q, k, v, atten_mask, pse, drop_mask)
     dy, attention_out, softmax_max, softmax_sum = check_grad_inputs(
         args, q, dy, attention_out, softmax_max, softmax_sum
     )
@@ -344,21 +385,33 @@ def check_grad_inputs(args, q, dy, attention_out, softmax_max, softmax_sum):
         ("softmax_max", softmax_max),
         ("softmax_sum", softmax_sum),
     ):
-        if not hasattr(a, "shape"):
+        if not (hasattr(a, "shape") and hasattr(a, "dtype")):
             raise TypeError(f"[grad.{name}] {name} must be an array, got {type(a).__name__}")
-    d, ao = host_contiguous(dy), host_contiguous(attention_out)
+    # shapes and dtypes first, on the arrays as given: a copy of a wrong (e.g. huge stride-0) array is never made
     oshape = _out_shape(args, args.Dv, args.N1, q)
-    for name, a in (("dy", d), ("attention_out", ao)):
-        if tuple(a.shape) != oshape or dtype_name(a.dtype) != args.dtype:
+    for name, a in (("dy", dy), ("attention_out", attention_out)):
+        if tuple(a.shape) != oshape or _dtype_or_none(a) != args.dtype:
             raise ValueError(
-                f"[grad.{name}] {name} must have shape {oshape} and dtype {args.dtype}, "
-                f"got {tuple(a.shape)} {dtype_name(a.dtype)}"
+                f"[grad.{name}] {name} must have shape {oshape} and dtype {args.dtype}, got {tuple(a.shape)} {a.dtype}"
             )
-    sm, ss = host_contiguous(softmax_max), host_contiguous(softmax_sum)
     sshape = _stat_shape(args)
-    if sm.shape != sshape or ss.shape != sshape or sm.dtype != np.float32 or ss.dtype != np.float32:
+    sm, ss = softmax_max, softmax_sum
+    if (
+        tuple(sm.shape) != sshape
+        or tuple(ss.shape) != sshape
+        or _dtype_or_none(sm) != "float32"
+        or _dtype_or_none(ss) != "float32"
+    ):
         raise ValueError(
             f"[grad.softmax_stats] softmax_max/softmax_sum must be float32 of shape {sshape} (the "
-            f"forward's outputs), got {sm.dtype}{sm.shape} and {ss.dtype}{ss.shape}"
+            f"forward's outputs), got {sm.dtype}{tuple(sm.shape)} and {ss.dtype}{tuple(ss.shape)}"
         )
-    return d, ao, sm, ss
+    return host_contiguous(dy), host_contiguous(attention_out), host_contiguous(sm), host_contiguous(ss)
+
+
+def _dtype_or_none(a):
+    """The ms_fa name of an array's dtype, or None for a dtype ms_fa has no name for (complex, ...)."""
+    try:
+        return dtype_name(a.dtype)
+    except (TypeError, ValueError):
+        return None

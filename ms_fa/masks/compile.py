@@ -30,7 +30,7 @@ from ms_fa.masks.objects import (
 )
 from ms_fa.masks.targets import canon_rows, dense_target, target_dense
 from ms_fa.semantics import plan as _sm
-from ms_fa.semantics.host import is_int
+from ms_fa.semantics.host import is_int, phys_memory
 from ms_fa.semantics.plan import canonical_compressed_mask
 
 __all__ = [
@@ -383,6 +383,13 @@ def _compile(mask, S1, S2, *, allow_dense, batch) -> dict:
         S1, S2 = dm[0].mask.shape[-2:]
     S1, S2 = int(S1), int(S2)
     nb = batch_count(others)
+    need = nb * S1 * 8 * 6  # per-row int64 intervals of every target, a few arrays at a time
+    if phys_memory() and need > phys_memory():
+        _fail(
+            ValueError,
+            "mask.size",
+            f"S1={S1} rows x {nb} batch(es) need ~{need / 2**30:.1f} GiB to plan, more than this machine has",
+        )
     targets = [local_target(others, S1, S2, b) for b in range(nb)]
     N = max((t[1].shape[0] for t in targets if t[0] == "dense"), default=1)
     if N > 1 and any(t[0] == "rows" for t in targets):
@@ -397,6 +404,9 @@ def _compile(mask, S1, S2, *, allow_dense, batch) -> dict:
             continue
         if mode in (0, 5, 1):
             if not dense_ok:
+                continue
+            if phys_memory() and 2 * max(nb, batch or 1) * N * S1 * S2 > phys_memory():
+                reasons.append((mode, f"a full {S1} x {S2} atten_mask does not fit this machine's memory"))
                 continue
             U = _full_mask_plain(targets, S1, S2, N, batch)
             if U.ndim == 3:  # (B, S1, S2) -> B1SS

@@ -93,10 +93,16 @@ def _int_seq(values, rule, what):
     """``values`` (a list / tuple / 1-D array of ints, bool excluded) as a tuple of Python ints."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple, np.ndarray)):
         _fail(TypeError, rule, f"{what} must be a list of int, got {values!r}")
+    if isinstance(values, np.ndarray) and values.ndim != 1:
+        _fail(TypeError, rule, f"{what} must be a list (1-D) of int, got a {values.ndim}-D array {values!r}")
     bad = [x for x in values if not is_int(x)]
     if bad:
         _fail(TypeError, rule, f"{what} must contain only ints, got {bad[0]!r} in {values!r}")
     return tuple(int(x) for x in values)
+
+
+#: the largest S1 / S2 a mask is compiled at: Ascend's sequence lengths are int32
+MAX_SIZE = 2**31 - 1
 
 
 def _check_size(name, v):
@@ -107,6 +113,9 @@ def _check_size(name, v):
         _fail(TypeError, "mask.size", f"{name} must be an int >= 0, got {v!r}")
     if v < 0:
         _fail(ValueError, "mask.size", f"{name} must be >= 0, got {v}")
+    if v > MAX_SIZE:
+        # planning keeps per-row int64 arrays (and a dense mask S1 x S2 bytes): beyond this no machine could
+        _fail(ValueError, "mask.size", f"{name} must be <= {MAX_SIZE} (2**31 - 1, Ascend's int32 lengths), got {v}")
     return int(v)
 
 

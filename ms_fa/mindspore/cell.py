@@ -15,7 +15,8 @@ from mindspore import Tensor, nn
 from mindspore.ops import constexpr
 
 from ms_fa.mindspore import ops as _ops
-from ms_fa.semantics.args import check_head_num, check_layout, check_scale
+from ms_fa.semantics.args import check_head_num, check_layout, check_scalar_types, check_scale
+from ms_fa.semantics.host import as_float
 from ms_fa.semantics.plan import INT_MAX
 
 __all__ = ["FlashAttention", "ArgumentCache"]
@@ -156,6 +157,14 @@ class FlashAttention(nn.Cell):
             raise TypeError(
                 f"[flash_attention.mask] mask must have a to_ascend(S1, S2) method, got {type(mask).__name__}"
             )
+        # the scalar rules of semantics/args.py at construction, before they are compared with defaults
+        check_scalar_types(
+            keep_prob=keep_prob,
+            sparse_mode=sparse_mode,
+            pre_tokens=pre_tokens,
+            next_tokens=next_tokens,
+            inner_precise=inner_precise,
+        )
         if mask is not None:
             given = _mask_params_given(
                 atten_mask=atten_mask,
@@ -274,7 +283,7 @@ def _head_dim(layout, head_num, qshape):
 @constexpr
 def _default_scale(scale, D):
     # D <= 0 is invalid: leave it to semantics.args.normalize, which names the rule ([head_dim.range])
-    return float(scale) if scale is not None else (1.0 / math.sqrt(D) if D > 0 else 1.0)
+    return as_float(scale) if scale is not None else (1.0 / math.sqrt(D) if D > 0 else 1.0)
 
 
 def _mask_params_given(**kw):

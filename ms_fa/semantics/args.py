@@ -24,14 +24,13 @@ surprise (e.g. a sparse_mode given without an atten_mask masks nothing).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
 
 import numpy as np
 
 from . import dropout, layouts, plan
-from .host import host_array, is_int, is_tensor
+from .host import as_float, host_array, is_int, is_tensor
 from .layouts import seqlens_from_cumulative
 from .plan import COMPRESSED_MASK_MODES, INT_MAX, canonical_compressed_mask
 from .pse import pse_form
@@ -49,6 +48,7 @@ __all__ = [
     "check_layout",
     "check_head_num",
     "check_scale",
+    "check_scalar_types",
     "check_padding_mask",
     "canonical_compressed_mask",
     "COMPRESSED_MASK_MODES",
@@ -354,24 +354,30 @@ def _check_types(query, key, value, pse, padding_mask, atten_mask, drop_mask, **
     _opt_tensor(padding_mask, "padding_mask")
     _opt_tensor(atten_mask, "atten_mask")
     _opt_tensor(drop_mask, "drop_mask")
+    check_scalar_types(**scalars)
+    return shapes
+
+
+def check_scalar_types(**scalars) -> None:
+    """The ``[<name>.type]`` and ``[int.range]`` rules of the scalar arguments given (scale, keep_prob,
+    pre_tokens, next_tokens, sparse_mode, inner_precise, pse_type); part of :func:`normalize`, exposed for
+    front ends that take them at construction (the FlashAttention Cell)."""
     for name in ("scale", "keep_prob"):
-        _check_float(name, scalars[name])
+        if name in scalars:
+            _check_float(name, scalars[name])
     for name in ("pre_tokens", "next_tokens", "sparse_mode", "inner_precise", "pse_type"):
+        if name not in scalars:
+            continue
         if not is_int(scalars[name]):
             rule(f"{name}.type").fail(f"{name} must be an int, got {type(scalars[name]).__name__}")
         _check_width(name, int(scalars[name]), _INT64 if name.endswith("_tokens") else _INT32)
-    return shapes
 
 
 def _float32(v) -> float:
     """``v`` rounded to float32 as the kernel receives it: beyond float32's range it is +-inf, as a cast
     on the chip gives (a Python int beyond float64's range too, where ``float()`` would raise)."""
-    try:
-        f = float(v)
-    except OverflowError:
-        f = math.inf if v > 0 else -math.inf
     with np.errstate(over="ignore"):
-        return float(np.float32(f))
+        return float(np.float32(as_float(v)))
 
 
 def _check_scalars(api, layout, scale, keep_prob, mode, pse_type, qsi, ksi) -> Tuple[float, float]:

@@ -45,3 +45,41 @@ class ArraySpec:
 
     def __repr__(self) -> str:
         return f"ArraySpec({self.shape}, {self.dtype})"
+
+
+def as_float(v) -> float:
+    """``float(v)``, with a Python int beyond float64's range as +-inf (``float()`` raises OverflowError), the
+    value any cast to a float type gives."""
+    try:
+        return float(v)
+    except OverflowError:
+        return float("inf") if v > 0 else float("-inf")
+
+
+def phys_memory() -> int:
+    """This machine's physical memory in bytes (0 when the OS does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_memory(args, *inputs, scores: bool = False) -> None:
+    """``[kernel.size]``: the outputs, the contiguous copies of strided inputs and (``scores``: the float64
+    oracle) one batch's score matrices must fit this machine's memory. A stride-0 view of 2**40 rows is a
+    valid call numpy cannot copy: without this, MemoryError (or the OOM killer) instead of a named error."""
+    from .rules import Kernel
+
+    rows = args.T1 if args.layout == "TND" else args.B * args.S1
+    esz = np.dtype(getattr(inputs[0], "dtype", np.float32)).itemsize if inputs else 4
+    need = rows * args.N1 * (args.Dv * max(esz, 2) + 2 * 8 * 4)
+    need += sum(int(a.nbytes) for a in inputs if isinstance(a, np.ndarray) and not a.flags.c_contiguous)
+    if scores:  # the oracle: (N1, S1, S2) float64 temporaries per batch, a few at a time
+        need += 3 * args.N1 * args.S1 * args.S2 * 8
+    phys = phys_memory()
+    if phys and need > phys:
+        Kernel.kernel__size.fail(
+            f"this call needs about {need / 2**30:.1f} GiB for its outputs and copies, the machine has {phys / 2**30:.1f} GiB"
+        )

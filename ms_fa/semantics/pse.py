@@ -24,6 +24,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from .dtypes import as_float32, dtype_name
+from .host import as_float
 from .plan import is_causal_type
 from .rules import R, W
 
@@ -42,6 +43,10 @@ __all__ = [
 ALIBI_COMPRESS_ROWS = 1024
 
 
+#: heads alibi_slopes computes at most (far beyond any model: 2**16 heads per layer is already unheard of)
+MAX_ALIBI_HEADS = 1 << 20
+
+
 def alibi_slopes(n_heads: int, *, tp_size: int = 1, tp_rank: int = 0, alibi_scale: float = 1.0) -> np.ndarray:
     """ALiBi slopes (float32, shape ``(n_heads // tp_size,)``), positive values.
 
@@ -56,8 +61,10 @@ def alibi_slopes(n_heads: int, *, tp_size: int = 1, tp_rank: int = 0, alibi_scal
 
     if not is_int(n_heads):
         raise TypeError(f"[alibi.n_heads] n_heads must be an int, got {type(n_heads).__name__}")
-    if n_heads <= 0:
-        raise ValueError(f"[alibi.n_heads] n_heads must be > 0, got {n_heads}")
+    if not 0 < n_heads <= MAX_ALIBI_HEADS:
+        # an upper bound too: the slopes are a Python loop and an array of n_heads floats, so 2**40 heads
+        # would run the machine out of memory rather than fail
+        raise ValueError(f"[alibi.n_heads] n_heads must be in [1, {MAX_ALIBI_HEADS}], got {n_heads}")
     if not (is_int(tp_size) and is_int(tp_rank)):
         raise TypeError(f"[alibi.tp] tp_size and tp_rank must be ints, got {tp_size!r}, {tp_rank!r}")
     if tp_size < 1 or n_heads % tp_size != 0 or not 0 <= tp_rank < tp_size:
@@ -65,6 +72,8 @@ def alibi_slopes(n_heads: int, *, tp_size: int = 1, tp_rank: int = 0, alibi_scal
             f"[alibi.tp] need tp_size >= 1 dividing n_heads and 0 <= tp_rank < tp_size, got "
             f"n_heads={n_heads}, tp_size={tp_size}, tp_rank={tp_rank}"
         )
+    if isinstance(alibi_scale, (bool, np.bool_)) or not isinstance(alibi_scale, (int, float, np.integer, np.floating)):
+        raise TypeError(f"[alibi.scale] alibi_scale must be a float, got {type(alibi_scale).__name__}")
     n = int(n_heads)
     c = 2 ** int(math.floor(math.log2(n)))
     start, end = 0, n
@@ -79,7 +88,9 @@ def alibi_slopes(n_heads: int, *, tp_size: int = 1, tp_rank: int = 0, alibi_scal
             out.append(base_lo ** (h + 1))
         else:
             out.append(base_hi ** ((h - c) * 2 + 1))
-    return (np.asarray(out, dtype=np.float32) * np.float32(alibi_scale)).astype(np.float32)
+    with np.errstate(over="ignore"):  # a scale beyond float32 gives inf slopes, as any out-of-range float
+        scale = np.float32(as_float(alibi_scale))
+    return (np.asarray(out, dtype=np.float32) * scale).astype(np.float32)
 
 
 def _distance(S1, S2, q_start=0, kv_start=0):

@@ -39,6 +39,7 @@ from . import plan as _plan
 from .args import normalize
 from .dropout import drop_mask_to_bits, keep_bits
 from .dtypes import as_float32, dtype_name, round_to
+from .host import check_memory
 from .plan import INT_MAX, structural_mask
 from .pse import expand_pse
 
@@ -100,6 +101,7 @@ def _setup(query, key, value, head_num, input_layout, pse, atten_mask, drop_mask
     )
     if precision not in _PRECISIONS:
         raise ValueError(f"[precision] precision must be one of {_PRECISIONS}, got {precision!r}")
+    check_memory(args, query, key, value, scores=True)
     return args
 
 

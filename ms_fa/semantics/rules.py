@@ -222,7 +222,9 @@ class R(RuleSet):
     npu__sink = Rule(ValueError, "sink is not None (not studied, SPEC §10-11)", "§10")
 
     kernel__buffers = Rule(
-        ValueError, "numpy kernel entry: q / k / v not the C-contiguous arrays of the validated call", "ms_fa"
+        ValueError,
+        "numpy kernel entry (run_forward / run_backward): q / k / v / atten_mask / pse / drop_mask not the arrays of the validated call",
+        "ms_fa",
     )
     env__value = Rule(
         ValueError,
@@ -270,7 +272,8 @@ _TV = (TypeError, ValueError)
 class Semantics(RuleSet):
     """Helpers of the semantics layer outside normalize (ALiBi slopes, canonical masks, bit unpacking)."""
 
-    alibi__n_heads = Rule(_TV, "alibi_slopes: n_heads not an int / <= 0", "§5.1")
+    alibi__n_heads = Rule(_TV, "alibi_slopes: n_heads not an int, or not in [1, 2**20]", "§5.1")
+    alibi__scale = Rule(TypeError, "alibi_slopes: alibi_scale not a float", "§5.1")
     alibi__tp = Rule(
         _TV, "alibi_slopes: tp_size / tp_rank not ints, tp_size not dividing n_heads, rank out of range", "§5.1"
     )
@@ -317,6 +320,7 @@ class Compat(RuleSet):
     compat__qkv__heads = Rule(ValueError, "head counts / head dims of q, k, v inconsistent", "ms_fa")
     compat__dropout_p = Rule(_TV, "dropout_p not a float in [0, 1)", "§4")
     compat__mask__shape = Rule(ValueError, "mask not broadcastable to (B, N, L, S)", "ms_fa")
+    compat__size = Rule(ValueError, "the (B, N, L, S) mask / bias a translation builds would not fit memory", "ms_fa")
     compat__mask__values = Rule(
         ValueError, "additive mask with +inf / NaN or values the query dtype cannot hold", "ms_fa"
     )
@@ -328,12 +332,10 @@ class Compat(RuleSet):
         _TV, "flash-attn cu_seqlens not int32/int64, no leading 0, decreasing, or too long", "§3"
     )
     flash_attn__max_seqlen = Rule(ValueError, "flash-attn max_seqlen smaller than a sequence", "ms_fa")
-    flash_attn__softcap = Rule(ValueError, "flash-attn softcap != 0 (no Ascend equivalent)", "ms_fa")
-    flash_attn__return_attn_probs = Rule(
-        ValueError, "flash-attn return_attn_probs (no probabilities are stored)", "ms_fa"
-    )
+    flash_attn__softcap = Rule(_TV, "flash-attn softcap != 0 (no Ascend equivalent)", "ms_fa")
+    flash_attn__return_attn_probs = Rule(_TV, "flash-attn return_attn_probs (no probabilities are stored)", "ms_fa")
     flash_attn__block_table = Rule(ValueError, "flash-attn block_table (paged KV is inference only)", "ms_fa")
-    flash_attn__alibi_slopes = Rule(ValueError, "flash-attn alibi_slopes not (N,) / (B, N)", "§5.1")
+    flash_attn__alibi_slopes = Rule(_TV, "flash-attn alibi_slopes not a float array of shape (N,) / (B, N)", "§5.1")
     flash_attn__varlen_mask = Rule(ValueError, "flash-attn varlen with a mask TND cannot express", "§2.4")
     flash_attn__varlen_alibi = Rule(ValueError, "flash-attn varlen ALiBi with unequal q / k lengths", "§5.1")
     xformers__bias__dtype = Rule(TypeError, "xFormers tensor bias neither bool nor floating", "ms_fa")
@@ -379,6 +381,7 @@ class Kernel(RuleSet):
     precision = Rule(ValueError, "the CPU kernel asked for precision other than 'chip'", "ms_fa")
     kernel__seed = Rule(TypeError, "seed / offset not an int", "§4")
     kernel__isa = Rule(ValueError, "MS_FA_ISA unknown, unsupported by this CPU, or not built", "ms_fa")
+    kernel__size = Rule(ValueError, "the outputs and contiguous copies would not fit this machine's memory", "ms_fa")
     grad__dy = Rule(_TV, "fa_grad: dy not an array of the output's shape and q's dtype", "§7")
     grad__attention_out = Rule(_TV, "fa_grad: attention_out not an array of the output's shape and q's dtype", "§7")
     grad__softmax_max = Rule(TypeError, "fa_grad: softmax_max not an array", "§7")
