@@ -158,3 +158,20 @@ def test_nan_reaches_every_entry_point():
     t = torch.ops.ms_fa.npu_fusion_attention(torch.from_numpy(q), torch.from_numpy(k), torch.from_numpy(v), 2, "BNSD")
     o = t[0].numpy()
     assert np.isnan(o[0, 1, 4]).all() and np.isfinite(np.delete(o.reshape(-1, 8), 16 + 4, 0)).all()
+
+
+@pytest.mark.parametrize("value", [-np.inf, np.nan, -1e30])
+def test_backward_with_corrupted_statistics(value):
+    """A stored softmax_max of -inf (or NaN, or far off) is read with IEEE arithmetic: exp(s - (-inf)) is
+    +inf, not the clamp's 2.4e38 (found by tests/test_bad_input.py: finite dq where the oracle had inf/NaN)."""
+    rng = np.random.default_rng(5)
+    q, k, v, dy = (rng.standard_normal((1, 2, 12, 8)).astype(np.float32) for _ in range(4))
+    f = ref.fa_forward(q, k, v, 2, "BNSD")
+    smax = np.array(f[1], copy=True)
+    smax[0, 1, 3, :] = value
+    res = []
+    for fn in (cpu, ref):
+        res.append(fn.fa_grad(dy, q, k, v, 2, "BNSD", attention_out=f[0], softmax_max=smax, softmax_sum=f[2]))
+    assert not np.all(np.isfinite(res[1][0])), "the oracle must see a non-finite"
+    for n, g, x in zip(GRADS, res[0], res[1]):
+        _same_nonfinite(n, g, x)
