@@ -68,7 +68,7 @@ def _check_cli(a):
         if v is not None and v < 0:
             _usage(f"explain.{name}", f"--{name} must be >= 0, got {v}")
     # explain draws the effective mask element by element: bound the work instead of failing in numpy
-    cells = (a.s1 or 0) * (a.s2 or 0) * (a.batch or 1)
+    cells = max(a.s1 or 0, 1) * max(a.s2 or 0, 1) * max(a.batch or 1, 1)
     if cells > _MAX_CELLS:
         _usage(
             "explain.size",

@@ -127,6 +127,7 @@ def keep_prob_of(dropout_p) -> float:
 def dense_mask_form(discard: np.ndarray, B: int, N: int, L: int, S: int) -> np.ndarray:
     """Broadcast a discard mask (any shape broadcastable to (B, N, L, S)) to the smallest form
     Ascend accepts: (L, S), (B, 1, L, S) or (B, N, L, S) (1 for B when it does not vary and B == 1)."""
+    check_size(B, N, L, S, "mask")
     d = np.asarray(discard, dtype=bool)
     try:
         m = np.broadcast_to(d, (B, N, L, S))
@@ -134,6 +135,8 @@ def dense_mask_form(discard: np.ndarray, B: int, N: int, L: int, S: int) -> np.n
         fail(
             ValueError, "compat.mask.shape", f"mask shape {d.shape} does not broadcast to (B, N, L, S) = {(B, N, L, S)}"
         )
+    if m.size == 0:  # an empty batch / head / sequence: nothing to find out, keep the full form
+        return np.ascontiguousarray(m)
     heads_vary = N > 1 and not np.array_equal(m, np.broadcast_to(m[:, :1], m.shape))
     batch_vary = B > 1 and not np.array_equal(m, np.broadcast_to(m[:1], m.shape))
     if not heads_vary and not batch_vary:
@@ -143,12 +146,21 @@ def dense_mask_form(discard: np.ndarray, B: int, N: int, L: int, S: int) -> np.n
     return np.ascontiguousarray(m)
 
 
+def check_size(B: int, N: int, L: int, S: int, what: str) -> None:
+    """``[compat.size]``: the translations materialize (B, N, L, S) masks and biases; refuse sizes this
+    machine cannot hold instead of failing in numpy (MemoryError) or the OOM killer."""
+    phys = phys_memory()
+    if phys and 8 * B * N * L * S > phys:
+        fail(ValueError, "compat.size", f"a (B, N, L, S) = {(B, N, L, S)} {what} does not fit this machine's memory")
+
+
 def bias_to_pse(bias: np.ndarray, B: int, N: int, L: int, S: int, dtype):
     """Split an additive float bias into (discard mask or None, pse or None) for pse_type 0.
 
     ``-inf`` entries become discards (Ascend replaces them by -FLT_MAX: same softmax, and fully
     masked rows give 0 with inner_precise=2 instead of NaN); the finite rest is the pse, broadcast to
     (B or 1, N, L or 1, S) in the query dtype (Ascend requires pse dtype == q dtype for type 0)."""
+    check_size(B, N, L, S, "bias")
     b = np.asarray(bias)
     try:
         ok = np.broadcast_shapes(b.shape, (B, N, L, S)) == (B, N, L, S)
@@ -219,9 +231,6 @@ def torch_mask_to_ascend(m, B: int, N: int, L: int, S: int, dtype, kw: dict, not
     Returns the discard mask (True = discard; None when nothing is discarded). The finite part of a
     float bias goes into ``kw`` as ``pse`` with ``pse_type=0`` (:func:`bias_to_pse`); ``notes`` says
     what was decided."""
-    phys = phys_memory()
-    if phys and 8 * B * N * L * S > phys:  # the translation materializes (B, N, L, S) masks and biases
-        fail(ValueError, "compat.size", f"a (B, N, L, S) = {(B, N, L, S)} {what} does not fit this machine's memory")
     if m.dtype == np.bool_:
         notes.append(f"bool {what} (True = take part) inverted to Ascend polarity (True = discard)")
         return ~m

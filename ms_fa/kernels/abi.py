@@ -340,6 +340,8 @@ def make_problem(
     if args.prefix is not None:
         p.prefix = _i64_array(args.prefix, keep)
     if p.s.has_drop_mask:
+        if args.drop_form == "flat" and hasattr(drop_mask, "reshape"):  # a flat buffer may be longer than read
+            drop_mask = drop_mask.reshape(-1)[: -(-int(args.numels) // 8)]
         dm = host_contiguous(drop_mask)  # dtype and size: checked by normalize ([drop_mask.dtype], [drop_mask.shape])
         keep.append(dm)
         p.drop_mask = dm.ctypes.data

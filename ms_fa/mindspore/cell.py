@@ -180,7 +180,9 @@ class FlashAttention(nn.Cell):
                 )
         if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
             raise ValueError(f"[flash_attention.cache_size] cache_size must be an int >= 0, got {cache_size!r}")
-        if alibi_mode not in ("slopes", "bias"):
+        if not isinstance(alibi, (bool, np.bool_)):
+            raise TypeError(f"[flash_attention.alibi] alibi must be a bool, got {type(alibi).__name__}")
+        if not isinstance(alibi_mode, str) or alibi_mode not in ("slopes", "bias"):
             raise ValueError(f"[flash_attention.alibi_mode] alibi_mode must be 'slopes' or 'bias', got {alibi_mode!r}")
         if alibi and alibi_mode == "bias" and input_layout.upper() == "TND":
             raise ValueError("[flash_attention.alibi_mode] alibi_mode='bias' is not available for TND; use 'slopes'")

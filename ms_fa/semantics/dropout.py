@@ -104,10 +104,10 @@ def pack_bits(bits) -> np.ndarray:
 
 def unpack_bits(mask, numels: int) -> np.ndarray:
     """Inverse of :func:`pack_bits`: the first ``numels`` bits (uint8 0/1) of a packed uint8 mask."""
-    m = np.asarray(mask)
+    m = np.asarray(mask).reshape(-1)[: -(-int(numels) // 8)]  # only the bytes read (a buffer may be longer)
     if m.dtype != np.uint8:
         m = m.astype(np.uint8)
-    bits = np.unpackbits(m.reshape(-1), bitorder="little")
+    bits = np.unpackbits(m, bitorder="little")
     if bits.size < int(numels):
         raise ValueError(f"[drop_mask.size] drop_mask holds {bits.size} bits, need {int(numels)}")
     return bits[: int(numels)]

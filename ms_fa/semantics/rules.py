@@ -361,6 +361,7 @@ class MindSporeLayer(RuleSet):
     flash_attention__alibi_mode = Rule(
         ValueError, "FlashAttention Cell: alibi mode not one of the documented ones", "ms_fa"
     )
+    flash_attention__alibi = Rule(TypeError, "FlashAttention Cell: alibi not a bool", "ms_fa")
     flash_attention__cache_size = Rule(ValueError, "FlashAttention Cell: mask cache size < 0", "ms_fa")
     query__dynamic_shape = Rule(ValueError, "GRAPH: query with a dynamic shape (set_inputs with None)", "ms_fa")
     key__dynamic_shape = Rule(ValueError, "GRAPH: key with a dynamic shape", "ms_fa")
