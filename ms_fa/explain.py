@@ -310,12 +310,20 @@ def main(argv=None) -> int:
     p.add_argument("--block", default="128,128", help="s1_block,s2_block of the block plan (default 128,128)")
     p.add_argument("--max-cells", type=int, default=64, help="largest picture side before block downsampling")
     p.add_argument("--png", help="also write the picture to this PNG file")
+    cp = p.add_argument_group("context parallel (each rank's share of the mask and its calls)")
+    cp.add_argument("--cp-world", type=int, help="ranks; with --s1 (self-attention S) or --tnd-q / --tnd-kv")
+    cp.add_argument("--cp-mask", default="causal", help="non-TND: none | causal | band (band: --pre / --next)")
+    cp.add_argument("--cp-strategy", default="contiguous", help="contiguous | zigzag (non-TND)")
+    cp.add_argument("--cp-scheme", default="allgather", help="allgather | ring (non-TND)")
+    cp.add_argument("--cp-cuts", help="TND: first packed query token of ranks 1..W-1, e.g. 5")
     try:
         a = p.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:
         return int(e.code or 0)
     try:
         block = _check_cli(a)
+        if a.cp_world is not None:
+            return _main_cp(a)
         if a.mask:
             return _main_mask(a, block)
         try:
@@ -348,6 +356,34 @@ def main(argv=None) -> int:
         return 2
     print(text)
     return 0 if ok else 1
+
+
+def _main_cp(a) -> int:
+    """``--cp-world``: the context-parallel plan (ms_fa.semantics.context_parallel), one picture per rank."""
+    from ms_fa.semantics.context_parallel import plan_context_parallel, rank_pictures
+    from ms_fa.semantics.layouts import seqlens_from_cumulative
+
+    if a.tnd_q is not None:
+        q = _int_list(a.tnd_q, "explain.tnd_q")
+        kv = _int_list(a.tnd_kv, "explain.tnd_kv") if a.tnd_kv is not None else q
+        plan = plan_context_parallel(
+            a.cp_world,
+            seqlens_q=list(seqlens_from_cumulative(q)),
+            seqlens_kv=list(seqlens_from_cumulative(kv)),
+            sparse_mode=a.sparse_mode,
+            cuts=_int_list(a.cp_cuts, "explain.int_list"),
+        )
+    else:
+        if a.s1 is None:
+            _usage("explain.s1", "--cp-world needs --s1 (the sequence length) or --tnd-q")
+        mask = ("band", a.pre, a.next) if a.cp_mask == "band" else a.cp_mask
+        plan = plan_context_parallel(a.cp_world, seq_len=a.s1, mask=mask, strategy=a.cp_strategy, scheme=a.cp_scheme)
+    text = rank_pictures(plan, max_side=max(a.max_cells, 64))  # before printing anything: it may refuse
+    print(
+        f"context parallel over {plan.world_size} ranks ({plan.strategy}, {plan.scheme}): x = this rank, . = another rank"
+    )
+    print(text)
+    return 0
 
 
 def _main_mask(a, block) -> int:

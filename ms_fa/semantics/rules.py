@@ -281,6 +281,9 @@ class Semantics(RuleSet):
     plan__full_mask_mode = Rule(ValueError, "canonical_full_mask for a sparse_mode other than 0, 1, 5", "§2.3")
     pse_type__inner = Rule(ValueError, "inner_alibi with pse_type not 2 / 3", "§5.1")
     drop_mask__size = Rule(ValueError, "drop_mask_to_bits: fewer bits than the call's numels", "§4")
+    cp__args = Rule(
+        _TV, "plan_context_parallel: world size, lengths, mask, strategy, scheme or cuts outside what it plans", "ms_fa"
+    )
     pse__form = Rule(ValueError, "internal: an AttnArgs.pse_form the oracle does not know", "ms_fa")
     atten_mask__form = Rule(ValueError, "internal: an AttnArgs.mask_form the oracle does not know", "ms_fa")
 
