@@ -415,6 +415,11 @@ def _take(x, ranges, axis):
     return np.concatenate([np.take(x, np.arange(a, b), axis=axis) for a, b in ranges], axis=axis)
 
 
+def _bsnd_to_sbh(x):
+    B, S, N, D = x.shape
+    return np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(S, B, N * D))
+
+
 def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attention, **extra):
     """Rank ``rank``'s share of the plan on *global* numpy ``query`` / ``key`` / ``value`` (BSND, or TND for a
     TND plan): its calls through ``attention`` (``fa_forward``-like: ``(q, k, v, head_num, layout, **kw)`` ->
@@ -445,8 +450,7 @@ def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attentio
             )
         else:  # BSND (B, S, N, D) <-> SBH (S, B, N*D): the statistics (B, N, S, 8) are already SBH's
             B, S, N, D = o.shape
-            sbh = lambda x: np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(S, B, N * D))  # noqa: E731
-            mo, mm, ms = ring_attention_update(sbh(po), pm, ps, sbh(o), m, s, input_layout="SBH")
+            mo, mm, ms = ring_attention_update(_bsnd_to_sbh(po), pm, ps, _bsnd_to_sbh(o), m, s, input_layout="SBH")
             blocks[c.out] = (mo.reshape(S, B, N, D).transpose(1, 0, 2, 3), mm, ms)
     done = [b for b in blocks if b is not None]
     if not done:
