@@ -440,10 +440,11 @@ def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attentio
         o, m, s = res[0], res[1], res[2]
         while len(blocks) <= c.out:
             blocks.append(None)
-        if blocks[c.out] is None:
+        prev = blocks[c.out]
+        if prev is None:
             blocks[c.out] = (o, m, s)
             continue
-        po, pm, ps = blocks[c.out]
+        po, pm, ps = prev
         if plan.tnd:
             blocks[c.out] = ring_attention_update(
                 po, pm, ps, o, m, s, actual_seq_qlen=kw["actual_seq_qlen"], input_layout="TND"
@@ -469,8 +470,8 @@ def rank_pictures(plan: CpPlan, max_side: int = 64) -> str:
     computed by another rank, blank discarded (rows: queries, columns: keys; TND: the packed T1 x T2
     matrix). Sides beyond ``max_side`` are refused (``[cp.args]``): explain a smaller problem."""
     if plan.tnd:
-        oq = np.concatenate([[0], np.cumsum(plan.seqlens_q)]).astype(int)
-        ok = np.concatenate([[0], np.cumsum(plan.seqlens_kv)]).astype(int)
+        oq = np.concatenate([[0], np.cumsum(plan.seqlens_q or ())]).astype(int)
+        ok = np.concatenate([[0], np.cumsum(plan.seqlens_kv or ())]).astype(int)
         rows, cols = int(oq[-1]), int(ok[-1])
     else:
         rows = cols = int(plan.seq_len or 0)
