@@ -7,6 +7,8 @@ Public API (everything else is internal)::
     patch, unpatch, patched                          run unchanged MindSpore code on CPU
     CausalMask, SlidingWindow, PrefixLM, Packed, DenseMask, alibi_slopes   mask objects / helpers
     MsFaWarning                                      the category of ms_fa's warnings ("[rule] text")
+    plan_context_parallel, ContextParallelAttention  context parallelism: the plan, the msrun Cell
+                                                     (torch.distributed: ms_fa.torch.context_parallel_attention)
 
 ``import ms_fa`` does not import MindSpore; the names that need it load it on first use.
 """
@@ -27,6 +29,8 @@ _LAZY = {
     "DenseMask": "ms_fa.masks.objects",
     "alibi_slopes": "ms_fa.semantics.pse",
     "MsFaWarning": "ms_fa._warn",
+    "ContextParallelAttention": "ms_fa.mindspore.context_parallel",
+    "plan_context_parallel": "ms_fa.semantics.context_parallel",
 }
 
 __all__ = sorted(_LAZY)

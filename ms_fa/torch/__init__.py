@@ -55,4 +55,13 @@ __all__ = [
     "default_generator",
     "api_version",
     "API_VERSIONS",
+    "context_parallel_attention",
 ]
+
+
+def __getattr__(name):  # torch.distributed is imported only by the context-parallel layer
+    if name == "context_parallel_attention":
+        from .context_parallel import context_parallel_attention
+
+        return context_parallel_attention
+    raise AttributeError(f"module 'ms_fa.torch' has no attribute {name!r}")
