@@ -219,3 +219,32 @@ def test_explain_shows_each_rank(capsys):
     assert main(["--cp-world", "2", "--s1", "100"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("explain: [cp.args]") and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("pse_type", [2, 3])
+@pytest.mark.parametrize("scheme", ["allgather", "ring"])
+@pytest.mark.parametrize("mask", ["none", "causal", ("band", 6, 1)])
+@pytest.mark.parametrize("W", [2, 3])
+def test_alibi_across_ranks(W, mask, scheme, pse_type):
+    """In-kernel ALiBi of the global call (pse_type 2 / 3, slopes): every rank's blocks get the bias of their
+    global positions -- square blocks in the kernel (q_start_idx / kv_start_idx), others as explicit pse."""
+    from ms_fa.semantics.pse import alibi_slopes
+
+    rng = np.random.default_rng(W + pse_type)
+    B, S, N, D = 1, 36, 4, 8
+    q, k, v = (rng.standard_normal((B, S, N, D)).astype(np.float32) for _ in range(3))
+    slopes = alibi_slopes(N)
+    plan = plan_context_parallel(W, seq_len=S, mask=mask, strategy="zigzag", scheme=scheme, alibi=pse_type)
+    pre, nxt = plan.band
+    gkw = dict(pse=slopes, pse_type=pse_type)
+    if mask != "none":
+        gkw.update(atten_mask=np.triu(np.ones((S, S), bool), nxt + 1) | np.tril(np.ones((S, S), bool), -pre - 1))
+    want = ref.fa_forward(q, k, v, N, "BSND", **gkw)
+    want64 = ref.fa_forward(q, k, v, N, "BSND", precision="float64", **gkw)
+    got = np.zeros_like(q)
+    for r in range(W):
+        res = run_rank(plan, r, q, k, v, N, cpu.fa_forward, alibi_slopes=slopes)
+        got[:, np.concatenate([np.arange(a, b) for a, b in plan.ranks[r].q])] = res[0]
+    kinds = {c.kwargs["sparse_mode"] for rp in plan.ranks for c in rp.calls}
+    assert kinds, kinds
+    assert_design_rule("out", got, want[0], want64[0], "float32")

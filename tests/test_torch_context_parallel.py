@@ -45,7 +45,11 @@ def _global_reference(case, q, k, v, dout):
         if case["mask"] != "none":
             pre, nxt = (INT_MAX, 0) if case["mask"] == "causal" else case["mask"][1:]
             kw = dict(atten_mask=torch.from_numpy(canonical_full_mask(0, S, S, pre, nxt)), sparse_mode=0)
-        res = ops.npu_fusion_attention(q, k, v, N, "BSND", scale=0.5, **kw)
+        if case.get("alibi"):
+            from ms_fa.semantics.pse import alibi_slopes
+
+            kw.update(pse=torch.from_numpy(alibi_slopes(N)), pse_type=case["alibi"])
+        res = ops.npu_fusion_attention_v2(q, k, v, N, "BSND", scale=0.5, **kw)
     res[0].backward(dout)
     smax, ssum = res[1], res[2]
     if case.get("tnd"):  # compare statistics in the true (t, h) order
@@ -71,7 +75,12 @@ def _worker(rank, W, case, port, errfile):
         else:
             S = case["S"]
             plan = plan_context_parallel(
-                W, seq_len=S, mask=case["mask"], strategy=case["strategy"], scheme=case["scheme"]
+                W,
+                seq_len=S,
+                mask=case["mask"],
+                strategy=case["strategy"],
+                scheme=case["scheme"],
+                alibi=case.get("alibi"),
             )
             shape_q, shape_k, axis = (2, S, N1, D), (2, S, N2, D), 1
         q, k, v = (
@@ -83,7 +92,12 @@ def _worker(rank, W, case, port, errfile):
         want = _global_reference(case, q, k, v, dout)
         rows = torch.from_numpy(np.concatenate([np.arange(a, b) for a, b in plan.ranks[rank].q] or [np.zeros(0, int)]))
         lq, lk, lv = (x.index_select(axis, rows).clone().requires_grad_(True) for x in (q, k, v))
-        out, smax, ssum = context_parallel_attention(lq, lk, lv, N1, plan, scale=0.5)
+        slopes = None
+        if case.get("alibi"):
+            from ms_fa.semantics.pse import alibi_slopes
+
+            slopes = alibi_slopes(N1)
+        out, smax, ssum = context_parallel_attention(lq, lk, lv, N1, plan, scale=0.5, alibi_slopes=slopes)
         out.backward(dout.index_select(axis, rows))
         st_axis = 0 if case.get("tnd") else 2
         got = (out.detach(), smax, ssum, lq.grad, lk.grad, lv.grad)
@@ -110,6 +124,8 @@ CASES = [
     dict(S=27, N1=2, N2=2, mask=("band", 5, 2), strategy="contiguous", scheme="ring"),
     dict(S=27, N1=2, N2=2, mask=("band", 4, 0), strategy="zigzag", scheme="allgather"),
     dict(tnd=True, lens=[5, 9, 3, 7], N1=2, N2=2),
+    dict(S=32, N1=4, N2=2, mask="causal", strategy="zigzag", scheme="ring", alibi=2),  # ALiBi + GQA
+    dict(S=30, N1=2, N2=2, mask=("band", 6, 1), strategy="contiguous", scheme="allgather", alibi=3),
 ]
 
 
@@ -117,7 +133,11 @@ CASES = [
 @pytest.mark.parametrize(
     "case",
     CASES,
-    ids=lambda c: "tnd" if c.get("tnd") else f"{c['mask']}-{c['strategy']}-{c['scheme']}-N{c['N1']}/{c['N2']}",
+    ids=lambda c: (
+        "tnd"
+        if c.get("tnd")
+        else f"{c['mask']}-{c['strategy']}-{c['scheme']}-N{c['N1']}/{c['N2']}-alibi{c.get('alibi')}"
+    ),
 )
 def test_context_parallel_equals_one_process(W, case):
     with tempfile.NamedTemporaryFile("w+", suffix=".err", delete=False) as f:

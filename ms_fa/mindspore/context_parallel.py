@@ -17,7 +17,7 @@ from mindspore import Tensor, nn, ops
 from mindspore.communication import GlobalComm, get_group_size, get_rank
 
 from ms_fa.mindspore.ops import speed_fusion_attention
-from ms_fa.semantics.context_parallel import CpPlan
+from ms_fa.semantics.context_parallel import CpPlan, alibi_kwargs
 from ms_fa.semantics.rules import Semantics
 
 __all__ = ["ContextParallelAttention"]
@@ -60,6 +60,8 @@ class ContextParallelAttention(nn.Cell):
             (``seqlens_q == seqlens_kv``).
         scale (float): the softmax scale. Default: ``1.0``.
         group (str): the communication group. Default: the world.
+        alibi_slopes (numpy.ndarray, optional): ``(N1,)`` float32 slopes of a plan made with ``alibi=2 / 3``; each
+            block gets the bias of its global positions (:func:`ms_fa.semantics.context_parallel.alibi_kwargs`).
 
     Inputs:
         - **query**, **key**, **value** (Tensor) - the rank's rows: BSND ``(B, S_r, N, D)`` (its chunks in plan
@@ -79,8 +81,12 @@ class ContextParallelAttention(nn.Cell):
         >>> plan = plan_context_parallel(2, seq_len=4096, mask="causal", strategy="zigzag")
     """
 
-    def __init__(self, head_num: int, plan: CpPlan, scale: float = 1.0, group=GlobalComm.WORLD_COMM_GROUP):
+    def __init__(
+        self, head_num: int, plan: CpPlan, scale: float = 1.0, group=GlobalComm.WORLD_COMM_GROUP, alibi_slopes=None
+    ):
         super().__init__()
+        if (plan.alibi is None) != (alibi_slopes is None):
+            Semantics.cp__args.fail("alibi_slopes go with a plan made with alibi=2 / 3, and only with one", ValueError)
         if plan.scheme != "allgather":
             Semantics.cp__args.fail(
                 "MindSpore's CPU collectives have no Send / Receive: plan with scheme='allgather' (ring: the torch layer)",
@@ -126,6 +132,11 @@ class ContextParallelAttention(nn.Cell):
                 if id(mask) not in self._masks:
                     self._masks[id(mask)] = Tensor(np.array(mask, copy=True))
                 m = self._masks[id(mask)]
+            ak = alibi_kwargs(plan, c, None if alibi_slopes is None else np.asarray(alibi_slopes, np.float32))
+            pse = None if "pse" not in ak else Tensor(np.ascontiguousarray(ak["pse"], np.float32))
+            pse_type = int(ak.get("pse_type", 1))
+            qsi = tuple(ak["q_start_idx"]) if "q_start_idx" in ak else None
+            ksi = tuple(ak["kv_start_idx"]) if "kv_start_idx" in ak else None
             aq = tuple(int(x) for x in kw["actual_seq_qlen"]) if "actual_seq_qlen" in kw else None
             akv = tuple(int(x) for x in kw["actual_seq_kvlen"]) if "actual_seq_kvlen" in kw else None
             calls.append(
@@ -139,6 +150,10 @@ class ContextParallelAttention(nn.Cell):
                     int(kw["next_tokens"]),
                     aq,
                     akv,
+                    pse,
+                    pse_type,
+                    qsi,
+                    ksi,
                 )
             )
         self.calls = tuple(calls)
@@ -147,7 +162,7 @@ class ContextParallelAttention(nn.Cell):
         kg = self.gather(key)
         vg = self.gather(value)
         outs, maxs, sums = [], [], []
-        for q0, q1, kidx, mask, mode, pre, nxt, aq, akv in self.calls:
+        for q0, q1, kidx, mask, mode, pre, nxt, aq, akv, pse, pse_type, qsi, ksi in self.calls:
             if self.axis == 0:
                 qc = query[q0:q1]
             else:
@@ -167,6 +182,10 @@ class ContextParallelAttention(nn.Cell):
                 sparse_mode=mode,
                 actual_seq_qlen=aq,
                 actual_seq_kvlen=akv,
+                pse=pse,
+                pse_type=pse_type,
+                q_start_idx=qsi,
+                kv_start_idx=ksi,
             )
             outs.append(res[0])
             maxs.append(res[1])

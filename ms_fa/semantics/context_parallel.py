@@ -45,6 +45,7 @@ the heaviest quarter::
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -59,6 +60,7 @@ __all__ = [
     "CpPlan",
     "plan_context_parallel",
     "run_rank",
+    "alibi_kwargs",
     "rank_pictures",
     "computed_pairs",
     "global_pairs",
@@ -115,6 +117,7 @@ class CpPlan:
     seqlens_kv: Optional[Tuple[int, ...]] = None
     sparse_mode: int = 0
     band: Optional[Tuple[int, int]] = None  # (pre, next) left-up, non-TND
+    alibi: Optional[int] = None  # pse_type 2 / 3 of the global call (in-kernel ALiBi), non-TND
 
 
 # --------------------------------------------------------------------------------------------------
@@ -136,6 +139,23 @@ def _block_call(pre: int, nxt: int, S1: int, S2: int) -> Optional[Dict]:
     pre_c = min(pre, S1 + S2)  # beyond the block it changes nothing; keep the int32 fields small
     nxt_c = min(nxt, S1 + S2)
     return dict(sparse_mode=4, atten_mask=causal, pre_tokens=pre_c - S1 + S2, next_tokens=nxt_c - S2 + S1)
+
+
+def alibi_kwargs(plan: CpPlan, call: CpCall, slopes, dtype=np.float32) -> Dict:
+    """The pse arguments of ``call`` for the plan's ALiBi (``{}`` without): the global bias
+    ``-slope * |j - i|`` (type 3: ``sqrt``) on the call's block. A square block (S1 == S2) keeps it in the
+    kernel (pse_type 2 / 3 with ``q_start_idx`` / ``kv_start_idx`` = the block's global starts, SPEC §5.1);
+    other blocks get it as an explicit ``(1, N, S1, S2)`` pse of pse_type 0 (the same numbers, added after the
+    scale), as in-kernel ALiBi needs S1 == S2."""
+    if plan.alibi is None:
+        return {}
+    from .pse import inner_alibi
+
+    (a, b), (c, d) = call.q[0], call.k[0]
+    if b - a == d - c:
+        return dict(pse=slopes, pse_type=plan.alibi, q_start_idx=[a], kv_start_idx=[c])
+    bias = inner_alibi(np.asarray(slopes, np.float32), b - a, d - c, plan.alibi, q_start=a, kv_start=c)
+    return dict(pse=bias[None].astype(dtype), pse_type=0)
 
 
 def _chunks(S: int, n: int) -> List[Range]:
@@ -172,6 +192,7 @@ def plan_context_parallel(
     strategy: str = "contiguous",
     scheme: str = "allgather",
     cuts: Optional[Sequence[int]] = None,
+    alibi: Optional[int] = None,
 ) -> CpPlan:
     """Plan context-parallel attention over ``world_size`` ranks (see the module docstring).
 
@@ -184,6 +205,8 @@ def plan_context_parallel(
         strategy (str): ``"contiguous"`` or ``"zigzag"`` (non-TND).
         scheme (str): ``"allgather"`` or ``"ring"`` (ring: non-TND).
         cuts (Sequence[int], optional): TND: first packed query token of ranks 1 .. W-1.
+        alibi (int, optional): non-TND: the global call's in-kernel ALiBi, pse_type 2 or 3 (slopes given to
+            :func:`alibi_kwargs` / the layers); each call gets its share (see :func:`alibi_kwargs`).
 
     Returns:
         CpPlan: per rank, its query ranges and calls.
@@ -206,8 +229,12 @@ def plan_context_parallel(
         Semantics.cp__args.fail(f"scheme must be one of {SCHEMES}, got {scheme!r}", ValueError)
     if (seq_len is None) == (seqlens_q is None):
         Semantics.cp__args.fail("give seq_len (BSH / SBH / BSND / BNSD) or seqlens_q (TND), exactly one", ValueError)
+    if alibi is not None and (alibi not in (2, 3) or seq_len is None):
+        Semantics.cp__args.fail(f"alibi is the pse_type (2 or 3) of a seq_len plan, got {alibi!r}", ValueError)
     if seq_len is not None:
         plan = _plan_dense(W, _check_int("seq_len", seq_len), mask, strategy, scheme)
+        if alibi is not None:
+            plan = dataclasses.replace(plan, alibi=int(alibi))
     else:
         if scheme != "allgather" or strategy != "contiguous":
             Semantics.cp__args.fail("TND plans are contiguous all-gather-KV cuts (seeds/004)", ValueError)
@@ -344,6 +371,7 @@ def validate_plan(plan: CpPlan) -> None:
     for rp in plan.ranks:
         for c in rp.calls:
             a, kw = call_args(plan, c)
+            kw.update(alibi_kwargs(plan, c, np.ones(1, np.float32)))
             normalize(*a, **kw)
 
 
@@ -420,7 +448,7 @@ def _bsnd_to_sbh(x):
     return np.ascontiguousarray(x.transpose(1, 0, 2, 3).reshape(S, B, N * D))
 
 
-def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attention, **extra):
+def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attention, *, alibi_slopes=None, **extra):
     """Rank ``rank``'s share of the plan on *global* numpy ``query`` / ``key`` / ``value`` (BSND, or TND for a
     TND plan): its calls through ``attention`` (``fa_forward``-like: ``(q, k, v, head_num, layout, **kw)`` ->
     ``(out, softmax_max, softmax_sum, ...)``), the partial results of one output block merged in order
@@ -434,6 +462,7 @@ def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attentio
     for c in rp.calls:
         kw = dict(c.kwargs)
         layout = kw.pop("input_layout", "BSND")
+        kw.update(alibi_kwargs(plan, c, alibi_slopes, np.asarray(query).dtype))
         res = attention(
             _take(query, c.q, axis), _take(key, c.k, axis), _take(value, c.k, axis), head_num, layout, **kw, **extra
         )

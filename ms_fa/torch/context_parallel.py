@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ms_fa.semantics.context_parallel import CpPlan
+from ms_fa.semantics.context_parallel import CpPlan, alibi_kwargs
 from ms_fa.semantics.layouts import seqlens_from_cumulative, softmax_to_tnd
 from ms_fa.semantics.rules import Semantics
 
@@ -63,15 +63,24 @@ def _mask(kw, cache: Dict[int, torch.Tensor]):
     return cache[key]
 
 
-def _call_kwargs(kw: dict, cache) -> dict:
+def _call_kwargs(plan, c, cache, slopes) -> dict:
+    """The v2 op's keyword arguments of call ``c`` (tensors cached per process)."""
+    kw = c.kwargs
     out = dict(
         atten_mask=_mask(kw, cache),
-        pre_tockens=int(kw["pre_tokens"]),
-        next_tockens=int(kw["next_tokens"]),
+        pre_tokens=int(kw["pre_tokens"]),
+        next_tokens=int(kw["next_tokens"]),
         sparse_mode=int(kw["sparse_mode"]),
     )
     if "actual_seq_qlen" in kw:
         out.update(actual_seq_qlen=list(kw["actual_seq_qlen"]), actual_seq_kvlen=list(kw["actual_seq_kvlen"]))
+    if plan.alibi is not None:
+        key = ("alibi", id(c))
+        if key not in cache:
+            ak = alibi_kwargs(plan, c, slopes)
+            ak["pse"] = torch.from_numpy(np.ascontiguousarray(ak["pse"], np.float32))
+            cache[key] = ak
+        out.update(cache[key])
     return out
 
 
@@ -148,7 +157,7 @@ def _from_sbh(x, B, N):
 
 class _ContextParallel(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q, k, v, plan, head_num, scale, group):
+    def forward(ctx, q, k, v, plan, head_num, scale, group, slopes):
         ops = _ops()
         tnd = plan.tnd
         axis = 0 if tnd else 1
@@ -162,7 +171,9 @@ class _ContextParallel(torch.autograd.Function):
 
         def block(c, kc, vc):
             qc = _rows(q, axis, c.q, qoff)
-            res = ops.npu_fusion_attention(qc, kc, vc, head_num, layout, scale=scale, **_call_kwargs(c.kwargs, cache))
+            res = ops.npu_fusion_attention_v2(
+                qc, kc, vc, head_num, layout, scale=scale, **_call_kwargs(plan, c, cache, slopes)
+            )
             o, m, s = res[0], res[1], res[2]
             if c.out not in blocks:
                 blocks[c.out] = (c, o, m, s)
@@ -192,7 +203,7 @@ class _ContextParallel(torch.autograd.Function):
             smax = torch.cat([b[2] for b in outs], dim=st_axis)
             ssum = torch.cat([b[3] for b in outs], dim=st_axis)
         ctx.save_for_backward(q, k, v, out, smax, ssum)
-        ctx.plan, ctx.head_num, ctx.scale, ctx.group = plan, head_num, scale, group
+        ctx.plan, ctx.head_num, ctx.scale, ctx.group, ctx.slopes = plan, head_num, scale, group, slopes
         if tnd and rp.calls:  # the kernel's per-sequence order -> the true (t, h) order of the rank's rows
             lens = seqlens_from_cumulative(rp.calls[0].kwargs["actual_seq_qlen"])
             smax, ssum = (torch.from_numpy(softmax_to_tnd(x.numpy(), lens)) for x in (smax, ssum))
@@ -202,7 +213,7 @@ class _ContextParallel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, _dmax, _dsum):
         q, k, v, out, smax, ssum = ctx.saved_tensors
-        plan, head_num, scale, group = ctx.plan, ctx.head_num, ctx.scale, ctx.group
+        plan, head_num, scale, group, slopes = ctx.plan, ctx.head_num, ctx.scale, ctx.group, ctx.slopes
         ops = _ops()
         tnd = plan.tnd
         axis = 0 if tnd else 1
@@ -224,7 +235,7 @@ class _ContextParallel(torch.autograd.Function):
         def grads(c, kc, vc):
             n = sum(b - a for a, b in c.q)
             o0 = starts[c.out]
-            res = ops.npu_fusion_attention_grad(
+            res = ops.npu_fusion_attention_grad_v2(
                 _rows(q, axis, c.q, qoff),
                 kc,
                 vc,
@@ -235,7 +246,7 @@ class _ContextParallel(torch.autograd.Function):
                 softmax_sum=ssum.narrow(st_axis, o0, n),
                 attention_in=out.narrow(axis, o0, n),
                 scale_value=scale,
-                **_call_kwargs(c.kwargs, cache),
+                **_call_kwargs(plan, c, cache, slopes),
             )
             a = c.q[0][0]
             dq.narrow(axis, qoff[a], n).add_(res[0])
@@ -282,10 +293,12 @@ class _ContextParallel(torch.autograd.Function):
                 # the accumulators travel with their keys; after W shifts they are home
                 cur = comm.ring_shift(cur, owner)
             dk_local, dv_local = cur[2].contiguous(), cur[3].contiguous()
-        return dq, dk_local, dv_local, None, None, None, None
+        return dq, dk_local, dv_local, None, None, None, None, None
 
 
-def context_parallel_attention(query, key, value, head_num: int, plan: CpPlan, *, scale: float = 1.0, group=None):
+def context_parallel_attention(
+    query, key, value, head_num: int, plan: CpPlan, *, scale: float = 1.0, group=None, alibi_slopes=None
+):
     """This rank's share of context-parallel attention (see the module docstring).
 
     Args:
@@ -296,6 +309,8 @@ def context_parallel_attention(query, key, value, head_num: int, plan: CpPlan, *
             rank; its world size is the group's.
         scale (float): the softmax scale.
         group: the ``torch.distributed`` process group (default: the world).
+        alibi_slopes (array, optional): ``(N1,)`` float32 slopes of a plan made with ``alibi=2 / 3`` (each block
+            gets the bias of its global positions, :func:`ms_fa.semantics.context_parallel.alibi_kwargs`).
 
     Returns:
         ``(attention_out, softmax_max, softmax_sum)`` of the rank's query rows: BSND ``(B, S_r, N, Dv)`` with
@@ -319,5 +334,8 @@ def context_parallel_attention(query, key, value, head_num: int, plan: CpPlan, *
     for name, t in (("query", query), ("key", key), ("value", value)):
         if t.shape[axis] != n:
             Semantics.cp__args.fail(f"{name} has {t.shape[axis]} rows on rank {r}, its plan share is {n}", ValueError)
-    out: Optional[tuple] = _ContextParallel.apply(query, key, value, plan, head_num, float(scale), group)
+    if (plan.alibi is None) != (alibi_slopes is None):
+        Semantics.cp__args.fail("alibi_slopes go with a plan made with alibi=2 / 3, and only with one", ValueError)
+    slopes = None if alibi_slopes is None else np.asarray(alibi_slopes, np.float32).reshape(-1)
+    out: Optional[tuple] = _ContextParallel.apply(query, key, value, plan, head_num, float(scale), group, slopes)
     return out

@@ -14,12 +14,14 @@ import ms_fa
 from ms_fa.mindspore.context_parallel import ContextParallelAttention
 from ms_fa.semantics.context_parallel import plan_context_parallel
 from ms_fa.semantics.plan import INT_MAX, canonical_full_mask
+from ms_fa.semantics.pse import alibi_slopes
 
 CASES = [
     ("causal-zigzag", dict(S=32, N1=2, N2=2, mask="causal", strategy="zigzag")),
     ("band-contiguous-gqa", dict(S=30, N1=4, N2=2, mask=("band", 5, 2), strategy="contiguous")),
     ("none-contiguous", dict(S=29, N1=2, N2=2, mask="none", strategy="contiguous")),
     ("tnd-mode3", dict(tnd=True, lens=[5, 9, 3, 7], N1=2, N2=2)),
+    ("causal-zigzag-alibi-gqa", dict(S=32, N1=4, N2=2, mask="causal", strategy="zigzag", alibi=2)),
 ]
 
 
@@ -63,6 +65,8 @@ def reference(case, q, k, v, dout):
             pre, nxt = (INT_MAX, 0) if case["mask"] == "causal" else case["mask"][1:]
             kw = dict(atten_mask=Tensor(canonical_full_mask(0, S, S, pre, nxt)))
         layout = "BSND"
+        if case.get("alibi"):
+            kw.update(pse=Tensor(alibi_slopes(N)), pse_type=case["alibi"])
 
     f = Global(N, layout, kw)
     outs = f(q, k, v)
@@ -84,12 +88,15 @@ def main():
             plan = plan_context_parallel(W, seqlens_q=case["lens"], seqlens_kv=case["lens"], sparse_mode=3)
             sq, sk, axis, st_axis = (T, N1, D), (T, N2, D), 0, 0
         else:
-            plan = plan_context_parallel(W, seq_len=case["S"], mask=case["mask"], strategy=case["strategy"])
+            plan = plan_context_parallel(
+                W, seq_len=case["S"], mask=case["mask"], strategy=case["strategy"], alibi=case.get("alibi")
+            )
             sq, sk, axis, st_axis = (2, case["S"], N1, D), (2, case["S"], N2, D), 1, 2
         q, k, v, dout = (rng.standard_normal(s).astype(np.float32) for s in (sq, sk, sk, sq))
         want = reference(case, Tensor(q), Tensor(k), Tensor(v), Tensor(dout))
         rows = np.concatenate([np.arange(a, b) for a, b in plan.ranks[r].q])
-        cell = ContextParallelAttention(N1, plan, scale=0.5)
+        slopes = alibi_slopes(N1) if case.get("alibi") else None
+        cell = ContextParallelAttention(N1, plan, scale=0.5, alibi_slopes=slopes)
         lq, lk, lv, ld = (Tensor(np.take(x, rows, axis)) for x in (q, k, v, dout))
         got = [x.asnumpy() for x in cell(lq, lk, lv)]
 
