@@ -155,18 +155,30 @@ def _from_sbh(x, B, N):
     return x.reshape(S, B, N, H // N).permute(1, 0, 2, 3).contiguous()
 
 
+def _setup(plan: CpPlan, group):
+    """What forward and backward both need: the ops, the layout's row axes (tensors; statistics: TND
+    ``(T, N, 8)``, BSND ``(B, N, S, 8)``), the collectives, this rank, its plan and its chunks' local offsets."""
+    axis = 0 if plan.tnd else 1
+    comm = _Comm(plan, group, axis)
+    r = comm.rank
+    return (
+        _ops(),
+        plan.tnd,
+        axis,
+        0 if plan.tnd else 2,
+        "TND" if plan.tnd else "BSND",
+        comm,
+        r,
+        plan.ranks[r],
+        comm.offsets[r],
+    )
+
+
 class _ContextParallel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, plan, head_num, scale, group, slopes):
-        ops = _ops()
-        tnd = plan.tnd
-        axis = 0 if tnd else 1
-        layout = "TND" if tnd else "BSND"
-        comm = _Comm(plan, group, axis)
-        r = comm.rank
-        rp = plan.ranks[r]
-        cache: Dict[int, torch.Tensor] = {}
-        qoff = comm.offsets[r]
+        ops, tnd, axis, st_axis, layout, comm, r, rp, qoff = _setup(plan, group)
+        cache: Dict = {}
         blocks: Dict[int, tuple] = {}
 
         def block(c, kc, vc):
@@ -198,7 +210,6 @@ class _ContextParallel(torch.autograd.Function):
                     if s_ < plan.world_size - 1:
                         cur = comm.ring_shift(cur, owner)
             outs = [blocks[i] for i in sorted(blocks)]
-            st_axis = 0 if tnd else 2  # the statistics' row axis: TND (T, N, 8), BSND (B, N, S, 8)
             out = torch.cat([b[1] for b in outs], dim=axis)
             smax = torch.cat([b[2] for b in outs], dim=st_axis)
             ssum = torch.cat([b[3] for b in outs], dim=st_axis)
@@ -214,16 +225,8 @@ class _ContextParallel(torch.autograd.Function):
     def backward(ctx, dout, _dmax, _dsum):
         q, k, v, out, smax, ssum = ctx.saved_tensors
         plan, head_num, scale, group, slopes = ctx.plan, ctx.head_num, ctx.scale, ctx.group, ctx.slopes
-        ops = _ops()
-        tnd = plan.tnd
-        axis = 0 if tnd else 1
-        st_axis = 0 if tnd else 2
-        layout = "TND" if tnd else "BSND"
-        comm = _Comm(plan, group, axis)
-        r = comm.rank
-        rp = plan.ranks[r]
-        cache: Dict[int, torch.Tensor] = {}
-        qoff = comm.offsets[r]
+        ops, tnd, axis, st_axis, layout, comm, r, rp, qoff = _setup(plan, group)
+        cache: Dict = {}
         # the rank's output rows in block order: block i's rows follow blocks < i
         starts, off = {}, 0
         for c in sorted({c.out: c for c in rp.calls}.values(), key=lambda c: c.out):
