@@ -248,3 +248,10 @@ def test_alibi_across_ranks(W, mask, scheme, pse_type):
     kinds = {c.kwargs["sparse_mode"] for rp in plan.ranks for c in rp.calls}
     assert kinds, kinds
     assert_design_rule("out", got, want[0], want64[0], "float32")
+
+
+@pytest.mark.parametrize("slopes", ["x", np.ones((2, 2), np.float32), np.ones(2, np.int32), None])
+def test_alibi_slopes_are_checked(slopes):
+    plan = plan_context_parallel(2, seq_len=8, alibi=2)
+    with pytest.raises(TypeError, match=r"^\[cp\.args\]"):
+        run_rank(plan, 0, *(np.zeros((1, 8, 1, 8), np.float32),) * 3, 1, cpu.fa_forward, alibi_slopes=slopes)

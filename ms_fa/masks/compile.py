@@ -193,7 +193,7 @@ def _candidates_plain(mode, targets, S1, S2):
             pn = _tight(t, S1, S2)
             if pn is None:
                 continue
-            c = (pn[0] - (S1 - S2), pn[1] - (S2 - S1))
+            c = _sm.mode4_tokens(pn[0], pn[1], S1, S2)
             if c not in seen:
                 seen.add(c)
                 yield dict(pre_tokens=c[0], next_tokens=c[1])

@@ -100,6 +100,7 @@ class ContextParallelAttention(nn.Cell):
                 "a TND plan runs distributed for self-attention (seqlens_q == seqlens_kv)", ValueError
             )
         r = get_rank(group)
+        slopes = alibi_slopes.asnumpy() if hasattr(alibi_slopes, "asnumpy") else alibi_slopes
         self.axis = 0 if plan.tnd else 1
         self.st_axis = 0 if plan.tnd else 2
         self.layout = "TND" if plan.tnd else "BSND"
@@ -132,7 +133,7 @@ class ContextParallelAttention(nn.Cell):
                 if id(mask) not in self._masks:
                     self._masks[id(mask)] = Tensor(np.array(mask, copy=True))
                 m = self._masks[id(mask)]
-            ak = alibi_kwargs(plan, c, None if alibi_slopes is None else np.asarray(alibi_slopes, np.float32))
+            ak = alibi_kwargs(plan, c, slopes)
             pse = None if "pse" not in ak else Tensor(np.ascontiguousarray(ak["pse"], np.float32))
             pse_type = int(ak.get("pse_type", 1))
             qsi = tuple(ak["q_start_idx"]) if "q_start_idx" in ak else None

@@ -51,7 +51,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .plan import INT_MAX, canonical_compressed_mask
+from .plan import INT_MAX, canonical_compressed_mask, mode4_tokens
 from .rules import Semantics
 
 __all__ = [
@@ -138,7 +138,8 @@ def _block_call(pre: int, nxt: int, S1: int, S2: int) -> Optional[Dict]:
         return dict(sparse_mode=3, atten_mask=causal, pre_tokens=INT_MAX, next_tokens=0)
     pre_c = min(pre, S1 + S2)  # beyond the block it changes nothing; keep the int32 fields small
     nxt_c = min(nxt, S1 + S2)
-    return dict(sparse_mode=4, atten_mask=causal, pre_tokens=pre_c - S1 + S2, next_tokens=nxt_c - S2 + S1)
+    pre_br, nxt_br = mode4_tokens(pre_c, nxt_c, S1, S2)
+    return dict(sparse_mode=4, atten_mask=causal, pre_tokens=pre_br, next_tokens=nxt_br)
 
 
 def alibi_kwargs(plan: CpPlan, call: CpCall, slopes, dtype=np.float32) -> Dict:
@@ -151,6 +152,9 @@ def alibi_kwargs(plan: CpPlan, call: CpCall, slopes, dtype=np.float32) -> Dict:
         return {}
     from .pse import inner_alibi
 
+    sl = np.asarray(slopes) if isinstance(slopes, (np.ndarray, list, tuple)) else None
+    if sl is None or sl.ndim != 1 or sl.dtype.kind != "f":
+        Semantics.cp__args.fail(f"alibi_slopes must be a 1-D float array (N1,), got {type(slopes).__name__}", TypeError)
     (a, b), (c, d) = call.q[0], call.k[0]
     if b - a == d - c:
         return dict(pse=slopes, pse_type=plan.alibi, q_start_idx=[a], kv_start_idx=[c])
@@ -411,15 +415,11 @@ def global_pairs(plan: CpPlan) -> List[Tuple[int, int, int]]:
     from .args import normalize
     from .plan import effective_mask_for
 
-    if not plan.tnd:
+    if not plan.tnd:  # the requested mask by its definition, not through the planner's block arguments
         S = int(plan.seq_len or 0)
         pre, nxt = plan.band or (INT_MAX, INT_MAX)
-        kw = _block_call(pre, nxt, S, S) if S else None
-        if kw is None:
-            return []
-        q = _Shape((1, S, 1, 8))
-        args = normalize(q, q, q, 1, "BSND", **kw)
-        ii, jj = np.nonzero(~effective_mask_for(args, 0, 0, kw.get("atten_mask")))
+        d = np.arange(S)[None, :] - np.arange(S)[:, None]
+        ii, jj = np.nonzero((d >= -pre) & (d <= nxt))
         return [(0, int(i), int(j)) for i, j in zip(ii, jj)]
     sq, skv = list(plan.seqlens_q or ()), list(plan.seqlens_kv or ())
     kw = dict(

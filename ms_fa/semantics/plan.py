@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 
@@ -100,6 +100,13 @@ class Band:
             return np.ones(np.broadcast(i, j).shape, dtype=bool)
         d = np.asarray(j) - np.asarray(i)
         return ((d >= -self.pre) & (d <= self.next)) | (np.asarray(j) < self.prefix)
+
+
+def mode4_tokens(pre_lu: int, next_lu: int, S1: int, S2: int) -> Tuple[int, int]:
+    """sparse_mode 4's (bottom-right based) ``pre_tokens`` / ``next_tokens`` of the left-up band
+    ``-pre_lu <= j - i <= next_lu`` on an S1 x S2 (non-TND) batch: the inverse of tiling's conversion
+    ``pre_lu = S1 - S2 + pre``, ``next_lu = S2 - S1 + next`` (SPEC §2.1-3; :func:`band_for`)."""
+    return int(pre_lu) - (S1 - S2), int(next_lu) - (S2 - S1)
 
 
 def band_for(

@@ -339,6 +339,8 @@ def context_parallel_attention(
             Semantics.cp__args.fail(f"{name} has {t.shape[axis]} rows on rank {r}, its plan share is {n}", ValueError)
     if (plan.alibi is None) != (alibi_slopes is None):
         Semantics.cp__args.fail("alibi_slopes go with a plan made with alibi=2 / 3, and only with one", ValueError)
-    slopes = None if alibi_slopes is None else np.asarray(alibi_slopes, np.float32).reshape(-1)
+    slopes = alibi_slopes.detach().cpu().numpy() if hasattr(alibi_slopes, "detach") else alibi_slopes
+    if plan.ranks[r].calls and slopes is not None:
+        alibi_kwargs(plan, plan.ranks[r].calls[0], slopes)  # [cp.args] for bad slopes, before any collective
     out: Optional[tuple] = _ContextParallel.apply(query, key, value, plan, head_num, float(scale), group, slopes)
     return out
