@@ -51,6 +51,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from .host import is_int
 from .plan import INT_MAX, canonical_compressed_mask, mode4_tokens
 from .rules import Semantics
 
@@ -178,7 +179,7 @@ def _rank_chunks(S: int, W: int, strategy: str) -> List[List[Range]]:
 # the planner
 # --------------------------------------------------------------------------------------------------
 def _check_int(name, v, lo=0):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+    if not is_int(v):
         Semantics.cp__args.fail(f"{name} must be an int, got {type(v).__name__}", TypeError)
     if v < lo:
         Semantics.cp__args.fail(f"{name} must be >= {lo}, got {v}", ValueError)
