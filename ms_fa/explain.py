@@ -316,6 +316,7 @@ def main(argv=None) -> int:
     cp.add_argument("--cp-strategy", default="contiguous", help="contiguous | zigzag (non-TND)")
     cp.add_argument("--cp-scheme", default="allgather", help="allgather | ring (non-TND)")
     cp.add_argument("--cp-cuts", help="TND: first packed query token of ranks 1..W-1, e.g. 5")
+    cp.add_argument("--cp-alibi", type=int, help="the global call's in-kernel ALiBi pse_type, 2 or 3")
     try:
         a = p.parse_args(list(argv) if argv is not None else None)
     except SystemExit as e:
@@ -372,12 +373,15 @@ def _main_cp(a) -> int:
             seqlens_kv=list(seqlens_from_cumulative(kv)),
             sparse_mode=a.sparse_mode,
             cuts=_int_list(a.cp_cuts, "explain.int_list"),
+            alibi=a.cp_alibi,
         )
     else:
         if a.s1 is None:
             _usage("explain.s1", "--cp-world needs --s1 (the sequence length) or --tnd-q")
         mask = ("band", a.pre, a.next) if a.cp_mask == "band" else a.cp_mask
-        plan = plan_context_parallel(a.cp_world, seq_len=a.s1, mask=mask, strategy=a.cp_strategy, scheme=a.cp_scheme)
+        plan = plan_context_parallel(
+            a.cp_world, seq_len=a.s1, mask=mask, strategy=a.cp_strategy, scheme=a.cp_scheme, alibi=a.cp_alibi
+        )
     text = rank_pictures(plan, max_side=max(a.max_cells, 64))  # before printing anything: it may refuse
     print(
         f"context parallel over {plan.world_size} ranks ({plan.strategy}, {plan.scheme}): x = this rank, . = another rank"

@@ -216,6 +216,11 @@ def test_explain_shows_each_rank(capsys):
         == 0
     )
     assert "mode 7 pre 6 next -2 q[3, 5] kv[3, 9]" in capsys.readouterr().out
+    assert (
+        main(["--cp-world", "3", "--tnd-q", "5,14,15,22", "--sparse-mode", "3", "--cp-cuts", "7,12", "--cp-alibi", "2"])
+        == 0
+    )
+    assert "mode 8 pre 7 next 0 q[5] kv[7] alibi q_start 2 kv_start 0" in capsys.readouterr().out
     assert main(["--cp-world", "2", "--s1", "100"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("explain: [cp.args]") and len(err.splitlines()) == 1
@@ -255,3 +260,74 @@ def test_alibi_slopes_are_checked(slopes):
     plan = plan_context_parallel(2, seq_len=8, alibi=2)
     with pytest.raises(TypeError, match=r"^\[cp\.args\]"):
         run_rank(plan, 0, *(np.zeros((1, 8, 1, 8), np.float32),) * 3, 1, cpu.fa_forward, alibi_slopes=slopes)
+
+
+@SETTINGS
+@given(
+    W=st.integers(1, 4),
+    lens=st.lists(st.integers(0, 9), min_size=1, max_size=5),
+    mode=st.sampled_from([0, 2, 3]),
+    data=st.data(),
+)
+def test_tnd_alibi_plans_cover_the_mask_once(W, lens, mode, data):
+    """TND with ALiBi (self-attention): causal plans never need mode 7 (the last sequence's keys stop at its
+    last query row) and are always possible; sparse_mode 0 is refused by name exactly when a rank starts inside
+    a sequence and holds more (one q_start_idx per call)."""
+    if sum(lens) == 0:
+        lens[0] = 1
+    T1 = sum(lens)
+    cuts = sorted(data.draw(st.lists(st.integers(0, T1), min_size=W - 1, max_size=W - 1)))
+    kw = dict(seqlens_q=lens, seqlens_kv=lens, sparse_mode=mode, cuts=cuts, alibi=data.draw(st.sampled_from([2, 3])))
+    starts = set(np.cumsum([0] + lens).tolist())
+    edges = [0, *cuts, T1]
+    ends = np.cumsum(lens)
+    needs_refusal = mode == 0 and any(
+        edges[r] not in starts and int(np.sum(ends[ends > edges[r]] < edges[r + 1])) >= 1 for r in range(W)
+    )
+    if needs_refusal:
+        with pytest.raises(ValueError, match=r"^\[cp\.args\] TND sparse_mode 0 with ALiBi"):
+            plan_context_parallel(W, **kw)
+        return
+    plan = plan_context_parallel(W, **kw)
+    assert all(c.kwargs["sparse_mode"] != 7 for rp in plan.ranks for c in rp.calls)
+    _no_pair_twice_and_all(plan)
+
+
+@pytest.mark.parametrize("pse_type", [2, 3])
+@pytest.mark.parametrize(
+    "mode,cuts", [(3, [7, 12]), (2, [3, 19]), (3, [2, 4]), (0, [7, 14]), (0, [16, 19]), (3, [5, 14])]
+)
+def test_running_a_tnd_alibi_plan_equals_one_process(mode, cuts, pse_type):
+    """Packed sequences with in-kernel ALiBi cut between 3 ranks: output and softmax statistics of the ranks,
+    put together, equal the single call (mode 8 + q_start_idx for a top cut, square last blocks)."""
+    from ms_fa.semantics.layouts import seqlens_from_cumulative, softmax_to_tnd
+    from ms_fa.semantics.pse import alibi_slopes
+
+    rng = np.random.default_rng(mode + pse_type)
+    lens, N, D = [5, 9, 1, 7], 4, 8
+    T = sum(lens)
+    q, k, v = (rng.standard_normal((T, N, D)).astype(np.float32) for _ in range(3))
+    slopes = alibi_slopes(N)
+    plan = plan_context_parallel(3, seqlens_q=lens, seqlens_kv=lens, sparse_mode=mode, cuts=cuts, alibi=pse_type)
+    cum = list(np.cumsum(lens))
+    gkw = dict(actual_seq_qlen=cum, actual_seq_kvlen=cum, sparse_mode=mode, pse=slopes, pse_type=pse_type)
+    if mode:
+        gkw["atten_mask"] = np.triu(np.ones((2048, 2048), bool), 1)
+    want = ref.fa_forward(q, k, v, N, "TND", **gkw)
+    want64 = ref.fa_forward(q, k, v, N, "TND", precision="float64", **gkw)
+    got = [np.zeros((T, N, D), np.float32), np.zeros((T, N, 8), np.float32), np.zeros((T, N, 8), np.float32)]
+    for r, rp in enumerate(plan.ranks):
+        res = run_rank(plan, r, q, k, v, N, cpu.fa_forward, alibi_slopes=slopes)
+        if res is None:
+            continue
+        (t0, t1) = rp.q[0]
+        lens_r = seqlens_from_cumulative(rp.calls[0].kwargs["actual_seq_qlen"])
+        got[0][t0:t1] = res[0]
+        got[1][t0:t1], got[2][t0:t1] = (softmax_to_tnd(x, lens_r) for x in res[1:3])
+    kinds = {c.kwargs["sparse_mode"] for rp in plan.ranks for c in rp.calls}
+    assert (8 in kinds) == (mode != 0 and any(c not in np.cumsum([0] + lens) for c in cuts)), kinds
+    for i, name in enumerate(("out", "max", "sum")):
+        w, w64 = want[i], want64[i]
+        if i:
+            w, w64 = softmax_to_tnd(w, lens), softmax_to_tnd(w64, lens)
+        assert_design_rule(name, got[i], w, w64, "float32")

@@ -1,9 +1,9 @@
 """Context-parallel attention over MindSpore's collectives (issue 10, item 3): msrun with 2 and 4 CPU workers
 on loopback, PYNATIVE and GRAPH; each worker (tests/models/cp_msrun.py) checks out, softmax statistics and
 dq / dk / dv of ContextParallelAttention against the single-process op on the same global data (fp32, 1e-5
-relative) for causal zigzag, a band with GQA, no mask, packed TND (sparse_mode 7 cuts) and ALiBi with GQA, and
-a small model
-trained over W ranks gives the loss curve of one process."""
+relative) for causal zigzag, a band with GQA, no mask, packed TND (sparse_mode 7 cuts), ALiBi with GQA and
+packed TND with ALiBi and GQA (mode 8 cuts), and a small model trained over W ranks gives the loss curve of
+one process."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import sys
 import pytest
 
 MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "models", "cp_msrun.py")
-N_CASES = 6  # five attention cases and the training loop
+N_CASES = 7  # six attention cases and the training loop
 
 
 def _port():

@@ -2,7 +2,7 @@
 (torch.multiprocessing), each computing its share with ms_fa.torch.context_parallel_attention; output,
 softmax statistics and dq / dk / dv must equal the single-process op on the same global data (fp32, 1e-5
 relative), for no mask, causal (contiguous and zigzag, all-gather-KV and ring), a sliding-window band, GQA and
-packed TND sequences cut between ranks (sparse_mode 7)."""
+packed TND sequences cut between ranks (sparse_mode 7; with ALiBi, mode 8)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,13 @@ def _global_reference(case, q, k, v, dout):
     if case.get("tnd"):
         cum = list(np.cumsum(case["lens"]))
         m = torch.from_numpy(np.triu(np.ones((2048, 2048), bool), 1))
-        res = ops.npu_fusion_attention(
-            q, k, v, N, "TND", atten_mask=m, sparse_mode=3, actual_seq_qlen=cum, actual_seq_kvlen=cum, scale=0.5
+        kw = {}
+        if case.get("alibi"):
+            from ms_fa.semantics.pse import alibi_slopes
+
+            kw.update(pse=torch.from_numpy(alibi_slopes(N)), pse_type=case["alibi"])
+        res = ops.npu_fusion_attention_v2(
+            q, k, v, N, "TND", atten_mask=m, sparse_mode=3, actual_seq_qlen=cum, actual_seq_kvlen=cum, scale=0.5, **kw
         )
     else:
         S = q.shape[1]
@@ -70,7 +75,9 @@ def _worker(rank, W, case, port, errfile):
         N1, N2, D = case["N1"], case["N2"], 8
         if case.get("tnd"):
             T = sum(case["lens"])
-            plan = plan_context_parallel(W, seqlens_q=case["lens"], seqlens_kv=case["lens"], sparse_mode=3)
+            plan = plan_context_parallel(
+                W, seqlens_q=case["lens"], seqlens_kv=case["lens"], sparse_mode=3, alibi=case.get("alibi")
+            )
             shape_q, shape_k, axis = (T, N1, D), (T, N2, D), 0
         else:
             S = case["S"]
@@ -124,6 +131,7 @@ CASES = [
     dict(S=27, N1=2, N2=2, mask=("band", 5, 2), strategy="contiguous", scheme="ring"),
     dict(S=27, N1=2, N2=2, mask=("band", 4, 0), strategy="zigzag", scheme="allgather"),
     dict(tnd=True, lens=[5, 9, 3, 7], N1=2, N2=2),
+    dict(tnd=True, lens=[5, 9, 3, 7], N1=4, N2=2, alibi=2),  # packed + ALiBi + GQA: mode 8, square last blocks
     dict(S=32, N1=4, N2=2, mask="causal", strategy="zigzag", scheme="ring", alibi=2),  # ALiBi + GQA
     dict(S=30, N1=2, N2=2, mask=("band", 6, 1), strategy="contiguous", scheme="allgather", alibi=3),
 ]
@@ -134,7 +142,7 @@ CASES = [
     "case",
     CASES,
     ids=lambda c: (
-        "tnd"
+        f"tnd-alibi{c.get('alibi')}"
         if c.get("tnd")
         else f"{c['mask']}-{c['strategy']}-{c['scheme']}-N{c['N1']}/{c['N2']}-alibi{c.get('alibi')}"
     ),

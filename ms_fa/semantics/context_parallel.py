@@ -19,7 +19,9 @@ Two layouts of the global problem:
   into contiguous ranges (``cuts`` = the first token of ranks 1..W-1; default balanced); a rank takes the
   keys of every sequence it touches. ``sparse_mode`` 0 (none), 3 (bottom-right causal: a rank whose last
   sequence is cut uses mode 7) or 2 (top-left causal: a rank whose first sequence is cut uses mode 8) -- the
-  "varlen outer cut" of the CANN documentation (seeds/004).
+  "varlen outer cut" of the CANN documentation (seeds/004). With in-kernel ALiBi (``alibi=2 / 3``) a causal
+  rank's last sequence reads keys only up to its last query row (a square block: no mode 7, which ALiBi
+  refuses) and a top cut is mode 8 with ``q_start_idx`` (:func:`alibi_kwargs`).
 
 Two schemes:
 
@@ -118,7 +120,7 @@ class CpPlan:
     seqlens_kv: Optional[Tuple[int, ...]] = None
     sparse_mode: int = 0
     band: Optional[Tuple[int, int]] = None  # (pre, next) left-up, non-TND
-    alibi: Optional[int] = None  # pse_type 2 / 3 of the global call (in-kernel ALiBi), non-TND
+    alibi: Optional[int] = None  # pse_type 2 / 3 of the global call (in-kernel ALiBi)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,7 +150,9 @@ def alibi_kwargs(plan: CpPlan, call: CpCall, slopes, dtype=np.float32) -> Dict:
     ``-slope * |j - i|`` (type 3: ``sqrt``) on the call's block. A square block (S1 == S2) keeps it in the
     kernel (pse_type 2 / 3 with ``q_start_idx`` / ``kv_start_idx`` = the block's global starts, SPEC §5.1);
     other blocks get it as an explicit ``(1, N, S1, S2)`` pse of pse_type 0 (the same numbers, added after the
-    scale), as in-kernel ALiBi needs S1 == S2."""
+    scale), as in-kernel ALiBi needs S1 == S2. TND: positions are sequence-local; a call whose first sequence
+    is cut at the top gets ``q_start_idx`` = its first row in that sequence (mode 8 reads it for the first
+    sequence only; a sparse_mode-0 call that starts inside a sequence holds only that one), else 0."""
     if plan.alibi is None:
         return {}
     from .pse import inner_alibi
@@ -157,6 +161,10 @@ def alibi_kwargs(plan: CpPlan, call: CpCall, slopes, dtype=np.float32) -> Dict:
     if sl is None or sl.ndim != 1 or sl.dtype.kind != "f":
         Semantics.cp__args.fail(f"alibi_slopes must be a 1-D float array (N1,), got {type(slopes).__name__}", TypeError)
     (a, b), (c, d) = call.q[0], call.k[0]
+    if plan.tnd:  # positions are sequence-local; only a call that starts inside a sequence is shifted
+        oq = np.concatenate([[0], np.cumsum(plan.seqlens_q or ())])
+        first = int(np.searchsorted(oq, a, side="right")) - 1
+        return dict(pse=slopes, pse_type=plan.alibi, q_start_idx=[a - int(oq[first])], kv_start_idx=[0])
     if b - a == d - c:
         return dict(pse=slopes, pse_type=plan.alibi, q_start_idx=[a], kv_start_idx=[c])
     bias = inner_alibi(np.asarray(slopes, np.float32), b - a, d - c, plan.alibi, q_start=a, kv_start=c)
@@ -210,8 +218,10 @@ def plan_context_parallel(
         strategy (str): ``"contiguous"`` or ``"zigzag"`` (non-TND).
         scheme (str): ``"allgather"`` or ``"ring"`` (ring: non-TND).
         cuts (Sequence[int], optional): TND: first packed query token of ranks 1 .. W-1.
-        alibi (int, optional): non-TND: the global call's in-kernel ALiBi, pse_type 2 or 3 (slopes given to
-            :func:`alibi_kwargs` / the layers); each call gets its share (see :func:`alibi_kwargs`).
+        alibi (int, optional): the global call's in-kernel ALiBi, pse_type 2 or 3 (slopes given to
+            :func:`alibi_kwargs` / the layers); each call gets its share (see :func:`alibi_kwargs`). TND:
+            self-attention (``seqlens_q == seqlens_kv``); causal plans cut as described in :func:`alibi_kwargs`,
+            sparse_mode 0 only where no rank starts inside a sequence and holds more.
 
     Returns:
         CpPlan: per rank, its query ranges and calls.
@@ -234,8 +244,8 @@ def plan_context_parallel(
         Semantics.cp__args.fail(f"scheme must be one of {SCHEMES}, got {scheme!r}", ValueError)
     if (seq_len is None) == (seqlens_q is None):
         Semantics.cp__args.fail("give seq_len (BSH / SBH / BSND / BNSD) or seqlens_q (TND), exactly one", ValueError)
-    if alibi is not None and (alibi not in (2, 3) or seq_len is None):
-        Semantics.cp__args.fail(f"alibi is the pse_type (2 or 3) of a seq_len plan, got {alibi!r}", ValueError)
+    if alibi is not None and (not is_int(alibi) or alibi not in (2, 3)):
+        Semantics.cp__args.fail(f"alibi is the pse_type of the global call, 2 or 3, got {alibi!r}", ValueError)
     if seq_len is not None:
         plan = _plan_dense(W, _check_int("seq_len", seq_len), mask, strategy, scheme)
         if alibi is not None:
@@ -243,7 +253,7 @@ def plan_context_parallel(
     else:
         if scheme != "allgather" or strategy != "contiguous":
             Semantics.cp__args.fail("TND plans are contiguous all-gather-KV cuts (seeds/004)", ValueError)
-        plan = _plan_tnd(W, seqlens_q, seqlens_kv, sparse_mode, cuts)
+        plan = _plan_tnd(W, seqlens_q, seqlens_kv, sparse_mode, cuts, None if alibi is None else int(alibi))
     validate_plan(plan)
     return plan
 
@@ -284,7 +294,7 @@ def _plan_dense(W, S, mask, strategy, scheme) -> CpPlan:
     return CpPlan(W, False, strategy, scheme, tuple(ranks), seq_len=S, band=(pre, nxt))
 
 
-def _plan_tnd(W, seqlens_q, seqlens_kv, mode, cuts) -> CpPlan:
+def _plan_tnd(W, seqlens_q, seqlens_kv, mode, cuts, alibi=None) -> CpPlan:
     sq = [_check_int("seqlens_q entry", x) for x in _seq(seqlens_q, "seqlens_q")]
     skv = [_check_int("seqlens_kv entry", x) for x in _seq(seqlens_kv if seqlens_kv is not None else sq, "seqlens_kv")]
     if len(sq) != len(skv) or not sq:
@@ -294,6 +304,10 @@ def _plan_tnd(W, seqlens_q, seqlens_kv, mode, cuts) -> CpPlan:
     if mode not in (0, 2, 3):
         Semantics.cp__args.fail(
             f"TND sparse_mode must be 0, 2 or 3 (the modes an outer cut keeps), got {mode!r}", ValueError
+        )
+    if alibi is not None and sq != skv:
+        Semantics.cp__args.fail(
+            f"TND ALiBi plans are self-attention (seqlens_q == seqlens_kv), got {sq} and {skv}", ValueError
         )
     T1 = sum(sq)
     oq = np.concatenate([[0], np.cumsum(sq)]).astype(int)
@@ -328,15 +342,40 @@ def _plan_tnd(W, seqlens_q, seqlens_kv, mode, cuts) -> CpPlan:
             )
             if mode != 0:
                 kw["atten_mask"] = canonical_compressed_mask("causal")
-            if mode == 3 and hi[-1] < sq[seqs[-1]]:  # the last sequence loses its bottom rows here: mode 7
-                kw.update(sparse_mode=7, pre_tokens=k_len[-1], next_tokens=hi[-1] - sq[seqs[-1]])
-            if mode == 2 and lo[0] > 0:  # the first sequence loses its top rows here: mode 8
-                kw.update(sparse_mode=8, pre_tokens=k_len[0], next_tokens=lo[0] - k_len[0] + q_len[0])
-            k0, k1 = int(ok[seqs[0]]), int(ok[seqs[-1] + 1])
+            if alibi is not None and mode != 0:
+                # In-kernel ALiBi refuses mode 7 and, in mode 8, wants every block square but the first,
+                # the first aligned bottom-right (SPEC §5.1). Causal self-attention never reads a key past
+                # its last query, so the last sequence's keys stop at its last query row here: its block
+                # becomes square (hi x hi) and no mode 7 is needed; a top cut is mode 8 with q_start_idx.
+                k_len[-1] = hi[-1]
+                kw["actual_seq_kvlen"] = [int(x) for x in np.cumsum(k_len)]
+                if lo[0] > 0:
+                    kw.update(sparse_mode=8, pre_tokens=k_len[0], next_tokens=lo[0] - k_len[0] + q_len[0])
+            elif alibi is not None and lo[0] > 0 and len(seqs) > 1:
+                Semantics.cp__args.fail(
+                    f"TND sparse_mode 0 with ALiBi: rank {r} starts inside sequence {seqs[0]} (row {lo[0]}) and holds "
+                    f"{len(seqs) - 1} more; in-kernel ALiBi takes one q_start_idx for every sequence of a call "
+                    f"(SPEC §5.1) -- cut on a sequence boundary (cuts=...) or use a causal sparse_mode",
+                    ValueError,
+                )
+            else:
+                if mode == 3 and hi[-1] < sq[seqs[-1]]:  # the last sequence loses its bottom rows here: mode 7
+                    kw.update(sparse_mode=7, pre_tokens=k_len[-1], next_tokens=hi[-1] - sq[seqs[-1]])
+                if mode == 2 and lo[0] > 0:  # the first sequence loses its top rows here: mode 8
+                    kw.update(sparse_mode=8, pre_tokens=k_len[0], next_tokens=lo[0] - k_len[0] + q_len[0])
+            k0, k1 = int(ok[seqs[0]]), int(ok[seqs[-1]]) + k_len[-1]
             calls.append(CpCall(((t0, t1),), ((k0, k1),), kw, out=0))
         ranks.append(RankPlan(r, ((t0, t1),) if t1 > t0 else (), tuple(calls)))
     return CpPlan(
-        W, True, "contiguous", "allgather", tuple(ranks), seqlens_q=tuple(sq), seqlens_kv=tuple(skv), sparse_mode=mode
+        W,
+        True,
+        "contiguous",
+        "allgather",
+        tuple(ranks),
+        seqlens_q=tuple(sq),
+        seqlens_kv=tuple(skv),
+        sparse_mode=mode,
+        alibi=alibi,
     )
 
 
@@ -495,6 +534,15 @@ def run_rank(plan: CpPlan, rank: int, query, key, value, head_num: int, attentio
     )
 
 
+def _alibi_text(plan: CpPlan, c: CpCall) -> str:
+    if plan.alibi is None:
+        return ""
+    ak = alibi_kwargs(plan, c, np.ones(1, np.float32))
+    if ak["pse_type"] == 0:
+        return " alibi as pse"
+    return f" alibi q_start {ak['q_start_idx'][0]} kv_start {ak['kv_start_idx'][0]}"
+
+
 def rank_pictures(plan: CpPlan, max_side: int = 64) -> str:
     """Text pictures of each rank's share of the global mask: ``x`` computed by this rank, ``.`` kept and
     computed by another rank, blank discarded (rows: queries, columns: keys; TND: the packed T1 x T2
@@ -525,6 +573,7 @@ def rank_pictures(plan: CpPlan, max_side: int = 64) -> str:
             )
             + (f" q{c.kwargs['actual_seq_qlen']} kv{c.kwargs['actual_seq_kvlen']}" if plan.tnd else "")
             + (f" step {c.step} -> block {c.out}" if plan.scheme == "ring" else "")
+            + _alibi_text(plan, c)
             for c in rp.calls
         )
         lines.append(f"rank {rp.rank}: queries {list(rp.q)}, {len(rp.calls)} call(s): {calls or '-'}")

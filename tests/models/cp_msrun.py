@@ -22,6 +22,7 @@ CASES = [
     ("none-contiguous", dict(S=29, N1=2, N2=2, mask="none", strategy="contiguous")),
     ("tnd-mode3", dict(tnd=True, lens=[5, 9, 3, 7], N1=2, N2=2)),
     ("causal-zigzag-alibi-gqa", dict(S=32, N1=4, N2=2, mask="causal", strategy="zigzag", alibi=2)),
+    ("tnd-mode3-alibi-gqa", dict(tnd=True, lens=[5, 9, 3, 7], N1=4, N2=2, alibi=3)),
 ]
 
 
@@ -58,6 +59,8 @@ def reference(case, q, k, v, dout):
             actual_seq_kvlen=cum,
         )
         layout = "TND"
+        if case.get("alibi"):
+            kw.update(pse=Tensor(alibi_slopes(N)), pse_type=case["alibi"])
     else:
         S = q.shape[1]
         kw = {}
@@ -85,7 +88,9 @@ def main():
         N1, N2, D = case["N1"], case["N2"], 8
         if case.get("tnd"):
             T = sum(case["lens"])
-            plan = plan_context_parallel(W, seqlens_q=case["lens"], seqlens_kv=case["lens"], sparse_mode=3)
+            plan = plan_context_parallel(
+                W, seqlens_q=case["lens"], seqlens_kv=case["lens"], sparse_mode=3, alibi=case.get("alibi")
+            )
             sq, sk, axis, st_axis = (T, N1, D), (T, N2, D), 0, 0
         else:
             plan = plan_context_parallel(
