@@ -37,7 +37,7 @@ BASE_FLAGS = [
     "-std=c++17",
     "-O3",
     "-fPIC",
-    "-fopenmp",
+    "-pthread",
     "-Wall",
     "-Wextra",
     "-ffp-contract=off",

@@ -337,19 +337,19 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
   if (mode_env && (mode_env[0] == 'B' || mode_env[0] == 'b')) mode_a = false;
 
   BlasSingleThread guard;
-  /* an exception must not leave an OpenMP region (std::terminate): items flag it instead */
-  int failed = 0;
+  /* an exception must not leave a worker thread (std::terminate): it is flagged instead */
+  std::atomic<int> failed{0};
   if (mode_a) {
     const int64_t n = (int64_t)ia.size();
     int nt = (int)std::min<int64_t>(c.nthreads, std::max<int64_t>(n, 1));
-#pragma omp parallel num_threads(nt)
-    {
-      BwdBuffers w;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t x = 0; x < n; ++x)
-        omp_guarded(&failed, [&] { item_a(c, vw, ia[x].b, ia[x].n2, softmax_max, softmax_sum, w); });
-    }
-    return omp_failure(failed, err, errlen);
+    WorkCounter work(n);
+    parallel_run(nt, [&](int) {
+      worker_guarded(&failed, [&] {
+        BwdBuffers w;
+        for (int64_t x; work.next(&x);) item_a(c, vw, ia[x].b, ia[x].n2, softmax_max, softmax_sum, w);
+      });
+    });
+    return worker_failure(failed.load(), err, errlen);
   }
   /* mode B */
   struct ItemKV {
@@ -373,22 +373,26 @@ int backward_impl(const FaProblem* p, const void* q, const void* k, const void* 
   }
   std::stable_sort(iq.begin(), iq.end(), [](const ItemQ& a, const ItemQ& b) { return a.cost > b.cost; });
   const int64_t n1 = (int64_t)ikv.size(), n2i = (int64_t)iq.size();
-  int nt = c.nthreads;
-#pragma omp parallel num_threads(nt)
-  {
-    BwdBuffers w;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n1; ++x) {
-      const ItemKV& it = ikv[x];
-      const int cols = (int)std::min<int64_t>(c.bn, c.bi[it.b].S2b - it.j0);
-      omp_guarded(&failed,
-                  [&] { kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w); });
-    }
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n2i; ++x)
-      omp_guarded(&failed, [&] { q_item(c, vw, iq[x].b, iq[x].h, iq[x].i0, softmax_max, softmax_sum, w); });
-  }
-  return omp_failure(failed, err, errlen);
+  const int nt = c.nthreads;
+  /* pass 1 (dK / dV per key tile), then pass 2 (dQ per query block): the job boundary is the barrier */
+  WorkCounter work_kv(n1), work_q(n2i);
+  parallel_run(nt, [&](int) {
+    worker_guarded(&failed, [&] {
+      BwdBuffers w;
+      for (int64_t x; work_kv.next(&x);) {
+        const ItemKV& it = ikv[x];
+        const int cols = (int)std::min<int64_t>(c.bn, c.bi[it.b].S2b - it.j0);
+        kv_tile(c, vw, it.b, it.n2, it.j0, cols, softmax_max, softmax_sum, nullptr, nullptr, w);
+      }
+    });
+  });
+  parallel_run(nt, [&](int) {
+    worker_guarded(&failed, [&] {
+      BwdBuffers w;
+      for (int64_t x; work_q.next(&x);) q_item(c, vw, iq[x].b, iq[x].h, iq[x].i0, softmax_max, softmax_sum, w);
+    });
+  });
+  return worker_failure(failed.load(), err, errlen);
 }
 
 }  // namespace

@@ -217,15 +217,15 @@ int forward_impl(const FaProblem* p, const void* q, const void* k, const void* v
   BlasSingleThread guard;
   const int64_t n = (int64_t)items.size();
   int nt = (int)std::min<int64_t>(c.nthreads, std::max<int64_t>(n, 1));
-  int failed = 0;
-#pragma omp parallel num_threads(nt)
-  {
-    FwdBuffers w;
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t x = 0; x < n; ++x)
-      omp_guarded(&failed, [&] { run_item(c, items[x], Qv, Kv, Vv, Ov, softmax_max, softmax_sum, w); });
-  }
-  return omp_failure(failed, err, errlen);
+  std::atomic<int> failed{0};
+  WorkCounter work(n);
+  parallel_run(nt, [&](int) {
+    worker_guarded(&failed, [&] {
+      FwdBuffers w;
+      for (int64_t x; work.next(&x);) run_item(c, items[x], Qv, Kv, Vv, Ov, softmax_max, softmax_sum, w);
+    });
+  });
+  return worker_failure(failed.load(), err, errlen);
 }
 
 }  // namespace

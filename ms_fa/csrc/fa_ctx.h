@@ -12,14 +12,11 @@
 #include <algorithm>
 #include <vector>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 #include "fa_dropout.h"
 #include "fa_kernel.h"
 #include "fa_numeric.h"
 #include "fa_plan.h"
+#include "fa_pool.h"
 
 namespace msfa {
 
@@ -151,11 +148,7 @@ inline int make_ctx(const FaProblem* p, Ctx* c, char* err, int errlen, bool back
   c->drop_thr = fa_drop_threshold(p->s.keep_prob);
   c->inv_keep = (float)(1.0 / (double)p->s.keep_prob);
   int nt = p->s.num_threads;
-#ifdef _OPENMP
-  if (nt <= 0) nt = omp_get_max_threads();
-#else
-  nt = 1;
-#endif
+  if (nt <= 0) nt = default_threads();
   c->nthreads = nt < 1 ? 1 : nt;
   const int32_t has_mask = p->s.mask_kind != FA_MASK_NONE;
   if (has_mask && p->s.mask_kind != FA_MASK_COMPRESSED && p->mask == nullptr) {

@@ -1,10 +1,11 @@
-/* fa_guard.h -- exceptions never cross the kernel's C ABI or leave an OpenMP region (part of ms_fa's
+/* fa_guard.h -- exceptions never cross the kernel's C ABI or leave a worker thread (part of ms_fa's
  * CPU FlashAttentionScore kernel; see fa_kernel.h). */
 #ifndef MS_FA_FA_GUARD_H_
 #define MS_FA_FA_GUARD_H_
 
 #include <stdio.h>
 
+#include <atomic>
 #include <exception>
 
 #include "fa_kernel.h"
@@ -33,20 +34,19 @@ inline int c_abi_guard(const FaProblem* p, char* err, int errlen, Body&& body) {
   return 1;
 }
 
-/* One work item inside an OpenMP region: an exception must not leave the region (std::terminate),
- * so it is flagged in *failed and the caller reports it after the region. */
-template <class Item>
-inline void omp_guarded(int* failed, Item&& item) {
+/* One worker's share of a job (fa_pool.h): an exception must not leave a worker thread
+ * (std::terminate), so it is flagged in *failed and the caller reports it after the job. */
+template <class Work>
+inline void worker_guarded(std::atomic<int>* failed, Work&& work) {
   try {
-    item();
+    work();
   } catch (...) {
-#pragma omp atomic write
-    *failed = 1;
+    failed->store(1);
   }
 }
 
-/* After an OpenMP region run with omp_guarded: 1 with the error text if any item failed. */
-inline int omp_failure(int failed, char* err, int errlen) {
+/* After a job run with worker_guarded: 1 with the error text if any worker failed. */
+inline int worker_failure(int failed, char* err, int errlen) {
   if (!failed) return 0;
   snprintf(err, errlen, "[kernel.memory] out of memory for the per-thread tile buffers");
   return 1;

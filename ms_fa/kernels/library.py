@@ -82,7 +82,7 @@ def _preload_openblas():
     kernel library -- ours, MindSpore's AOT ``ops.Custom`` or MindSpore's op-plugin loader -- resolves
     it from the process. OpenBLAS is told to start no thread pool of its own (it reads
     ``OPENBLAS_NUM_THREADS`` when it loads; the variable is restored afterwards): the kernel runs
-    single-threaded GEMMs inside its OpenMP threads.
+    single-threaded GEMMs inside its worker threads.
     """
     global _OPENBLAS
     if _OPENBLAS is not None:
