@@ -215,3 +215,29 @@ def test_non_tensor_inputs_name_the_rule():
         cell(None, q, q)
     with pytest.raises(TypeError, match=r"^\[value\.type\]"):
         cell(q, q, np.zeros((1, 2, 4, 8), np.float32))
+
+
+def test_mask_contents_checked_once_for_the_cells_own_mask_and_every_call_for_the_users():
+    """Issue 12 cut the per-call content check of the compressed mask the Cell compiled itself (a 4 MB
+    compare); a wrong mask from a mask object is still refused, on every call until it is fixed, and a
+    user's own atten_mask tensor is checked on every call (it may change between calls)."""
+
+    class BadMask:  # an AscendMask whose compressed mask has one wrong element
+        def to_ascend(self, S1, S2, *, batch=None):
+            m = np.triu(np.ones((2048, 2048), bool), 1)
+            m[5, 3] = True
+            return dict(sparse_mode=2, atten_mask=m)
+
+    q = Tensor(np.random.default_rng(0).standard_normal((1, 1, 16, 8)).astype(np.float32))
+    cell = ms_fa.FlashAttention(1, "BNSD", mask=BadMask())
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"^\[atten_mask\.compressed_content\].*first at \(5, 3\)"):
+            cell(q, q, q)
+    good = ms_fa.FlashAttention(1, "BNSD", mask=ms_fa.CausalMask())
+    for _ in range(3):
+        good(q, q, q)
+    m = Tensor(np.triu(np.ones((2048, 2048), np.uint8), 1))
+    ms_fa.speed_fusion_attention(q, q, q, 1, "BNSD", atten_mask=m, sparse_mode=2)
+    m[5, 3] = 1  # changed in place between calls
+    with pytest.raises(ValueError, match=r"^\[atten_mask\.compressed_content\]"):
+        ms_fa.speed_fusion_attention(q, q, q, 1, "BNSD", atten_mask=m, sparse_mode=2)

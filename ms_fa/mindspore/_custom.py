@@ -139,12 +139,17 @@ class CustomOps:
 
 
 _REGISTRY = {}
+_PATHS: dict = {}
 _REG_LOCK = threading.Lock()
 
 
 def custom_ops(lib: str = None) -> CustomOps:
     """The :class:`CustomOps` cache of ``lib`` (default :func:`library_path`)."""
-    lib = lib or library_path()
+    if lib is None:  # the path depends only on these variables: resolve it once per setting
+        env = (os.environ.get("MS_FA_LIB"), os.environ.get("MS_FA_ISA"))
+        lib = _PATHS.get(env)
+        if lib is None:
+            lib = _PATHS[env] = library_path()
     with _REG_LOCK:
         c = _REGISTRY.get(lib)
         if c is None:

@@ -10,6 +10,8 @@ the native ops captured here (:data:`NATIVE_SFA`, :data:`NATIVE_FAS`) before ``p
 
 from __future__ import annotations
 
+import collections
+
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -202,9 +204,25 @@ def _forward_op(layout):
     return custom_ops().forward(layout.upper())
 
 
+#: constant tensors of every call (placeholders, empty outputs), made once per dtype: creating and
+#: casting them was three op launches per call (issue 12); nothing writes to them
+_CONSTANTS: dict = {}
+
+
+def _constant(kind, dtype, make):
+    t = _CONSTANTS.get((kind, dtype))
+    if t is None:
+        t = _CONSTANTS[(kind, dtype)] = make()
+    return t
+
+
 @constexpr
 def _placeholder(dtype):
-    return Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8))
+    return _constant(
+        "placeholder",
+        dtype,
+        lambda: Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8)),
+    )
 
 
 @constexpr
@@ -214,17 +232,17 @@ def int64_scalar(v):
 
 @constexpr
 def empty_softmax_out(dtype):
-    return Tensor(np.zeros((0,), np.float32)).astype(dtype)
+    return _constant("softmax_out", dtype, lambda: Tensor(np.zeros((0,), np.float32)).astype(dtype))
 
 
 @constexpr
 def softmax_out_1(dtype):
-    return Tensor(np.zeros((1,), np.float32)).astype(dtype)
+    return _constant("softmax_out_1", dtype, lambda: Tensor(np.zeros((1,), np.float32)).astype(dtype))
 
 
 @constexpr
 def _zero_rng():
-    return Tensor(np.array([0, 0], np.int64))
+    return _constant("rng", None, lambda: Tensor(np.array([0, 0], np.int64)))
 
 
 def _graph_rng(keep_prob):
@@ -258,6 +276,23 @@ def _eager_rng():
     return int(seed), int(off)
 
 
+#: masks ms_fa made itself and hands to nobody (the Cell's compiled mask objects), by id -> [tensor, checked]:
+#: their contents are checked on first use only, not on every call (a 4-6 MB compare; issue 12). The
+#: tensor is held, so its id cannot be reused; the oldest entries go first.
+_OWNED: "collections.OrderedDict[int, list]" = collections.OrderedDict()
+_OWNED_MAX = 256
+
+
+def own_mask(t):
+    """Register ``t`` (a mask tensor ms_fa created and keeps to itself) for a first-use-only content
+    check; returns ``t``."""
+    if t is not None:
+        _OWNED[id(t)] = [t, False]
+        while len(_OWNED) > _OWNED_MAX:
+            _OWNED.popitem(last=False)
+    return t
+
+
 def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
     """Validate, then run the AOT op: the one path of every MindSpore call on CPU. ``opts`` comes from
     :func:`make_options`.
@@ -280,7 +315,11 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
         kw_e = opts.kwargs()
         for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
             kw_e[name] = _as_tuple(kw_e.get(name))
-        # eager: full validation, with the values of the masks where they are on the host
+        # eager: full validation, with the values of the masks where they are on the host (a mask
+        # ms_fa made itself: on its first use)
+        owned = _OWNED.get(id(atten_mask)) if atten_mask is not None else None
+        if owned is not None and owned[0] is not atten_mask:
+            owned = None
         a = normalize(
             query,
             key,
@@ -291,9 +330,11 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
             atten_mask=atten_mask,
             drop_mask=drop_mask,
             api=api,
-            check_values=True,
+            check_values=owned is None or not owned[1],
             **kw_e,
         )
+        if owned is not None:
+            owned[1] = True
         emit(a.warnings)
         meta_np = build_meta(
             a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape), has_drop_mask=drop_mask is not None
@@ -301,7 +342,7 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
         meta = Tensor(meta_np)
         numels = a.numels
         seed, off = _eager_rng() if a.keep_prob < 1.0 else (0, 0)
-        rng = Tensor(np.array([seed, off], np.int64))
+        rng = Tensor(np.array([seed, off], np.int64)) if a.keep_prob < 1.0 else _zero_rng()
         seed, off = Tensor(np.array(seed, np.int64)), Tensor(np.array(off, np.int64))
     else:
         # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as

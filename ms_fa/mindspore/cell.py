@@ -15,6 +15,7 @@ from mindspore import Tensor, nn
 from mindspore.ops import constexpr
 
 from ms_fa.mindspore import ops as _ops
+from ms_fa.mindspore._dispatch import own_mask
 from ms_fa.semantics.args import check_head_num, check_layout, check_scalar_types, check_scale
 from ms_fa.semantics.host import as_float
 from ms_fa.semantics.plan import INT_MAX
@@ -343,9 +344,9 @@ def _mask_plan(cache, mask, layout, qshape, kshape):
                 f"[flash_attention.mask_layout] the mask needs input_layout {mlayout}, the Cell has {layout}"
             )
         am = kw.get("atten_mask")
-        if am is not None and not isinstance(am, Tensor):
+        if am is not None and not isinstance(am, Tensor):  # a tensor of the Cell's own: checked once
             am = np.asarray(am)
-            am = Tensor(am.astype(np.uint8) if am.dtype == np.bool_ else am)
+            am = own_mask(Tensor(am.astype(np.uint8) if am.dtype == np.bool_ else am))
         tup = lambda x: None if x is None else tuple(int(v) for v in x)  # noqa: E731
         return (
             int(kw.get("sparse_mode", 0)),
