@@ -11,7 +11,6 @@ the native ops captured here (:data:`NATIVE_SFA`, :data:`NATIVE_FAS`) before ``p
 from __future__ import annotations
 
 import collections
-
 from dataclasses import dataclass, fields
 from typing import Any
 
