@@ -46,9 +46,7 @@ def measure(shape, rounds, reps):
     grad_add = ms.grad(lambda x: ops.add(x, x).sum())
     cases = {
         "ops.add": lambda: ops.add(q, q).asnumpy(),
-        "speed_fusion_attention": lambda: ms_fa.speed_fusion_attention(q, q, q, N, "BNSD", scale=D**-0.5)[
-            0
-        ].asnumpy(),
+        "speed_fusion_attention": lambda: ms_fa.speed_fusion_attention(q, q, q, N, "BNSD", scale=D**-0.5)[0].asnumpy(),
         "FlashAttention Cell + CausalMask": lambda: cell(q, q, q).asnumpy(),
         "naive attention (3 ops + softmax)": lambda: naive(q, q, q).asnumpy(),
         "grad of ops.add": lambda: grad_add(q).asnumpy(),

@@ -220,7 +220,9 @@ def _placeholder(dtype):
     return _constant(
         "placeholder",
         dtype,
-        lambda: Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8)),
+        lambda: (
+            Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8))
+        ),
     )
 
 
