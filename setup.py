@@ -80,7 +80,7 @@ def _variants():
     extensions, so that setuptools copies each into place (editable installs included)."""
     names = ["libms_fa_cpu"]
     if platform.machine().lower() in ("x86_64", "amd64", "i386", "i486", "i586", "i686"):
-        names.append("libms_fa_cpu_avx2")
+        names += ["libms_fa_cpu_avx2", "libms_fa_cpu_avx512"]
     return [Extension(f"ms_fa._lib.{n}", sources=[]) for n in names]
 
 

@@ -1,4 +1,4 @@
-"""``python -m ms_fa <command>``: demo | explain | run | bench.
+"""``python -m ms_fa <command>``: demo | explain | run | info.
 
 Each command lives in its own module and is imported only when used (MindSpore's import is slow).
 """
@@ -10,6 +10,7 @@ COMMANDS = {
     "demo": ("ms_fa.demo", "train a small GPT-style model on CPU with the ms_fa layer, next to a naive twin"),
     "explain": ("ms_fa.explain", "show the effective mask, block plan and validation verdict of a call"),
     "run": ("ms_fa.mindspore.runner", "run a script with ms_fa.patch() active from the first kernel on"),
+    "info": ("ms_fa.info", "the kernel variant this machine runs (AVX-512 / AVX2 / portable) and why"),
 }
 
 

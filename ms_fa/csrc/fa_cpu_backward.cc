@@ -14,6 +14,7 @@
  *     computes dQ -> 7 GEMMs per tile, but both passes use all threads.
  */
 #include "fa_gemm.h"
+#include "fa_gemm_bf16.h"
 #include "fa_guard.h"
 #include "fa_tile.h"
 
@@ -25,6 +26,7 @@ namespace {
 
 struct BwdBuffers {
   Scratch qb, dyb, kb, vb, s, pd, dp, tmp, mul, dk, dv, dq, drow, mst, lst;
+  Bf16Scratch bfs;
   std::vector<int64_t> lo, hi;
 };
 
@@ -80,7 +82,7 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
   w.hi.resize(rows);
   row_ranges(bi, i0, rows, w.lo.data(), w.hi.data());
 
-  gemm(false, true, rows, cols, D, 1.f, Q, ldq, K, ldk, 0.f, S, bn);
+  gemm_for(dt, false, true, rows, cols, D, Q, ldq, K, ldk, 0.f, S, bn, w.bfs);
   score_tile(c, b, bi, h, i0, rows, j0, cols, S, bn, kind, w.lo.data(), w.hi.data(), tmp);
   for (int r = 0; r < rows; ++r) {
     float* s = S + (int64_t)r * bn;
@@ -109,8 +111,8 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
       round_inplace(pd, cols, dt);
     }
   }
-  if (dV) gemm(true, false, cols, Dv, rows, 1.f, PD, bn, dY, lddy, 1.f, dV, Dv);
-  gemm(false, true, rows, cols, Dv, 1.f, dY, lddy, V, ldv, 0.f, dP, bn);
+  if (dV) gemm_for(dt, true, false, cols, Dv, rows, PD, bn, dY, lddy, 1.f, dV, Dv, w.bfs);
+  gemm_for(dt, false, true, rows, cols, Dv, dY, lddy, V, ldv, 0.f, dP, bn, w.bfs);
   for (int r = 0; r < rows; ++r) {
     float* dp = dP + (int64_t)r * bn;
     const float* s = S + (int64_t)r * bn;
@@ -129,8 +131,8 @@ void bwd_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, int64_t i
     for (; q < cols; ++q) dp[q] = s[q] * (dp[q] - dr);
     if (!f32) round_inplace(dp, cols, dt);
   }
-  if (dK) gemm(true, false, cols, D, rows, 1.f, dP, bn, Q, ldq, 1.f, dK, D);
-  if (dQ) gemm(false, false, rows, D, cols, 1.f, dP, bn, K, ldk, 1.f, dQ, D);
+  if (dK) gemm_for(dt, true, false, cols, D, rows, dP, bn, Q, ldq, 1.f, dK, D, w.bfs);
+  if (dQ) gemm_for(dt, false, false, rows, D, cols, dP, bn, K, ldk, 1.f, dQ, D, w.bfs);
 }
 
 /* bwd_tile over a PARTIAL tile in row chunks of kSub rows, each over the union of its rows' kept

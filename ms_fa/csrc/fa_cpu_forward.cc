@@ -8,6 +8,7 @@
  * input dtype (CAST_ROUND) and O += P V by sgemm. Never an S1 x S2 buffer: O(bm*(bn+D)) per thread.
  */
 #include "fa_gemm.h"
+#include "fa_gemm_bf16.h"
 #include "fa_guard.h"
 #include "fa_tile.h"
 
@@ -25,6 +26,7 @@ struct FwdItem {
 
 struct FwdBuffers {
   Scratch qb, kb, vb, s, o, tmp, mul;
+  Bf16Scratch bfs;
   std::vector<float> m, l;
   std::vector<int64_t> lo, hi;
 };
@@ -119,7 +121,7 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
       const float* Kc = K + (c0 - j0) * ldk;
       const float* Vc = V + (c0 - j0) * ldv;
       float* Sr = S + (int64_t)r0 * bn;
-      gemm(false, true, rr, cc, D, 1.f, Q + (int64_t)r0 * ldq, ldq, Kc, ldk, 0.f, Sr, bn);
+      gemm_for(dt, false, true, rr, cc, D, Q + (int64_t)r0 * ldq, ldq, Kc, ldk, 0.f, Sr, bn, w.bfs);
       score_tile(c, b, bi, h, i0 + r0, rr, c0, cc, Sr, bn, sk, w.lo.data() + r0, w.hi.data() + r0, tmp);
       for (int r = r0; r < r0 + rr; ++r) {
         float* s = S + (int64_t)r * bn;
@@ -146,7 +148,7 @@ void run_item(const Ctx& c, const FwdItem& it, const TView& Qv, const TView& Kv,
           if (!f32) round_inplace(s, cc, dt);
         }
       }
-      gemm(false, false, rr, Dv, cc, 1.f, Sr, bn, Vc, ldv, 1.f, O + (int64_t)r0 * Dv, Dv);
+      gemm_for(dt, false, false, rr, Dv, cc, Sr, bn, Vc, ldv, 1.f, O + (int64_t)r0 * Dv, Dv, w.bfs);
     }
   }
 

@@ -1,12 +1,13 @@
 """Finding and loading ms_fa's C++ library, and choosing its instruction-set variant at run time.
 
-The build (``ms_fa/csrc/CMakeLists.txt``) makes one library per variant, from the same sources and with
-the same results bit for bit:
+The build (``ms_fa/csrc/CMakeLists.txt``) makes one library per variant, from the same sources:
 
 - ``libms_fa_cpu.so``: portable (the architecture's baseline, e.g. x86-64 / armv8-a);
-- ``libms_fa_cpu_avx2.so``: x86 with AVX2 + FMA + F16C.
+- ``libms_fa_cpu_avx2.so``: x86 with AVX2 + FMA + F16C;
+- ``libms_fa_cpu_avx512.so``: x86 with AVX-512 (F, BW, VL, DQ) and AVX512-BF16: the avx2 code, plus bf16
+  inputs computed with native bf16 products (fp32 / fp16 results identical to avx2).
 
-:func:`library_path` picks the best variant this CPU runs (``MS_FA_ISA=portable|avx2`` forces one;
+:func:`library_path` picks the best variant this CPU runs (``MS_FA_ISA=portable|avx2|avx512`` forces one;
 ``MS_FA_LIB`` names a library file directly). Whoever loads the library -- ctypes here, MindSpore's
 ``ops.Custom`` or its op-plugin loader -- takes that path from :func:`prepare_library`.
 """
@@ -20,23 +21,55 @@ from typing import Dict, Optional
 
 from .abi import FaProblem, check_abi
 
-__all__ = ["ISAS", "isa", "library_path", "prepare_library", "load_library"]
+__all__ = ["ISAS", "cpu_flags", "isa", "library_path", "prepare_library", "load_library"]
 
-#: variants, best first: name -> (library file, CPU features it needs (numpy's names))
+#: variants, best first: name -> (library file, CPU features it needs (Linux /proc/cpuinfo flag names))
 ISAS: Dict[str, tuple] = {
-    "avx2": ("libms_fa_cpu_avx2.so", ("AVX2", "FMA3", "F16C")),
+    "avx512": (
+        "libms_fa_cpu_avx512.so",
+        ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"),
+    ),
+    "avx2": ("libms_fa_cpu_avx2.so", ("avx2", "fma", "f16c")),
     "portable": ("libms_fa_cpu.so", ()),
 }
+
+#: numpy's names of the same features, where /proc/cpuinfo is not there (numpy 1.x has no AVX512-BF16:
+#: without /proc/cpuinfo that variant is not chosen, only forced)
+_NUMPY_NAMES = {"avx2": "AVX2", "fma": "FMA3", "f16c": "F16C", "avx512f": "AVX512F", "avx512bw": "AVX512BW",
+                "avx512vl": "AVX512VL", "avx512dq": "AVX512DQ"}  # fmt: skip
 
 _LIB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "_lib")
 
 
+_FLAGS: Optional[frozenset] = None
+
+
+def cpu_flags() -> frozenset:
+    """The CPU's feature flags (Linux ``/proc/cpuinfo`` names, e.g. ``avx512_bf16``); elsewhere what numpy
+    reports of the features :data:`ISAS` needs."""
+    global _FLAGS
+    if _FLAGS is None:
+        flags: set = set()
+        try:
+            with open("/proc/cpuinfo") as f:
+                for line in f:
+                    if line.startswith(("flags", "Features")):
+                        flags = set(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+        if not flags:
+            try:
+                from numpy.core._multiarray_umath import __cpu_features__ as have
+            except ImportError:  # pragma: no cover - numpy always has it (>= 1.20)
+                have = {}
+            flags = {k for k, v in _NUMPY_NAMES.items() if have.get(v, False)}
+        _FLAGS = frozenset(flags)
+    return _FLAGS
+
+
 def _cpu_has(features) -> bool:
-    try:
-        from numpy.core._multiarray_umath import __cpu_features__ as have
-    except ImportError:  # pragma: no cover - numpy always has it (>= 1.20)
-        return not features
-    return all(have.get(f, False) for f in features)
+    return set(features) <= cpu_flags()
 
 
 def isa() -> str:
