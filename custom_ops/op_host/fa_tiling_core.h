@@ -1,0 +1,325 @@
+/* fa_tiling_core.h -- the host tiling arithmetic of ms_fa's Ascend C FlashAttention op, with no CANN
+ * dependency (issue 11, item 2).
+ *
+ * What this decides (everything the real op_host tiling computes that is arithmetic, not API):
+ *   - the base blocks: S1 base (64, or 128 when there are more S1 blocks than vector cores, as upstream
+ *     CalcS1S2BasicBlock), S2 base 128, and the S2 chunk one cube round produces (n_ratio x S2 base);
+ *   - the work units: one per (batch, kv head, query head of the group, S1 block) -- upstream's
+ *     B.o x N2.o x G.o x S1.o -- in that order, a TND batch with its own S1b;
+ *   - the cost of a unit: the S2 base blocks of its S1 block's S2 range, which comes from fa_plan.h
+ *     (fa_band + fa_s2_range, the same functions the CPU kernel uses: no rule is re-derived here); a
+ *     block whose rows keep nothing costs kInvalidUnitCost (it still writes its outputs);
+ *   - the split over the vector cores: contiguous unit ranges with the smallest possible maximum
+ *     load (binary search over a greedy partition, as upstream SetSparseStartIdx), so that a causal
+ *     mask does not leave the last cores with twice the work;
+ *   - every on-chip buffer (UB of a vector core, L1 / L0A / L0B / L0C of a cube core) with its
+ *     offset and size, aligned as the hardware needs, and the GM workspace per core.
+ *
+ * Who includes it: op_host/fa_tiling.cpp (the CANN TilingFunc, which copies FaTiling into the tiling
+ * data the kernel reads), op_kernel/ (the unit decoding and the S2 loop), and tests/tiling_shim.cc,
+ * which g++ builds here (-Wall -Wextra -Werror) for tests/test_ascend_tiling.py. Every function is
+ * FA_PLAN_INLINE (``__aicore__ inline`` under the Ascend compiler) and uses only <stdint.h>.
+ *
+ * Budgets are Atlas A2 / A3 (__NPU_ARCH__ 2201; research note ascendc.md 7.6): UB 192 KB less 256 B and
+ * the 8 KB the Ascend C runtime reserves, L1 512 KB less 256 B, L0A / L0B 64 KB, L0C 128 KB; alignment
+ * UB / L1 32 B, L0A / L0B 512 B, L0C 64 B.
+ */
+#ifndef MS_FA_FA_TILING_CORE_H_
+#define MS_FA_FA_TILING_CORE_H_
+
+#include <stdint.h>
+
+#include "fa_plan.h"
+
+#define FA_TILING_MAX_CORES 48 /* AIV cores of the largest Atlas A2 part (upstream MAX_AIV_NUM) */
+#define FA_TILING_MAX_BATCH 4096
+
+enum {
+  FA_UB_BYTES = 192 * 1024 - 256 - 8 * 1024,
+  FA_L1_BYTES = 512 * 1024 - 256,
+  FA_L0A_BYTES = 64 * 1024,
+  FA_L0B_BYTES = 64 * 1024,
+  FA_L0C_BYTES = 128 * 1024,
+  FA_UB_ALIGN = 32,
+  FA_L1_ALIGN = 32,
+  FA_L0AB_ALIGN = 512,
+  FA_L0C_ALIGN = 64,
+  FA_S2_BASE = 128,
+  FA_N_RATIO = 8,
+  FA_VEC_ROWS = 8, /* rows of one vector round: 8 x 1024 fp32 = 32 KB (upstream's vector base block) */
+  FA_CUBE_K = 128, /* contraction chunk of one L0A / L0B fill */
+  FA_MAX_HEAD_DIM = 512
+};
+
+/* the cost of a unit whose rows keep nothing (upstream INVALID_ROW_SPARSE_RATIO): it writes zeros /
+ * invalid-line rows but multiplies nothing */
+static const int64_t kInvalidUnitCost = 6;
+
+/* one call's shape and mask, as the kernel sees it (lengths per batch: non-TND all equal) */
+struct FaTilingInput {
+  int64_t B, N1, N2, D, Dv;
+  int32_t dtype_bytes; /* 2 (fp16 / bf16) or 4 (fp32) */
+  int32_t tnd;
+  const int64_t* s1; /* B entries */
+  const int64_t* s2; /* B entries */
+  int32_t sparse_mode;
+  int64_t pre_tokens, next_tokens;
+  int32_t has_mask;
+  const int64_t* prefix; /* B entries or 0 */
+  int32_t has_pse, has_dropout;
+  int32_t cores; /* vector cores to use, 1 .. FA_TILING_MAX_CORES */
+};
+
+struct FaBuf {
+  int64_t offset, size;
+};
+
+/* UB of one vector core: one vector round is FA_VEC_ROWS rows x one S2 chunk */
+struct FaUbPlan {
+  FaBuf scores[2]; /* fp32 S = QK^T slice (ping / pong), then P in place */
+  FaBuf p_cast;    /* P cast to the input dtype before it goes to GM for the second matmul (fp16 / bf16) */
+  FaBuf mask[2];   /* uint8 mask slices (compressed / user mask) */
+  FaBuf pse;       /* pse slice, input dtype */
+  FaBuf drop;      /* dropout keep bits (uint8) */
+  FaBuf out_acc;   /* fp32 running output of the round's rows (FA_VEC_ROWS x Dv) */
+  FaBuf out_new;   /* fp32 P V of this chunk for those rows */
+  FaBuf stats;     /* running max, sum, and the rescale factor: 3 x FA_VEC_ROWS x 8 floats */
+  FaBuf tmp;       /* SoftmaxFlashV2 / Brcb scratch */
+  int64_t used;
+};
+
+/* L1 and L0 of one cube core. Both matmuls stream their operands through L1 in contraction chunks of
+ * cube_k (double-buffered): bmm1 S = Q K^T takes (s1_base x cube_k) of Q and (cube_k x 128) of K^T, bmm2
+ * P V takes (s1_base x cube_k) of P and (cube_k x 128) of V, one 128-column output fragment at a time.
+ * The whole Q block stays resident in L1 when it fits beside them (then it is read from GM once per
+ * unit, not once per K tile). */
+struct FaCubePlan {
+  int64_t cube_k; /* 128 for fp16 / bf16, 64 for fp32 (an L0A / L0B buffer stays 32 KB) */
+  int32_t q_resident;
+  FaBuf q;          /* L1: the Q block (s1_base x D), when resident */
+  FaBuf a[2], b[2]; /* L1: left / right operand chunks, ping / pong */
+  FaBuf l0a[2], l0b[2], l0c[2];
+  int64_t l1_used, l0a_used, l0b_used, l0c_used;
+};
+
+struct FaTiling {
+  int64_t s1_base, s2_base, s2_chunk;
+  int64_t G;
+  int64_t max_s1, max_s2, band_batch;
+  int64_t total_units;
+  int64_t total_cost;
+  int32_t used_cores;
+  int64_t core_start[FA_TILING_MAX_CORES + 1]; /* core c takes units [core_start[c], core_start[c+1]) */
+  int64_t max_load;                            /* the largest per-core cost */
+  FaUbPlan ub;
+  FaCubePlan cube;
+  int64_t workspace_per_core; /* GM bytes: S (fp32) and P (input dtype) of a cube round, ping / pong,
+                                 and P V (fp32) */
+  int64_t workspace_bytes;
+};
+
+enum FaTilingStatus {
+  FA_TILING_OK = 0,
+  FA_TILING_BAD_SHAPE = 1,   /* B, N1, N2, D, Dv, lengths or cores outside what the kernel takes */
+  FA_TILING_OVER_BUDGET = 2, /* a buffer plan does not fit (cannot happen for D, Dv <= 512) */
+};
+
+FA_PLAN_INLINE int64_t fa_align_up(int64_t x, int64_t a) {
+  return (x + a - 1) / a * a;
+}
+FA_PLAN_INLINE int64_t fa_ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+/* what fa_band needs beyond one batch: the largest lengths (TND mode 0) and the band batch of TND
+ * modes 7 / 8 (fa_band_batch_index) */
+FA_PLAN_INLINE void fa_tiling_batch_facts(const FaTilingInput* in, FaTiling* t) {
+  t->max_s1 = 0;
+  t->max_s2 = 0;
+  t->band_batch = -1;
+  for (int64_t x = 0; x < in->B; ++x) {
+    t->max_s1 = fa_max64(t->max_s1, in->s1[x]);
+    t->max_s2 = fa_max64(t->max_s2, in->s2[x]);
+    if (in->tnd && (in->sparse_mode == 7 || in->sparse_mode == 8) && in->s1[x] != 0 &&
+        (in->sparse_mode == 7 || t->band_batch < 0))
+      t->band_batch = x;
+  }
+}
+
+/* the mask band of batch b (fa_plan.h) */
+FA_PLAN_INLINE FaBand fa_tiling_band(const FaTilingInput* in, const FaTiling* t, int64_t b) {
+  return fa_band(in->sparse_mode, in->s1[b], in->s2[b], in->pre_tokens, in->next_tokens, in->has_mask,
+                 in->prefix ? in->prefix[b] : -1, in->tnd, b == t->band_batch ? 1 : 0, in->tnd ? t->max_s1 : 0,
+                 in->tnd ? t->max_s2 : 0);
+}
+
+/* the S2 range of the S1 block at i0 of batch b (fa_s2_range at the S2 base) and its cost in S2 base
+ * blocks */
+FA_PLAN_INLINE int64_t fa_tiling_block_range(const FaTilingInput* in, const FaTiling* t, const FaBand* band, int64_t b,
+                                             int64_t i0, int64_t* j0, int64_t* j1) {
+  fa_s2_range(band, in->s1[b], in->s2[b], i0, fa_min64(i0 + t->s1_base, in->s1[b]), t->s2_base, j0, j1);
+  return *j1 > *j0 ? fa_ceil_div(*j1 - *j0, t->s2_base) : kInvalidUnitCost;
+}
+
+/* units of batch b: N2 x G x ceil(S1b / s1_base) (0 when the batch has no queries or no keys: its
+ * outputs are zero and no unit is needed) */
+FA_PLAN_INLINE int64_t fa_tiling_batch_units(const FaTilingInput* in, const FaTiling* t, int64_t b) {
+  if (in->s1[b] <= 0 || in->s2[b] <= 0) return 0;
+  return in->N2 * t->G * fa_ceil_div(in->s1[b], t->s1_base);
+}
+
+/* unit index -> (b, n2, g, s1 block start); the order of upstream ComputeAxisIdx */
+FA_PLAN_INLINE void fa_tiling_unit(const FaTilingInput* in, const FaTiling* t, int64_t u, int64_t* b, int64_t* n2,
+                                   int64_t* g, int64_t* i0) {
+  int64_t x = 0;
+  for (; x < in->B; ++x) {
+    const int64_t n = fa_tiling_batch_units(in, t, x);
+    if (u < n) break;
+    u -= n;
+  }
+  const int64_t s1o = fa_ceil_div(in->s1[x], t->s1_base);
+  *b = x;
+  *i0 = (u % s1o) * t->s1_base;
+  u /= s1o;
+  *g = u % t->G;
+  *n2 = u / t->G;
+}
+
+/* the S2 range a unit visits and its cost */
+FA_PLAN_INLINE int64_t fa_tiling_unit_range(const FaTilingInput* in, const FaTiling* t, int64_t u, int64_t* j0,
+                                            int64_t* j1) {
+  int64_t b, n2, g, i0;
+  fa_tiling_unit(in, t, u, &b, &n2, &g, &i0);
+  const FaBand band = fa_tiling_band(in, t, b);
+  return fa_tiling_block_range(in, t, &band, b, i0, j0, j1);
+}
+
+/* Walks the units in order with their costs: greedy contiguous partition with at most `cores` parts
+ * of load <= cap (start[] filled when given; returns the number of parts, or cores + 1 if cap is too
+ * small), and with cap < 0 just the totals (*total_cost, *max_unit). O(units) per call. */
+FA_PLAN_INLINE int32_t fa_tiling_walk(const FaTilingInput* in, const FaTiling* t, int64_t cap, int32_t cores,
+                                      int64_t* start, int64_t* total_cost, int64_t* max_unit) {
+  int32_t parts = 0;
+  int64_t load = 0, u = 0, total = 0, mx = 0;
+  for (int64_t b = 0; b < in->B; ++b) {
+    if (fa_tiling_batch_units(in, t, b) == 0) continue;
+    const FaBand band = fa_tiling_band(in, t, b);
+    const int64_t s1o = fa_ceil_div(in->s1[b], t->s1_base);
+    for (int64_t hg = 0; hg < in->N2 * t->G; ++hg) {
+      for (int64_t o = 0; o < s1o; ++o, ++u) {
+        int64_t j0, j1;
+        const int64_t c = fa_tiling_block_range(in, t, &band, b, o * t->s1_base, &j0, &j1);
+        total += c;
+        mx = fa_max64(mx, c);
+        if (cap < 0) continue;
+        if (c > cap) return cores + 1;
+        if (parts == 0 || load + c > cap) {
+          if (parts == cores) return cores + 1;
+          if (start) start[parts] = u;
+          ++parts;
+          load = 0;
+        }
+        load += c;
+      }
+    }
+  }
+  if (total_cost) *total_cost = total;
+  if (max_unit) *max_unit = mx;
+  return parts;
+}
+
+FA_PLAN_INLINE int64_t fa_tiling_buf(FaBuf* buf, int64_t* used, int64_t size, int64_t align) {
+  buf->offset = fa_align_up(*used, align);
+  buf->size = fa_align_up(size, align);
+  *used = buf->offset + buf->size;
+  return *used;
+}
+
+FA_PLAN_INLINE void fa_tiling_plan_ub(const FaTilingInput* in, FaTiling* t) {
+  FaUbPlan* p = &t->ub;
+  int64_t used = 0;
+  const int64_t slice = FA_VEC_ROWS * t->s2_chunk;
+  const int64_t dvp = fa_align_up(in->Dv, 8);
+  for (int k = 0; k < 2; ++k) fa_tiling_buf(&p->scores[k], &used, slice * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->p_cast, &used, in->dtype_bytes == 4 ? 0 : slice * in->dtype_bytes, FA_UB_ALIGN);
+  for (int k = 0; k < 2; ++k) fa_tiling_buf(&p->mask[k], &used, in->has_mask ? slice : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->pse, &used, in->has_pse ? slice * in->dtype_bytes : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->drop, &used, in->has_dropout ? slice : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->out_acc, &used, FA_VEC_ROWS * dvp * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->out_new, &used, FA_VEC_ROWS * dvp * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->stats, &used, 3 * FA_VEC_ROWS * 8 * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->tmp, &used, slice * 4 / 4, FA_UB_ALIGN); /* SoftmaxFlashV2 needs <= a quarter slice */
+  p->used = used;
+}
+
+FA_PLAN_INLINE void fa_tiling_plan_cube(const FaTilingInput* in, FaTiling* t) {
+  FaCubePlan* p = &t->cube;
+  const int64_t e = in->dtype_bytes, m = t->s1_base, n = FA_S2_BASE;
+  p->cube_k = e == 4 ? FA_CUBE_K / 2 : FA_CUBE_K;
+  const int64_t k = p->cube_k;
+  int64_t l1 = 0;
+  for (int x = 0; x < 2; ++x) {
+    fa_tiling_buf(&p->a[x], &l1, m * k * e, FA_L1_ALIGN);
+    fa_tiling_buf(&p->b[x], &l1, k * n * e, FA_L1_ALIGN);
+  }
+  const int64_t qbytes = fa_align_up(m * fa_align_up(in->D, 16) * e, FA_L1_ALIGN);
+  p->q_resident = l1 + qbytes <= FA_L1_BYTES ? 1 : 0;
+  fa_tiling_buf(&p->q, &l1, p->q_resident ? qbytes : 0, FA_L1_ALIGN);
+  p->l1_used = l1;
+  int64_t a = 0, b = 0, c = 0;
+  for (int x = 0; x < 2; ++x) {
+    fa_tiling_buf(&p->l0a[x], &a, m * k * e, FA_L0AB_ALIGN);
+    fa_tiling_buf(&p->l0b[x], &b, k * n * e, FA_L0AB_ALIGN);
+    fa_tiling_buf(&p->l0c[x], &c, m * n * 4, FA_L0C_ALIGN);
+  }
+  p->l0a_used = a;
+  p->l0b_used = b;
+  p->l0c_used = c;
+}
+
+/* The whole tiling of one call. Returns an FaTilingStatus. */
+FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
+  if (in->B < 1 || in->B > FA_TILING_MAX_BATCH || in->N2 < 1 || in->N1 < 1 || in->N1 % in->N2 != 0 || in->D < 1 ||
+      in->D > FA_MAX_HEAD_DIM || in->Dv < 1 || in->Dv > FA_MAX_HEAD_DIM || in->cores < 1 ||
+      in->cores > FA_TILING_MAX_CORES || (in->dtype_bytes != 2 && in->dtype_bytes != 4))
+    return FA_TILING_BAD_SHAPE;
+  for (int64_t b = 0; b < in->B; ++b)
+    if (in->s1[b] < 0 || in->s2[b] < 0) return FA_TILING_BAD_SHAPE;
+  t->G = in->N1 / in->N2;
+  fa_tiling_batch_facts(in, t);
+  t->s2_base = FA_S2_BASE;
+  t->s2_chunk = FA_S2_BASE * FA_N_RATIO;
+  /* S1 base 128 when the 64-row blocks already outnumber the vector cores (enough parallelism) */
+  int64_t blocks64 = 0;
+  for (int64_t b = 0; b < in->B; ++b) blocks64 += in->s1[b] > 0 && in->s2[b] > 0 ? fa_ceil_div(in->s1[b], 64) : 0;
+  t->s1_base = blocks64 * in->N1 > in->cores ? 128 : 64;
+  t->total_units = 0;
+  for (int64_t b = 0; b < in->B; ++b) t->total_units += fa_tiling_batch_units(in, t, b);
+  int64_t max_unit = 0;
+  fa_tiling_walk(in, t, -1, 0, 0, &t->total_cost, &max_unit);
+  /* the smallest cap the greedy partition meets with <= cores parts */
+  const int32_t cores = (int32_t)fa_min64(in->cores, fa_max64(t->total_units, 1));
+  int64_t lo = fa_max64(max_unit, fa_ceil_div(t->total_cost, cores)), hi = fa_max64(t->total_cost, lo);
+  while (lo < hi) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    if (fa_tiling_walk(in, t, mid, cores, 0, 0, 0) <= cores)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  t->max_load = lo;
+  t->used_cores = t->total_units > 0 ? fa_tiling_walk(in, t, lo, cores, t->core_start, 0, 0) : 0;
+  for (int32_t c = t->used_cores; c <= FA_TILING_MAX_CORES; ++c) t->core_start[c] = t->total_units;
+  fa_tiling_plan_ub(in, t);
+  fa_tiling_plan_cube(in, t);
+  const int64_t round = t->s1_base * t->s2_chunk;
+  t->workspace_per_core =
+      fa_align_up(2 * round * 4 + 2 * round * in->dtype_bytes + 2 * t->s1_base * fa_align_up(in->Dv, 16) * 4, 512);
+  t->workspace_bytes = t->workspace_per_core * fa_max64(t->used_cores, 1);
+  if (t->ub.used > FA_UB_BYTES || t->cube.l1_used > FA_L1_BYTES || t->cube.l0a_used > FA_L0A_BYTES ||
+      t->cube.l0b_used > FA_L0B_BYTES || t->cube.l0c_used > FA_L0C_BYTES)
+    return FA_TILING_OVER_BUDGET;
+  return FA_TILING_OK;
+}
+
+#endif /* MS_FA_FA_TILING_CORE_H_ */

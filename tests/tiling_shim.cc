@@ -1,0 +1,120 @@
+// tests/tiling_shim.cc -- a C ABI around custom_ops/op_host/fa_tiling_core.h for tests/test_ascend_tiling.py
+// (built with g++ -Wall -Wextra -Werror; the same header the Ascend C op's host tiling and kernel include).
+#include <string.h>
+
+#include "fa_tiling_core.h"
+
+namespace {
+
+FaTilingInput make_input(const int64_t* p, const int64_t* s1, const int64_t* s2, const int64_t* prefix) {
+  FaTilingInput in;
+  in.B = p[0];
+  in.N1 = p[1];
+  in.N2 = p[2];
+  in.D = p[3];
+  in.Dv = p[4];
+  in.dtype_bytes = (int32_t)p[5];
+  in.tnd = (int32_t)p[6];
+  in.sparse_mode = (int32_t)p[7];
+  in.pre_tokens = p[8];
+  in.next_tokens = p[9];
+  in.has_mask = (int32_t)p[10];
+  in.has_pse = (int32_t)p[11];
+  in.has_dropout = (int32_t)p[12];
+  in.cores = (int32_t)p[13];
+  in.s1 = s1;
+  in.s2 = s2;
+  in.prefix = prefix;
+  return in;
+}
+
+void put(int64_t** o, const FaBuf& b) {
+  *(*o)++ = b.offset;
+  *(*o)++ = b.size;
+}
+
+}  // namespace
+
+extern "C" {
+
+/* scalars: s1_base, s2_base, s2_chunk, G, total_units, total_cost, used_cores, max_load,
+ *          ub.used, l1_used, l0a_used, l0b_used, l0c_used, workspace_per_core, workspace_bytes (15)
+ * starts:  FA_TILING_MAX_CORES + 1
+ * bufs:    (offset, size) of the UB buffers (12), then L1 (6), L0A (2), L0B (2), L0C (2) */
+int fa_tiling_probe(const int64_t* params, const int64_t* s1, const int64_t* s2, const int64_t* prefix,
+                    int64_t* scalars, int64_t* starts, int64_t* bufs) {
+  const FaTilingInput in = make_input(params, s1, s2, prefix);
+  FaTiling t;
+  memset(&t, 0, sizeof t);
+  const int32_t st = fa_tiling(&in, &t);
+  const int64_t sc[15] = {t.s1_base,        t.s2_base,
+                          t.s2_chunk,       t.G,
+                          t.total_units,    t.total_cost,
+                          t.used_cores,     t.max_load,
+                          t.ub.used,        t.cube.l1_used,
+                          t.cube.l0a_used,  t.cube.l0b_used,
+                          t.cube.l0c_used,  t.workspace_per_core,
+                          t.workspace_bytes};
+  memcpy(scalars, sc, sizeof sc);
+  memcpy(starts, t.core_start, sizeof t.core_start);
+  int64_t* o = bufs;
+  const FaUbPlan& u = t.ub;
+  put(&o, u.scores[0]);
+  put(&o, u.scores[1]);
+  put(&o, u.p_cast);
+  put(&o, u.mask[0]);
+  put(&o, u.mask[1]);
+  put(&o, u.pse);
+  put(&o, u.drop);
+  put(&o, u.out_acc);
+  put(&o, u.out_new);
+  put(&o, u.stats);
+  put(&o, u.tmp);
+  put(&o, FaBuf{0, 0});
+  const FaCubePlan& c = t.cube;
+  put(&o, c.q);
+  put(&o, c.a[0]);
+  put(&o, c.a[1]);
+  put(&o, c.b[0]);
+  put(&o, c.b[1]);
+  put(&o, FaBuf{0, 0});
+  put(&o, c.l0a[0]);
+  put(&o, c.l0a[1]);
+  put(&o, c.l0b[0]);
+  put(&o, c.l0b[1]);
+  put(&o, c.l0c[0]);
+  put(&o, c.l0c[1]);
+  return st;
+}
+
+/* every unit in order: (b, n2, g, i0, j0, j1, cost) x total_units; returns total_units */
+int64_t fa_tiling_units(const int64_t* params, const int64_t* s1, const int64_t* s2, const int64_t* prefix,
+                        int64_t* out, int64_t max_units) {
+  const FaTilingInput in = make_input(params, s1, s2, prefix);
+  FaTiling t;
+  memset(&t, 0, sizeof t);
+  if (fa_tiling(&in, &t) != FA_TILING_OK) return -1;
+  const int64_t n = t.total_units < max_units ? t.total_units : max_units;
+  for (int64_t x = 0; x < n; ++x) {
+    int64_t* r = out + 7 * x;
+    fa_tiling_unit(&in, &t, x, &r[0], &r[1], &r[2], &r[3]);
+    r[6] = fa_tiling_unit_range(&in, &t, x, &r[4], &r[5]);
+  }
+  return t.total_units;
+}
+
+/* the CPU kernel's band of batch b, for comparison: (pre, next, prefix, structural, user_mask) */
+void fa_tiling_band_probe(const int64_t* params, const int64_t* s1, const int64_t* s2, const int64_t* prefix, int64_t b,
+                          int64_t* out) {
+  const FaTilingInput in = make_input(params, s1, s2, prefix);
+  FaTiling t;
+  memset(&t, 0, sizeof t);
+  fa_tiling_batch_facts(&in, &t);
+  const FaBand band = fa_tiling_band(&in, &t, b);
+  out[0] = band.pre;
+  out[1] = band.next;
+  out[2] = band.prefix;
+  out[3] = band.structural;
+  out[4] = band.user_mask;
+}
+}
