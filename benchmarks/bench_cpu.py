@@ -611,7 +611,7 @@ def isa_report(m, cfg):
         "torch SDPA in the same run and environment.\n"
     )
     L.append(
-        "| OPENBLAS_CORETYPE | numpy sgemm GFLOP/s | variant | dtype | pass | time | GFLOP/s | of sgemm | vs torch SDPA |"
+        "| OPENBLAS_CORETYPE | numpy sgemm GFLOP/s | variant | dtype | pass | time | GFLOP/s | of sgemm | torch SDPA time / this |"
     )
     L.append("|---|---|---|---|---|---|---|---|---|")
     for label in m["settings"]:

@@ -19,6 +19,7 @@ import sys
 
 import numpy as np
 import pytest
+from kernel_suite import run_kernel_suite
 from reference_cases import assert_design_rule
 
 from ms_fa.kernels import library
@@ -75,20 +76,9 @@ def _outputs(tmp_path, isa, **env):
 def test_each_variant_passes_kernel_tests(variant):
     if variant is None:
         pytest.skip("this CPU runs only the default variant (tested by the main suite)")
-    r = _run(
-        dict(MS_FA_ISA=variant),
-        args=[
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-x",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_kernel_cpu.py",
-            "tests/test_kernel_properties.py",
-        ],
-    )
+    env = dict(os.environ, MS_FA_ISA=variant)
+    env.pop("MS_FA_LIB", None)
+    r = run_kernel_suite(env)
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     assert r.returncode == 0 and " passed" in last, r.stdout[-3000:] + r.stderr[-2000:]
 

@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 import pytest
+from kernel_suite import run_kernel_suite
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CSRC = os.path.join(ROOT, "ms_fa", "csrc")
@@ -115,22 +116,7 @@ def test_scalar_library_passes_kernel_tests(scalar_lib):
     )
     r = _run([sys.executable, "-c", probe], env=env, cwd=ROOT)
     assert r.stdout.split() == [scalar_lib, "True"], r.stdout
-    r = _run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-x",
-            "-p",
-            "no:cacheprovider",
-            "tests/test_kernel_cpu.py",
-            "tests/test_kernel_properties.py",
-        ],
-        env=env,
-        cwd=ROOT,
-        timeout=600,
-    )
+    r = run_kernel_suite(env)
     assert " passed" in r.stdout and " skipped" not in r.stdout.splitlines()[-1], r.stdout[-2000:]
 
 

@@ -116,24 +116,10 @@ inline void micro(int kp, const uint32_t* a, int64_t sa, int64_t sp, const uint3
 template <int NV>
 inline void micro_rows(int mr, int kp, const uint32_t* a, int64_t sa, int64_t sp, const uint32_t* b, int64_t np,
                        float* C, int64_t ldc, int ncols, bool acc) {
-  switch (mr) {
-    case 8:
-      return micro<8, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    case 7:
-      return micro<7, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    case 6:
-      return micro<6, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    case 5:
-      return micro<5, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    case 4:
-      return micro<4, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    case 3:
-      return micro<3, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    case 2:
-      return micro<2, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-    default:
-      return micro<1, NV>(kp, a, sa, sp, b, np, C, ldc, ncols, acc);
-  }
+  typedef void (*Micro)(int, const uint32_t*, int64_t, int64_t, const uint32_t*, int64_t, float*, int64_t, int, bool);
+  static const Micro by_rows[8] = {micro<1, NV>, micro<2, NV>, micro<3, NV>, micro<4, NV>,
+                                   micro<5, NV>, micro<6, NV>, micro<7, NV>, micro<8, NV>};
+  by_rows[mr - 1](kp, a, sa, sp, b, np, C, ldc, ncols, acc); /* 1 <= mr <= 8 */
 }
 
 }  // namespace bf16dot
