@@ -28,7 +28,7 @@ lint() {
     $VPY -m ruff check .
     $VPY -m ruff format --check .
     $VPY -m mypy
-    .venv/bin/clang-format --dry-run -Werror ms_fa/csrc/*.h ms_fa/csrc/*.cc tests/*.cc custom_ops/op_host/*.h benchmarks/*.cc
+    .venv/bin/clang-format --dry-run -Werror ms_fa/csrc/*.h ms_fa/csrc/*.cc tests/*.cc custom_ops/op_host/*.h custom_ops/op_kernel/*.h benchmarks/*.cc
 }
 
 cmd=${1:-}

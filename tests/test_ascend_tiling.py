@@ -13,8 +13,10 @@ sparse_mode, TND and not, GQA, head dims 1..512, fp16/bf16/fp32, 1..48 cores):
 - the units enumerate every (batch, kv head, group member, S1 block) once, and the S2 range of each is
   exactly the CPU kernel's plan (ms_fa/semantics/plan.py s2_range at the tiling's blocks, the Python mirror
   of fa_plan.h) and contains every kept column of every row of the block;
-- a blockwise numpy model of the kernel -- units in order, S2 chunks of n_ratio base tiles, online softmax
-  per tile as SoftmaxFlashV2 does -- equals the float64 oracle.
+- each core's tile loop (custom_ops/op_kernel/fa_schedule.h, the kernel's own loop) visits its units in
+  order, every unit's S2 range in base tiles with the CPU kernel's block kinds, and nothing else;
+- a blockwise numpy model of the kernel driven by that loop's tiles -- online softmax per tile as
+  SoftmaxFlashV2 does, FULL tiles unmasked -- equals the float64 oracle.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def lib(tmp_path_factory):
     so = str(tmp_path_factory.mktemp("tiling") / "tiling_shim.so")
     cmd = [GXX, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC"]
     cmd += ["-I", os.path.join(ROOT, "ms_fa", "csrc"), "-I", os.path.join(ROOT, "custom_ops", "op_host")]
+    cmd += ["-I", os.path.join(ROOT, "custom_ops", "op_kernel")]
     cmd += [os.path.join(ROOT, "tests", "tiling_shim.cc"), "-o", so]
     r = subprocess.run(cmd, capture_output=True, text=True)
     assert r.returncode == 0, f"{' '.join(cmd)}\n{r.stderr}"
@@ -55,6 +58,8 @@ def lib(tmp_path_factory):
     lib.fa_tiling_probe.argtypes = [P64] * 7
     lib.fa_tiling_units.restype = ctypes.c_int64
     lib.fa_tiling_units.argtypes = [P64] * 5 + [ctypes.c_int64]
+    lib.fa_schedule_core.restype = ctypes.c_int64
+    lib.fa_schedule_core.argtypes = [P64] * 4 + [ctypes.c_int32, P64, ctypes.c_int64]
     lib.fa_tiling_band_probe.restype = None
     lib.fa_tiling_band_probe.argtypes = [P64] * 4 + [ctypes.c_int64, P64]
     return lib
@@ -136,6 +141,18 @@ def _units(lib, call, n):
     return out[:n]
 
 
+def _tiles(lib, call, used):
+    """Every core's tiles from the kernel's loop (custom_ops/op_kernel/fa_schedule.h), core by core."""
+    s1, s2, pf = call.arrays()
+    out = []
+    for core in range(used):
+        n = lib.fa_schedule_core(_p(call.params()), _p(s1), _p(s2), _p(pf) if pf is not None else None, core, None, 0)
+        buf = np.zeros((max(n, 1), 12), np.int64)
+        lib.fa_schedule_core(_p(call.params()), _p(s1), _p(s2), _p(pf) if pf is not None else None, core, _p(buf), n)
+        out.append(buf[:n])
+    return out
+
+
 def _greedy_parts(costs, cap):
     parts, load = 0, 0
     for c in costs:
@@ -209,6 +226,35 @@ def test_budgets_partition_and_coverage(lib):
     assert n_units > 50_000  # the calls were not trivially small
 
 
+def test_each_cores_tile_loop_is_the_plan(lib):
+    """fa_schedule.h, core by core: the units of the core in order, each unit's S2 range in s2_base tiles
+    (the last one cut at the range's end), kinds = the CPU kernel's plan.block_kind, chunk = the cube round,
+    first / last flags on the unit's first / last tile, and an empty tile for a unit that keeps nothing."""
+    rng = np.random.default_rng(23)
+    for _ in range(600):
+        call = Call(rng, small=True)
+        status, t, starts, _bufs = _probe(lib, call)
+        assert status == 0
+        units = _units(lib, call, t["units"])
+        tiles = _tiles(lib, call, t["used"])
+        for core, tl in enumerate(tiles):
+            want = []
+            for u in range(int(starts[core]), int(starts[core + 1])):
+                b, n2, g, i0, j0, j1, _cost = (int(x) for x in units[u])
+                band = call.band(b)
+                i1 = min(i0 + t["s1_base"], int(call.s1[b]))
+                head = (b, n2, g, n2 * t["G"] + g, i0, i1)
+                if j1 <= j0:
+                    want.append((*head, 0, 0, M.BLOCK_SKIP, 0, 1, 1))
+                    continue
+                for a in range(j0, j1, t["s2_base"]):
+                    e = min(a + t["s2_base"], j1)
+                    kind = M.block_kind(band, i0, i1, a, e)
+                    assert kind != M.BLOCK_SKIP
+                    want.append((*head, a, e, kind, (a - j0) // t["s2_chunk"], int(a == j0), int(e == j1)))
+            assert [tuple(int(x) for x in r) for r in tl] == want
+
+
 def test_band_is_the_cpu_kernels(lib):
     """fa_tiling_band (used by the tiling and the kernel) is fa_plan.h's fa_band with the TND batch facts."""
     rng = np.random.default_rng(5)
@@ -237,39 +283,34 @@ def test_bad_shapes_are_refused(lib):
 # --------------------------------------------------------------------------------------------------
 # the kernel's blockwise schedule, in numpy, against the oracle
 # --------------------------------------------------------------------------------------------------
-def _model_forward(call, t, units, q, k, v, scale):
-    """What the kernel computes, unit by unit: for its S1 block, the S2 range in chunks of s2_chunk, each
-    chunk as s2_base tiles (cube: S = Q K^T; vector: scale, mask, SoftmaxFlashV2's running max / sum and
-    the rescale of the accumulated P V), then the division by the sum. float64 throughout."""
+def _model_forward(call, tiles, q, k, v, scale):
+    """What the kernel computes, tile by tile in each core's order (fa_schedule.h): cube S = Q K^T of the
+    tile; vector: scale, mask (FULL tiles read none), SoftmaxFlashV2's running max / sum and the rescale of
+    the accumulated P V; on the unit's last tile the division by the sum. float64 throughout."""
     T1 = int(call.s1.sum())
-    N1, Dv = call.N1, call.Dv
-    out = np.zeros((T1, N1, Dv))
+    out = np.zeros((T1, call.N1, call.Dv))
     oq = np.concatenate([[0], np.cumsum(call.s1)])
     ok = np.concatenate([[0], np.cumsum(call.s2)])
-    for b, n2, g, i0, j0, j1, _cost in (tuple(int(x) for x in u) for u in units):
-        h = n2 * t["G"] + g
-        band = call.band(b)
-        i1 = min(i0 + t["s1_base"], int(call.s1[b]))
-        Q = q[oq[b] + i0 : oq[b] + i1, h].astype(np.float64)
-        m = np.full(i1 - i0, -np.inf)
-        s = np.zeros(i1 - i0)
-        acc = np.zeros((i1 - i0, Dv))
-        for c0 in range(j0, j1, t["s2_chunk"]):
-            for t0 in range(c0, min(c0 + t["s2_chunk"], j1), t["s2_base"]):
-                t1 = min(t0 + t["s2_base"], j1)
-                K = k[ok[b] + t0 : ok[b] + t1, n2].astype(np.float64)
-                V = v[ok[b] + t0 : ok[b] + t1, n2].astype(np.float64)
-                S = Q @ K.T * scale
-                keep = band.keep(np.arange(i0, i1)[:, None], np.arange(t0, t1)[None, :])
+    for core_tiles in tiles:
+        for b, n2, _g, h, i0, i1, j0, j1, kind, _chunk, first, last in (tuple(int(x) for x in r) for r in core_tiles):
+            if first:
+                Q = q[oq[b] + i0 : oq[b] + i1, h].astype(np.float64)
+                m, s, acc = np.full(i1 - i0, -np.inf), np.zeros(i1 - i0), np.zeros((i1 - i0, call.Dv))
+            K = k[ok[b] + j0 : ok[b] + j1, n2].astype(np.float64)
+            V = v[ok[b] + j0 : ok[b] + j1, n2].astype(np.float64)
+            S = Q @ K.T * scale
+            if kind == M.BLOCK_PARTIAL:
+                keep = call.band(b).keep(np.arange(i0, i1)[:, None], np.arange(j0, j1)[None, :])
                 S = np.where(keep, S, -np.inf)
-                mn = np.maximum(m, S.max(axis=1))
-                safe = np.where(np.isfinite(mn), mn, 0.0)
-                P = np.exp(S - safe[:, None])
-                alpha = np.where(np.isfinite(m), np.exp(m - safe), 0.0)
-                s = s * alpha + P.sum(axis=1)
-                acc = acc * alpha[:, None] + P @ V
-                m = mn
-        out[oq[b] + i0 : oq[b] + i1, h] = acc / s[:, None]
+            mn = np.maximum(m, S.max(axis=1, initial=-np.inf))
+            safe = np.where(np.isfinite(mn), mn, 0.0)
+            P = np.exp(S - safe[:, None])
+            alpha = np.where(np.isfinite(m), np.exp(m - safe), 0.0)
+            s = s * alpha + P.sum(axis=1)
+            acc = acc * alpha[:, None] + P @ V
+            m = mn
+            if last:
+                out[oq[b] + i0 : oq[b] + i1, h] = acc / s[:, None]
     return out
 
 
@@ -297,13 +338,13 @@ def test_blockwise_model_equals_the_oracle(lib, seed):
             break
     status, t, _st, _bufs = _probe(lib, call)
     assert status == 0
-    units = _units(lib, call, t["units"])
+    tiles = _tiles(lib, call, t["used"])
     T1, T2 = int(call.s1.sum()), int(call.s2.sum())
     q = rng.standard_normal((T1, call.N1, call.D)).astype(np.float32)
     k = rng.standard_normal((T2, call.N2, call.D)).astype(np.float32)
     v = rng.standard_normal((T2, call.N2, call.Dv)).astype(np.float32)
     scale = float(np.float32(1 / np.sqrt(call.D)))  # the op takes scale as a float32 attribute
-    got = _model_forward(call, t, units, q, k, v, scale)
+    got = _model_forward(call, tiles, q, k, v, scale)
     kw = dict(actual_seq_qlen=list(np.cumsum(call.s1)), actual_seq_kvlen=list(np.cumsum(call.s2)))
     kw.update(sparse_mode=call.mode, atten_mask=np.triu(np.ones((2048, 2048), bool), 1) if call.mode else None)
     if call.mode in (0, 4):

@@ -2,6 +2,7 @@
 // (built with g++ -Wall -Wextra -Werror; the same header the Ascend C op's host tiling and kernel include).
 #include <string.h>
 
+#include "fa_schedule.h"
 #include "fa_tiling_core.h"
 
 namespace {
@@ -116,5 +117,29 @@ void fa_tiling_band_probe(const int64_t* params, const int64_t* s1, const int64_
   out[2] = band.prefix;
   out[3] = band.structural;
   out[4] = band.user_mask;
+}
+
+/* the tiles of core `core` in its order: (b, n2, g, h, i0, i1, j0, j1, kind, chunk, first, last) each;
+ * returns the number of tiles (at most max_tiles are written), -1 if the tiling fails */
+int64_t fa_schedule_core(const int64_t* params, const int64_t* s1, const int64_t* s2, const int64_t* prefix,
+                         int32_t core, int64_t* out, int64_t max_tiles) {
+  const FaTilingInput in = make_input(params, s1, s2, prefix);
+  FaTiling t;
+  memset(&t, 0, sizeof t);
+  if (fa_tiling(&in, &t) != FA_TILING_OK) return -1;
+  FaCursor c;
+  fa_cursor_begin(&in, &t, core, &c);
+  FaTile tile;
+  int64_t n = 0;
+  while (fa_cursor_next(&in, &t, &c, &tile)) {
+    if (n < max_tiles) {
+      int64_t* r = out + 12 * n;
+      const int64_t v[12] = {tile.b,  tile.n2, tile.g,    tile.h,     tile.i0,    tile.i1,
+                             tile.j0, tile.j1, tile.kind, tile.chunk, tile.first, tile.last};
+      memcpy(r, v, sizeof v);
+    }
+    ++n;
+  }
+  return n;
 }
 }
