@@ -8,6 +8,8 @@
   (portable, avx2, and avx512 with ``MS_FA_BF16_DOT=0``), while avx512's native bf16 products change the
   order of the fp32 additions -- the test requires them to differ somewhere (the path is taken) and to meet
   DESIGN 6's rule against the oracle.
+- ``test_avx512_exp_is_the_avx2_exp``: the avx512 variant's 16-lane exp (the softmax's hot loop) gives the
+  avx2 exp's bits on all 2^32 fp32 inputs (tests/simd_exp_check.cc, built with the variant's flags).
 - ``test_info_reports_the_choice``: ``python -m ms_fa info`` names the chosen variant and the reason.
 """
 
@@ -139,3 +141,15 @@ def test_info_reports_the_choice():
     r = _run(dict(MS_FA_ISA="portable"), args=[sys.executable, "-m", "ms_fa", "info"])
     assert "chosen variant: portable (forced by MS_FA_ISA=portable)" in r.stdout
     assert "bf16 inputs: fp32 GEMMs on the bf16 values" in r.stdout
+
+
+@pytest.mark.skipif("avx512" not in RUNNABLE, reason="this CPU does not run the avx512 variant")
+def test_avx512_exp_is_the_avx2_exp(tmp_path):
+    exe = str(tmp_path / "simd_exp_check")
+    flags = "-O2 -std=c++17 -ffp-contract=off -mavx2 -mfma -mf16c -mavx512f -mavx512bw -mavx512vl -mavx512dq".split()
+    flags += ["-mavx512bf16", "-Wall", "-Wextra", "-Werror", "-Wno-uninitialized"]  # see CMakeLists.txt
+    cmd = ["g++", *flags, "-I", os.path.join(ROOT, "ms_fa", "csrc"), os.path.join(ROOT, "tests", "simd_exp_check.cc")]
+    r = subprocess.run(cmd + ["-o", exe], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([exe, "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("checked 4294967296 mismatches 0"), r.stdout

@@ -57,6 +57,18 @@ static inline float exp_sum_into(const float* s, float* e, int n, float m, Out o
   const simd::F8 mv = simd::set1(m);
   simd::F8 acc = simd::zero();
   int k = 0;
+#if MS_FA_SIMD_AVX512
+  /* 16 lanes of exp, then the two 8-lane halves in the order of the loop below: the same bits */
+  const __m512 mv16 = _mm512_set1_ps(m);
+  for (; k + 16 <= n; k += 16) {
+    const __m512 v = simd_avx512::exp(_mm512_sub_ps(_mm512_loadu_ps(s + k), mv16));
+    const simd::F8 v0 = simd_avx512::low(v), v1 = simd_avx512::high(v);
+    acc = simd::add(acc, v0);
+    acc = simd::add(acc, v1);
+    simd::store(e + k, out(v0));
+    simd::store(e + k + 8, out(v1));
+  }
+#endif
   for (; k + 8 <= n; k += 8) {
     simd::F8 v = simd::exp(simd::sub(simd::load(s + k), mv));
     acc = simd::add(acc, v);

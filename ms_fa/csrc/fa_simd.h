@@ -6,7 +6,9 @@
  *                         it, e.g. to NEON on aarch64), bit-for-bit the same results as simd_avx2.
  *
  * msfa::simd names the one the kernel uses: simd_avx2 where available unless MS_FA_FORCE_SCALAR is
- * defined, else simd_portable (MS_FA_SIMD_AVX2 is then 1 / 0). Both provide:
+ * defined, else simd_portable (MS_FA_SIMD_AVX2 is then 1 / 0). With AVX-512 (the avx512 variant)
+ * msfa::simd_avx512 adds a 16-lane exp with the avx2 exp's bits lane by lane (MS_FA_SIMD_AVX512), which
+ * the softmax loop uses two halves at a time. Both 8-lane paths provide:
  *
  *   F8 load(const float*) / store(float*, F8)           unaligned 8 floats
  *   F8 set1(float) / zero()
@@ -446,6 +448,56 @@ static inline F8 round_bf16(F8 a) {
 namespace simd = simd_avx2;
 #else
 namespace simd = simd_portable;
+#endif
+
+/* ------------------------------------------------------------------------------------------ */
+/* AVX-512: 16 lanes of the hottest loop (the softmax's exp), same arithmetic per lane           */
+
+#if MS_FA_SIMD_AVX2 && defined(__AVX512F__) && defined(__AVX512DQ__)
+#define MS_FA_SIMD_AVX512 1
+namespace simd_avx512 {
+
+typedef __m512 F16;
+
+/* simd_avx2::exp on 16 lanes: the same operations in the same order, so every lane's bits are the
+ * avx2 path's (maxps / minps return the second operand on NaN in both widths; the rounding is the
+ * same round-to-nearest-even) */
+static inline F16 exp(F16 xin) {
+  __m512 x = xin;
+  const __m512 lo = _mm512_set1_ps(-87.3365478515625f);
+  const __m512 hi = _mm512_set1_ps(88.3762626647949f);
+  const __mmask16 zmask = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  __m512 r2 = _mm512_mul_ps(r, r);
+  __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  __m512i n = _mm512_cvtps_epi32(fx);
+  n = _mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23);
+  y = _mm512_mul_ps(y, _mm512_castsi512_ps(n));
+  y = _mm512_maskz_mov_ps((__mmask16)~zmask, y);
+  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(xin, _mm512_set1_ps(kExpOverflow), _CMP_GE_OQ),
+                         _mm512_set1_ps(INFINITY));
+  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(xin, xin, _CMP_UNORD_Q), xin);
+}
+static inline simd_avx2::F8 low(F16 v) {
+  return _mm512_castps512_ps256(v);
+}
+static inline simd_avx2::F8 high(F16 v) {
+  return _mm512_extractf32x8_ps(v, 1);
+}
+
+}  // namespace simd_avx512
+#else
+#define MS_FA_SIMD_AVX512 0
 #endif
 
 }  // namespace msfa
