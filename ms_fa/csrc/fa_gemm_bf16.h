@@ -138,10 +138,14 @@ inline void gemm_bf16(bool ta, bool tb, int M, int N, int K, const float* A, int
     pack_pairs_across(B, ldb, N, K, ws.a.data(), kp);
     uint32_t* bp = ws.b.data();
     const uint32_t* t = ws.a.data();
-    for (int p = 0; p < kp; ++p) {
-      uint32_t* row = bp + (int64_t)p * np;
-      for (int j = 0; j < N; ++j) row[j] = t[(int64_t)j * kp + p];
-      for (int j = N; j < np; ++j) row[j] = 0;
+    const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                             _mm512_set1_epi32(kp));
+    for (int j0 = 0; j0 < np; j0 += 16) { /* 16 rows of t at a time: one gather per pair index p */
+      const __mmask16 m = N - j0 >= 16 ? (__mmask16)0xffff : (__mmask16)(N > j0 ? (1u << (N - j0)) - 1 : 0);
+      const int* src = (const int*)(t + (int64_t)j0 * kp);
+      for (int p = 0; p < kp; ++p)
+        _mm512_storeu_si512(bp + (int64_t)p * np + j0,
+                            _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, lanes, src + p, 4));
     }
   }
   int64_t sa, sp;
