@@ -508,3 +508,46 @@ def test_big_endian_inputs_are_read_by_value(dtype):
     got = K.fa_forward(**swapped)
     for a, b in zip(got[:3], native[:3]):
         np.testing.assert_array_equal(a, b)
+
+
+FORK_CHILD = """
+import os, sys, numpy as np
+from ms_fa.kernels import cpu as K
+q = np.random.default_rng(3).standard_normal((1, 4, 200, 32)).astype(np.float32)
+want = K.fa_forward(q, q, q, 4, "BNSD")[0]  # the parent's workers exist now
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if np.array_equal(K.fa_forward(q, q, q, 4, "BNSD")[0], want) else 3)
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_worker_pool_across_fork_and_threads():
+    """The kernel's worker threads (fa_pool.h): a forked child (whose parent's workers do not exist there)
+    starts its own and gets the parent's result -- in a small process of its own, not by forking the test
+    runner; calls from several Python threads at once are each correct (the pool runs one job at a time)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+
+    if hasattr(os, "fork"):
+        r = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+    rng = np.random.default_rng(3)
+    qs = [rng.standard_normal((1, 4, 200, 32)).astype(np.float32) for _ in range(4)]
+    want = [K.fa_forward(q, q, q, 4, "BNSD")[0] for q in qs]
+    got = [None] * len(qs)
+
+    def run(i):
+        for _ in range(5):
+            got[i] = K.fa_forward(qs[i], qs[i], qs[i], 4, "BNSD")[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(qs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
