@@ -2,7 +2,8 @@
 
 Prints the CPU features the variants need, every variant (built? runnable here?), the one chosen
 (``MS_FA_ISA`` / ``MS_FA_LIB`` overrides), whether bf16 inputs take native bf16 products, the worker
-thread count, and the OpenBLAS core the fp32 GEMMs run on (``OPENBLAS_CORETYPE`` changes it).
+thread count, the OpenBLAS core the fp32 GEMMs run on (``OPENBLAS_CORETYPE`` changes it), and which
+attention backend runs here and why the others do not.
 """
 
 from __future__ import annotations
@@ -74,7 +75,24 @@ def report() -> str:
         f"fp32 GEMM: OpenBLAS core {_openblas_core()} "
         f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})"
     )
+    lines += _backends()
     return "\n".join(lines)
+
+
+def _backends():
+    """Which attention implementation a MindSpore / torch call takes on this machine, and why the others do
+    not (an Ascend device is seen the way st/ sees it: a /dev/davinci* node)."""
+    import glob
+
+    npu = bool(glob.glob("/dev/davinci[0-9]*"))
+    native = "used when the device target is Ascend" if npu else "not available: no Ascend NPU (no /dev/davinci*)"
+    return [
+        "attention backends:",
+        f"  native FlashAttentionScore (Ascend): {native}",
+        "  ms_fa Ascend C op: not built -- custom_ops/ holds its tiling and tile loop, not its kernels "
+        "(docs/ascend_c.md)",
+        "  ms_fa CPU kernel: " + ("used when the device target is not Ascend" if npu else "used (this machine)"),
+    ]
 
 
 def main(argv=None) -> int:
