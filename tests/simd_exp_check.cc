@@ -1,4 +1,5 @@
-// tests/simd_exp_check.cc -- fa_simd.h's 16-lane AVX-512 exp against its 8-lane AVX2 exp, bit for bit, over
+// tests/simd_exp_check.cc -- fa_simd.h's 16-lane AVX-512 exp against its 8-lane AVX2 exp (one template,
+// x86_exp, over two sets of intrinsics: this checks that the two sets mean the same), bit for bit, over
 // the fp32 bit patterns 0, stride, 2*stride, ... (stride 1: all 2^32). Built with the avx512 variant's
 // flags by tests/test_kernel_isa.py; prints "checked N mismatches M first 0x..." and exits 1 on a mismatch.
 #include <stdint.h>

@@ -9,6 +9,7 @@ the kernel and merging them gives the single-process result (fp32, DESIGN §6 ag
 from __future__ import annotations
 
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -331,3 +332,30 @@ def test_running_a_tnd_alibi_plan_equals_one_process(mode, cuts, pse_type):
         if i:
             w, w64 = softmax_to_tnd(w, lens), softmax_to_tnd(w64, lens)
         assert_design_rule(name, got[i], w, w64, "float32")
+
+
+@pytest.mark.parametrize(
+    "args,rule,exc",
+    [
+        (dict(plan="plan"), "cp.args", TypeError),
+        (dict(head_num="4"), "head_num.type", TypeError),
+        (dict(head_num=0), "head_num.positive", ValueError),
+        (dict(scale="0.5"), "scale.type", TypeError),
+        (dict(alibi_slopes=np.ones(2, np.float32)), "cp.args", ValueError),
+        (dict(world_size=3), "cp.args", ValueError),
+    ],
+)
+def test_layer_arguments_name_the_rule_before_any_collective(args, rule, exc):
+    """Both framework layers check their arguments with check_layer_args before they touch a collective:
+    the MindSpore Cell here without any communication initialised (it would fail there otherwise)."""
+    from ms_fa.mindspore.context_parallel import ContextParallelAttention
+    from ms_fa.semantics.context_parallel import check_layer_args
+
+    kw = dict(plan=plan_context_parallel(2, seq_len=8), head_num=2, scale=0.5, alibi_slopes=None, world_size=2)
+    kw.update(args)
+    with pytest.raises(exc, match="^" + re.escape(f"[{rule}]")):
+        check_layer_args(**kw)
+    if "world_size" not in args:
+        kw.pop("world_size")
+        with pytest.raises(exc, match="^" + re.escape(f"[{rule}]")):
+            ContextParallelAttention(kw["head_num"], kw["plan"], kw["scale"], alibi_slopes=kw["alibi_slopes"])

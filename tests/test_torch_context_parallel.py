@@ -7,6 +7,7 @@ packed TND sequences cut between ranks (sparse_mode 7; with ALiBi, mode 8)."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import tempfile
 
@@ -156,3 +157,25 @@ def test_context_parallel_equals_one_process(W, case):
         pytest.fail(open(errfile).read() or str(e))
     finally:
         os.unlink(errfile)
+
+
+@pytest.mark.parametrize(
+    "change,rule,exc",
+    [
+        (dict(query=np.zeros((1, 4, 2, 8), np.float32)), "cp.args", TypeError),
+        (dict(plan=None), "cp.args", TypeError),
+        (dict(head_num=2.0), "head_num.type", TypeError),
+        (dict(scale=None), "scale.type", TypeError),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_collective(change, rule, exc):
+    """No process group exists here: the rules are checked before torch.distributed is touched."""
+    from ms_fa.torch.context_parallel import context_parallel_attention
+
+    x = torch.zeros(1, 4, 2, 8)
+    kw = dict(query=x, key=x, value=x, head_num=2, plan=plan_context_parallel(2, seq_len=8), scale=0.5)
+    kw.update(change)
+    with pytest.raises(exc, match="^" + re.escape(f"[{rule}]")):
+        context_parallel_attention(
+            kw.pop("query"), kw.pop("key"), kw.pop("value"), kw.pop("head_num"), kw.pop("plan"), **kw
+        )

@@ -299,6 +299,37 @@ MSFA_SIMD_INLINE F8 round_bf16(const F8& a) {
 /* AVX2 + FMA + F16C                                                                            */
 
 #if MS_FA_SIMD_AVX2
+/* expf, Cephes polynomial (max rel. error ~1.5 ulp); x < -87.33 (incl. -inf) -> 0 exactly, exp(0) == 1
+ * exactly, from ln(FLT_MAX) up +inf, NaN in -> that NaN out. Written once over the operations of an x86
+ * vector width (X: simd_avx2::Ops, simd_avx512::Ops), so the 8- and 16-lane paths run the same operations
+ * in the same order and agree lane by lane, bit for bit (maxps / minps return the second operand on NaN
+ * in both widths; the rounding is round-to-nearest-even in both). */
+template <class X>
+static inline typename X::V x86_exp(typename X::V xin) {
+  typedef typename X::V V;
+  V x = xin;
+  const V lo = X::set1(-87.3365478515625f);
+  const V hi = X::set1(88.3762626647949f);
+  const typename X::M zmask = X::lt(x, lo);
+  x = X::min(X::max(x, lo), hi);
+  const V fx = X::round(X::mul(x, X::set1(1.44269504088896341f)));
+  V r = X::fnmadd(fx, X::set1(0.693359375f), x);
+  r = X::fnmadd(fx, X::set1(-2.12194440e-4f), r);
+  V p = X::set1(1.9875691500E-4f);
+  p = X::fmadd(p, r, X::set1(1.3981999507E-3f));
+  p = X::fmadd(p, r, X::set1(8.3334519073E-3f));
+  p = X::fmadd(p, r, X::set1(4.1665795894E-2f));
+  p = X::fmadd(p, r, X::set1(1.6666665459E-1f));
+  p = X::fmadd(p, r, X::set1(5.0000001201E-1f));
+  const V r2 = X::mul(r, r);
+  V y = X::fmadd(p, r2, X::add(r, X::set1(1.0f)));
+  y = X::mul(y, X::pow2(fx)); /* 2^n, n = (int)fx: (n + 127) << 23 */
+  y = X::zero_where(zmask, y);
+  /* from ln(FLT_MAX) up: inf, as expf (not the clamp's value); NaN in, that NaN out */
+  y = X::select(X::ge(xin, X::set1(kExpOverflow)), X::set1(INFINITY), y);
+  return X::select(X::unord(xin), xin, y);
+}
+
 namespace simd_avx2 {
 
 typedef __m256 F8;
@@ -360,33 +391,31 @@ static inline float hsum(F8 v) {
   return _mm_cvtss_f32(a);
 }
 
-/* expf, Cephes polynomial (max rel. error ~1.5 ulp); x < -87.33 (incl. -inf) -> 0 exactly,
- * exp(0) == 1 exactly. */
+/* the operations x86_exp needs, 8 lanes (masks are vectors, blends by their sign bits) */
+struct Ops {
+  typedef __m256 V;
+  typedef __m256 M;
+  static V set1(float x) { return _mm256_set1_ps(x); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return _mm256_fnmadd_ps(a, b, c); }
+  static V round(V a) { return _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V pow2(V n) {
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_castsi256_ps(e);
+  }
+  static M lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static M ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+  static M unord(V a) { return _mm256_cmp_ps(a, a, _CMP_UNORD_Q); }
+  static V zero_where(M m, V a) { return _mm256_andnot_ps(m, a); }
+  static V select(M m, V a, V b) { return _mm256_blendv_ps(b, a, m); } /* a where m, else b */
+};
+
 static inline F8 exp(F8 xin) {
-  __m256 x = xin;
-  const __m256 lo = _mm256_set1_ps(-87.3365478515625f);
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f);
-  const __m256 zmask = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  __m256 fx = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
-  __m256 r2 = _mm256_mul_ps(r, r);
-  __m256 y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-  __m256i n = _mm256_cvtps_epi32(fx);
-  n = _mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23);
-  y = _mm256_mul_ps(y, _mm256_castsi256_ps(n));
-  y = _mm256_andnot_ps(zmask, y);
-  /* from ln(FLT_MAX) up: inf, as expf (not the clamp's value); NaN in, that NaN out */
-  y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(xin, _mm256_set1_ps(kExpOverflow), _CMP_GE_OQ));
-  return _mm256_blendv_ps(y, xin, _mm256_cmp_ps(xin, xin, _CMP_UNORD_Q));
+  return x86_exp<Ops>(xin);
 }
 
 static inline float f16_to_f32(uint16_t h) {
@@ -459,34 +488,32 @@ namespace simd_avx512 {
 
 typedef __m512 F16;
 
-/* simd_avx2::exp on 16 lanes: the same operations in the same order, so every lane's bits are the
- * avx2 path's (maxps / minps return the second operand on NaN in both widths; the rounding is the
- * same round-to-nearest-even) */
+/* the operations x86_exp needs, 16 lanes (masks are mask registers) */
+struct Ops {
+  typedef __m512 V;
+  typedef __mmask16 M;
+  static V set1(float x) { return _mm512_set1_ps(x); }
+  static V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static V min(V a, V b) { return _mm512_min_ps(a, b); }
+  static V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static V fnmadd(V a, V b, V c) { return _mm512_fnmadd_ps(a, b, c); }
+  static V round(V a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static V pow2(V n) {
+    const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_castsi512_ps(e);
+  }
+  static M lt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static M ge(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ); }
+  static M unord(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+  static V zero_where(M m, V a) { return _mm512_maskz_mov_ps((M)~m, a); }
+  static V select(M m, V a, V b) { return _mm512_mask_mov_ps(b, m, a); } /* a where m, else b */
+};
+
+/* x86_exp on 16 lanes: lane by lane the bits of simd_avx2::exp */
 static inline F16 exp(F16 xin) {
-  __m512 x = xin;
-  const __m512 lo = _mm512_set1_ps(-87.3365478515625f);
-  const __m512 hi = _mm512_set1_ps(88.3762626647949f);
-  const __mmask16 zmask = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-  __m512 fx = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
-  __m512 r2 = _mm512_mul_ps(r, r);
-  __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  __m512i n = _mm512_cvtps_epi32(fx);
-  n = _mm512_slli_epi32(_mm512_add_epi32(n, _mm512_set1_epi32(127)), 23);
-  y = _mm512_mul_ps(y, _mm512_castsi512_ps(n));
-  y = _mm512_maskz_mov_ps((__mmask16)~zmask, y);
-  y = _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(xin, _mm512_set1_ps(kExpOverflow), _CMP_GE_OQ),
-                         _mm512_set1_ps(INFINITY));
-  return _mm512_mask_mov_ps(y, _mm512_cmp_ps_mask(xin, xin, _CMP_UNORD_Q), xin);
+  return x86_exp<Ops>(xin);
 }
 static inline simd_avx2::F8 low(F16 v) {
   return _mm512_castps512_ps256(v);

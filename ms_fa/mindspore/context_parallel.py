@@ -17,7 +17,7 @@ from mindspore import Tensor, nn, ops
 from mindspore.communication import GlobalComm, get_group_size, get_rank
 
 from ms_fa.mindspore.ops import speed_fusion_attention
-from ms_fa.semantics.context_parallel import CpPlan, alibi_kwargs
+from ms_fa.semantics.context_parallel import CpPlan, alibi_kwargs, check_layer_args
 from ms_fa.semantics.rules import Semantics
 
 __all__ = ["ContextParallelAttention"]
@@ -73,7 +73,9 @@ class ContextParallelAttention(nn.Cell):
         FlashAttentionScore). Differentiable in query, key and value.
 
     Raises:
-        ValueError: ``[cp.args]`` for a ring plan or a group of another size than the plan's.
+        TypeError, ValueError: ``[cp.args]`` for a plan that is not a CpPlan, a ring plan, a group of another
+            size than the plan's, slopes that do not go with the plan; ``[head_num.*]`` / ``[scale.type]``
+            (:func:`ms_fa.semantics.context_parallel.check_layer_args`, checked before any collective).
 
     Examples:
         >>> # under msrun --worker_num=2 ...; see docs/context_parallel.md
@@ -85,20 +87,13 @@ class ContextParallelAttention(nn.Cell):
         self, head_num: int, plan: CpPlan, scale: float = 1.0, group=GlobalComm.WORLD_COMM_GROUP, alibi_slopes=None
     ):
         super().__init__()
-        if (plan.alibi is None) != (alibi_slopes is None):
-            Semantics.cp__args.fail("alibi_slopes go with a plan made with alibi=2 / 3, and only with one", ValueError)
+        head_num = check_layer_args(plan, head_num, scale, alibi_slopes)  # before any collective
         if plan.scheme != "allgather":
             Semantics.cp__args.fail(
                 "MindSpore's CPU collectives have no Send / Receive: plan with scheme='allgather' (ring: the torch layer)",
                 ValueError,
             )
-        W = get_group_size(group)
-        if W != plan.world_size:
-            Semantics.cp__args.fail(f"the plan is for {plan.world_size} ranks, the group has {W}", ValueError)
-        if plan.tnd and tuple(plan.seqlens_q or ()) != tuple(plan.seqlens_kv or ()):
-            Semantics.cp__args.fail(
-                "a TND plan runs distributed for self-attention (seqlens_q == seqlens_kv)", ValueError
-            )
+        check_layer_args(plan, head_num, scale, alibi_slopes, get_group_size(group))
         r = get_rank(group)
         slopes = alibi_slopes.asnumpy() if hasattr(alibi_slopes, "asnumpy") else alibi_slopes
         self.axis = 0 if plan.tnd else 1

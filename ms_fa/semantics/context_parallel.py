@@ -64,6 +64,7 @@ __all__ = [
     "plan_context_parallel",
     "run_rank",
     "alibi_kwargs",
+    "check_layer_args",
     "rank_pictures",
     "computed_pairs",
     "global_pairs",
@@ -406,6 +407,30 @@ def call_args(plan: CpPlan, call: CpCall, *, batch: int = 1, heads: int = 1, hea
     else:
         q, k = _Shape((batch, nq, heads, head_dim)), _Shape((batch, nk, heads, head_dim))
     return (q, k, k, heads, layout), kw
+
+
+def check_layer_args(plan, head_num, scale, alibi_slopes, world_size: Optional[int] = None) -> int:
+    """The rules a framework layer (MindSpore Cell, torch function) checks before any collective or kernel:
+    ``plan`` is a :class:`CpPlan`, ``head_num`` / ``scale`` by the rules of
+    :func:`ms_fa.semantics.args.normalize`, slopes given exactly for an ALiBi plan, a TND plan is
+    self-attention, and (when given) the group's ``world_size`` is the plan's. Returns ``head_num`` as int.
+
+    Raises:
+        TypeError, ValueError: ``[cp.args]``, ``[head_num.*]`` or ``[scale.type]``.
+    """
+    from .args import check_head_num, check_scale
+
+    if not isinstance(plan, CpPlan):
+        Semantics.cp__args.fail(f"plan must be a CpPlan (plan_context_parallel), got {type(plan).__name__}", TypeError)
+    head_num = check_head_num(head_num)
+    check_scale(scale)
+    if (plan.alibi is None) != (alibi_slopes is None):
+        Semantics.cp__args.fail("alibi_slopes go with a plan made with alibi=2 / 3, and only with one", ValueError)
+    if plan.tnd and tuple(plan.seqlens_q or ()) != tuple(plan.seqlens_kv or ()):
+        Semantics.cp__args.fail("a TND plan runs distributed for self-attention (seqlens_q == seqlens_kv)", ValueError)
+    if world_size is not None and world_size != plan.world_size:
+        Semantics.cp__args.fail(f"the plan is for {plan.world_size} ranks, the group has {world_size}", ValueError)
+    return head_num
 
 
 def validate_plan(plan: CpPlan) -> None:

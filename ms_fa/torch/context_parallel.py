@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from ms_fa.semantics.context_parallel import CpPlan, alibi_kwargs
+from ms_fa.semantics.context_parallel import CpPlan, alibi_kwargs, check_layer_args
 from ms_fa.semantics.layouts import seqlens_from_cumulative, softmax_to_tnd
 from ms_fa.semantics.rules import Semantics
 
@@ -321,24 +321,23 @@ def context_parallel_attention(
         order (torch_npu's ``softmax_layout="TND"``). Differentiable in query, key and value.
 
     Raises:
-        ValueError: ``[cp.args]`` when the group's size is not the plan's, a TND plan's key lengths differ
-            from its query lengths, or the local tensors do not have the rank's rows.
+        TypeError, ValueError: ``[cp.args]`` when a tensor is not a torch.Tensor, ``plan`` not a CpPlan, the
+            group's size is not the plan's, a TND plan's key lengths differ from its query lengths, the slopes
+            do not go with the plan, or the local tensors do not have the rank's rows; ``[head_num.*]`` /
+            ``[scale.type]`` (:func:`ms_fa.semantics.context_parallel.check_layer_args`).
     """
+    for name, t in (("query", query), ("key", key), ("value", value)):
+        if not isinstance(t, torch.Tensor):
+            Semantics.cp__args.fail(f"{name} must be a torch.Tensor, got {type(t).__name__}", TypeError)
+    head_num = check_layer_args(plan, head_num, scale, alibi_slopes)  # before any collective
     W = dist.get_world_size(group) if group is not None else dist.get_world_size()
-    if W != plan.world_size:
-        Semantics.cp__args.fail(f"the plan is for {plan.world_size} ranks, the group has {W}", ValueError)
-    if plan.tnd and tuple(plan.seqlens_q or ()) != tuple(plan.seqlens_kv or ()):
-        Semantics.cp__args.fail(
-            "a TND plan runs over torch.distributed for self-attention (seqlens_q == seqlens_kv)", ValueError
-        )
+    check_layer_args(plan, head_num, scale, alibi_slopes, W)
     r = dist.get_rank(group) if group is not None else dist.get_rank()
     axis = 0 if plan.tnd else 1
     n = plan.ranks[r].n_queries
     for name, t in (("query", query), ("key", key), ("value", value)):
         if t.shape[axis] != n:
             Semantics.cp__args.fail(f"{name} has {t.shape[axis]} rows on rank {r}, its plan share is {n}", ValueError)
-    if (plan.alibi is None) != (alibi_slopes is None):
-        Semantics.cp__args.fail("alibi_slopes go with a plan made with alibi=2 / 3, and only with one", ValueError)
     slopes = alibi_slopes.detach().cpu().numpy() if hasattr(alibi_slopes, "detach") else alibi_slopes
     if plan.ranks[r].calls and slopes is not None:
         alibi_kwargs(plan, plan.ranks[r].calls[0], slopes)  # [cp.args] for bad slopes, before any collective
