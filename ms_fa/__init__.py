@@ -9,6 +9,7 @@ Public API (everything else is internal)::
     MsFaWarning                                      the category of ms_fa's warnings ("[rule] text")
     plan_context_parallel, ContextParallelAttention  context parallelism: the plan, the msrun Cell
                                                      (torch.distributed: ms_fa.torch.context_parallel_attention)
+    set_backend, get_backend                         which implementation runs (auto / native / ascend_c / cpu)
 
 ``import ms_fa`` does not import MindSpore; the names that need it load it on first use.
 """
@@ -31,6 +32,8 @@ _LAZY = {
     "MsFaWarning": "ms_fa._warn",
     "ContextParallelAttention": "ms_fa.mindspore.context_parallel",
     "plan_context_parallel": "ms_fa.semantics.context_parallel",
+    "set_backend": "ms_fa.backends",
+    "get_backend": "ms_fa.backends",
 }
 
 __all__ = sorted(_LAZY)

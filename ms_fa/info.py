@@ -80,19 +80,15 @@ def report() -> str:
 
 
 def _backends():
-    """Which attention implementation a MindSpore / torch call takes on this machine, and why the others do
-    not (an Ascend device is seen the way st/ sees it: a /dev/davinci* node)."""
+    """Which attention backend runs here and why the others do not (:func:`ms_fa.backends.report`; an
+    Ascend device is seen the way st/ sees it: a /dev/davinci* node, and then MindSpore's device target
+    is Ascend)."""
     import glob
 
+    from ms_fa.backends import report as backend_report
+
     npu = bool(glob.glob("/dev/davinci[0-9]*"))
-    native = "used when the device target is Ascend" if npu else "not available: no Ascend NPU (no /dev/davinci*)"
-    return [
-        "attention backends:",
-        f"  native FlashAttentionScore (Ascend): {native}",
-        "  ms_fa Ascend C op: not built -- custom_ops/ holds its tiling and tile loop, not its kernels "
-        "(docs/ascend_c.md)",
-        "  ms_fa CPU kernel: " + ("used when the device target is not Ascend" if npu else "used (this machine)"),
-    ]
+    return backend_report(device_target="Ascend" if npu else "CPU").splitlines()
 
 
 def main(argv=None) -> int:

@@ -39,8 +39,8 @@ P64 = ctypes.POINTER(ctypes.c_int64)
 BUDGET = {"ub": 192 * 1024 - 256 - 8 * 1024, "l1": 512 * 1024 - 256, "l0a": 64 * 1024, "l0b": 64 * 1024}
 BUDGET["l0c"] = 128 * 1024
 ALIGN = {"ub": 32, "l1": 32, "l0a": 512, "l0b": 512, "l0c": 64}
-# the shim's buffer order: 12 UB, 6 L1, 2 each of L0A, L0B, L0C
-MEMS = ["ub"] * 12 + ["l1"] * 6 + ["l0a"] * 2 + ["l0b"] * 2 + ["l0c"] * 2
+# the shim's buffer order: 13 UB, 6 L1, 2 each of L0A, L0B, L0C
+MEMS = ["ub"] * 13 + ["l1"] * 6 + ["l0a"] * 2 + ["l0b"] * 2 + ["l0c"] * 2
 MAX_CORES = 48
 
 
@@ -126,11 +126,11 @@ class Call:
 
 def _probe(lib, call):
     s1, s2, pf = call.arrays()
-    sc, st, bufs = np.zeros(15, np.int64), np.zeros(MAX_CORES + 1, np.int64), np.zeros(48, np.int64)
+    sc, st, bufs = np.zeros(15, np.int64), np.zeros(MAX_CORES + 1, np.int64), np.zeros(50, np.int64)
     status = lib.fa_tiling_probe(_p(call.params()), _p(s1), _p(s2), _p(pf) if pf is not None else None, _p(sc),
                                  _p(st), _p(bufs))  # fmt: skip
     keys = "s1_base s2_base s2_chunk G units cost used max_load ub l1 l0a l0b l0c ws_core ws".split()
-    return status, dict(zip(keys, (int(x) for x in sc))), st, bufs.reshape(24, 2)
+    return status, dict(zip(keys, (int(x) for x in sc))), st, bufs.reshape(25, 2)
 
 
 def _units(lib, call, n):

@@ -2,6 +2,9 @@
 // (built with g++ -Wall -Wextra -Werror; the same header the Ascend C op's host tiling and kernel include).
 #include <string.h>
 
+#include "fa_kernel_params.h"
+#include "fa_kernel_params_fill.h"
+#include "fa_meta.h"
 #include "fa_schedule.h"
 #include "fa_tiling_core.h"
 
@@ -25,6 +28,7 @@ FaTilingInput make_input(const int64_t* p, const int64_t* s1, const int64_t* s2,
   in.cores = (int32_t)p[13];
   in.s1 = s1;
   in.s2 = s2;
+  in.per_batch = 1;
   in.prefix = prefix;
   return in;
 }
@@ -41,7 +45,7 @@ extern "C" {
 /* scalars: s1_base, s2_base, s2_chunk, G, total_units, total_cost, used_cores, max_load,
  *          ub.used, l1_used, l0a_used, l0b_used, l0c_used, workspace_per_core, workspace_bytes (15)
  * starts:  FA_TILING_MAX_CORES + 1
- * bufs:    (offset, size) of the UB buffers (12), then L1 (6), L0A (2), L0B (2), L0C (2) */
+ * bufs:    (offset, size) of the UB buffers (13), then L1 (6), L0A (2), L0B (2), L0C (2) */
 int fa_tiling_probe(const int64_t* params, const int64_t* s1, const int64_t* s2, const int64_t* prefix,
                     int64_t* scalars, int64_t* starts, int64_t* bufs) {
   const FaTilingInput in = make_input(params, s1, s2, prefix);
@@ -60,18 +64,19 @@ int fa_tiling_probe(const int64_t* params, const int64_t* s1, const int64_t* s2,
   memcpy(starts, t.core_start, sizeof t.core_start);
   int64_t* o = bufs;
   const FaUbPlan& u = t.ub;
-  put(&o, u.scores[0]);
-  put(&o, u.scores[1]);
+  put(&o, u.scores);
+  put(&o, u.row_f32);
   put(&o, u.p_cast);
-  put(&o, u.mask[0]);
-  put(&o, u.mask[1]);
-  put(&o, u.pse);
-  put(&o, u.drop);
+  put(&o, u.mask_u8);
+  put(&o, u.mask_f16);
+  put(&o, u.pse_row);
+  put(&o, u.drop_bits);
+  put(&o, u.cols);
+  put(&o, u.bits);
   put(&o, u.out_acc);
   put(&o, u.out_new);
   put(&o, u.stats);
   put(&o, u.tmp);
-  put(&o, FaBuf{0, 0});
   const FaCubePlan& c = t.cube;
   put(&o, c.q);
   put(&o, c.a[0]);
@@ -141,5 +146,80 @@ int64_t fa_schedule_core(const int64_t* params, const int64_t* s1, const int64_t
     ++n;
   }
   return n;
+}
+
+/* The host path of the Ascend C op: a meta row (ms_fa/kernels/abi.py meta_row of a validated call)
+ * -> fa_meta_decode -> fa_kernel_params_fill. Returns the FaFillStatus (or 100 + decode failure) with
+ * the message in err. scalars: zero_all, invalid_line, n_lists, used_cores, total_units, max_load,
+ * s1_base, ub.used, workspace_bytes (9); lists: s1, s2, q0, k0, drop_base, prefix (6 x n_lists). */
+int fa_kernel_params_probe(const int64_t* meta, int64_t len, int32_t cores, int64_t* scalars, int64_t* lists, char* err,
+                           int errlen) {
+  FaProblem p;
+  if (fa_meta_decode(meta, len, &p, err, errlen) != 0) return 100;
+  static FaKernelParams k;
+  const int st = fa_kernel_params_fill(&p, cores, &k, err, errlen);
+  if (st != FA_FILL_OK) return st;
+  const int64_t sc[9] = {k.zero_all,          k.invalid_line,       k.n_lists,
+                         k.tiling.used_cores, k.tiling.total_units, k.tiling.max_load,
+                         k.tiling.s1_base,    k.tiling.ub.used,     k.tiling.workspace_bytes};
+  memcpy(scalars, sc, sizeof sc);
+  const int64_t* src[6] = {k.s1, k.s2, k.q0, k.k0, k.drop_base, k.prefix};
+  for (int a = 0; a < 6; ++a) memcpy(lists + a * k.n_lists, src[a], sizeof(int64_t) * k.n_lists);
+  return 0;
+}
+
+/* The kernel's addressing for one call (meta row), at n points idx[5 * n] = (b, h_or_n2, i, j, what):
+ * what 0: q row offset (h, head dim D); 1: k row (n2, D); 2: v row (n2, Dv); 3: out row (h, Dv);
+ * 4: statistics offset; 5: dropout index; 6: atten_mask offset; 7: pse offset (-1: adds nothing);
+ * 8: pse row span start column (fa_pse_row_span *a over [j, S2b)); 9: its end (*z).
+ * out[2 * n] = (value, row stride or -1). Returns 0, or the fill status. */
+int fa_kernel_address_probe(const int64_t* meta, int64_t len, int32_t cores, const int64_t* idx, int64_t n,
+                            int64_t* out) {
+  char err[256];
+  FaProblem p;
+  if (fa_meta_decode(meta, len, &p, err, sizeof err) != 0) return 100;
+  static FaKernelParams k;
+  const int st = fa_kernel_params_fill(&p, cores, &k, err, sizeof err);
+  if (st != FA_FILL_OK) return st;
+  for (int64_t x = 0; x < n; ++x) {
+    const int64_t b = idx[5 * x], h = idx[5 * x + 1], i = idx[5 * x + 2], j = idx[5 * x + 3], what = idx[5 * x + 4];
+    int64_t v = 0, stride = -1, a = 0, z = 0;
+    switch (what) {
+      case 0:
+        v = fa_row_offset(&k, 0, b, h, k.N1, k.D, i, &stride);
+        break;
+      case 1:
+        v = fa_row_offset(&k, 1, b, h, k.N2, k.D, i, &stride);
+        break;
+      case 2:
+        v = fa_row_offset(&k, 1, b, h, k.N2, k.Dv, i, &stride);
+        break;
+      case 3:
+        v = fa_row_offset(&k, 0, b, h, k.N1, k.Dv, i, &stride);
+        break;
+      case 4:
+        v = fa_stat_offset(&k, b, h, i);
+        break;
+      case 5:
+        v = fa_drop_index(&k, b, h, i, j);
+        break;
+      case 6:
+        v = fa_mask_offset(&k, b, h, i, j);
+        break;
+      case 7:
+        v = fa_pse_offset(&k, b, h, i, j);
+        break;
+      case 8:
+      case 9:
+        fa_pse_row_span(&k, b, h, i, j, k.tnd ? k.s2[b] : k.S2, &a, &z); /* the row's columns from j on */
+        v = what == 8 ? a : z;
+        break;
+      default:
+        return 200;
+    }
+    out[2 * x] = v;
+    out[2 * x + 1] = stride;
+  }
+  return 0;
 }
 }

@@ -60,8 +60,9 @@ struct FaTilingInput {
   int64_t B, N1, N2, D, Dv;
   int32_t dtype_bytes; /* 2 (fp16 / bf16) or 4 (fp32) */
   int32_t tnd;
-  const int64_t* s1; /* B entries */
-  const int64_t* s2; /* B entries */
+  const int64_t* s1; /* B entries, or 1 entry for every batch when per_batch == 0 */
+  const int64_t* s2; /* the same */
+  int32_t per_batch; /* 1: s1 / s2 hold B entries (TND); 0: one length for all batches */
   int32_t sparse_mode;
   int64_t pre_tokens, next_tokens;
   int32_t has_mask;
@@ -74,17 +75,22 @@ struct FaBuf {
   int64_t offset, size;
 };
 
-/* UB of one vector core: one vector round is FA_VEC_ROWS rows x one S2 chunk */
+/* UB of one vector core. A vector round is FA_VEC_ROWS rows x one S2 chunk of scores (fp32, rows packed
+ * at the chunk's vector width); pse, mask and dropout bits are read one row at a time. */
 struct FaUbPlan {
-  FaBuf scores[2]; /* fp32 S = QK^T slice (ping / pong), then P in place */
-  FaBuf p_cast;    /* P cast to the input dtype before it goes to GM for the second matmul (fp16 / bf16) */
-  FaBuf mask[2];   /* uint8 mask slices (compressed / user mask) */
-  FaBuf pse;       /* pse slice, input dtype */
-  FaBuf drop;      /* dropout keep bits (uint8) */
-  FaBuf out_acc;   /* fp32 running output of the round's rows (FA_VEC_ROWS x Dv) */
+  FaBuf scores;    /* fp32 S = QK^T of the round's rows, softmaxed in place into P */
+  FaBuf row_f32;   /* fp32 scratch row: the pse / ALiBi row, the rows' statistics on the way out */
+  FaBuf p_cast;    /* P in the input dtype for the second matmul; the output rows in the input dtype */
+  FaBuf mask_u8;   /* one row of atten_mask bytes */
+  FaBuf mask_f16;  /* that row as half, to compare */
+  FaBuf pse_row;   /* one row of pse in the input dtype */
+  FaBuf drop_bits; /* one row of dropout keep bits */
+  FaBuf cols;      /* fp32 column index 0 .. s2_chunk - 1: a row's interval as compare bits */
+  FaBuf bits;      /* three rows of compare bits (s2_chunk / 8 bytes each) */
+  FaBuf out_acc;   /* fp32 running output of the round's rows (FA_VEC_ROWS x Dv; the unit's lives in GM) */
   FaBuf out_new;   /* fp32 P V of this chunk for those rows */
-  FaBuf stats;     /* running max, sum, and the rescale factor: 3 x FA_VEC_ROWS x 8 floats */
-  FaBuf tmp;       /* SoftmaxFlashV2 / Brcb scratch */
+  FaBuf stats;     /* running max, sum and rescale factor of the unit's rows: 3 x s1_base x 8 floats */
+  FaBuf tmp;       /* SoftmaxFlashV2 scratch (upstream's 32 KB common buffer) */
   int64_t used;
 };
 
@@ -113,8 +119,8 @@ struct FaTiling {
   int64_t max_load;                            /* the largest per-core cost */
   FaUbPlan ub;
   FaCubePlan cube;
-  int64_t workspace_per_core; /* GM bytes: S (fp32) and P (input dtype) of a cube round, ping / pong,
-                                 and P V (fp32) */
+  int64_t workspace_per_core; /* GM bytes: S (fp32) and P (input dtype) of a cube round, the round's
+                                 P V and the unit's running output (fp32, s1_base x Dv each) */
   int64_t workspace_bytes;
 };
 
@@ -131,6 +137,14 @@ FA_PLAN_INLINE int64_t fa_ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+/* the lengths of batch b */
+FA_PLAN_INLINE int64_t fa_in_s1(const FaTilingInput* in, int64_t b) {
+  return in->s1[in->per_batch ? b : 0];
+}
+FA_PLAN_INLINE int64_t fa_in_s2(const FaTilingInput* in, int64_t b) {
+  return in->s2[in->per_batch ? b : 0];
+}
+
 /* what fa_band needs beyond one batch: the largest lengths (TND mode 0) and the band batch of TND
  * modes 7 / 8 (fa_band_batch_index) */
 FA_PLAN_INLINE void fa_tiling_batch_facts(const FaTilingInput* in, FaTiling* t) {
@@ -138,9 +152,9 @@ FA_PLAN_INLINE void fa_tiling_batch_facts(const FaTilingInput* in, FaTiling* t) 
   t->max_s2 = 0;
   t->band_batch = -1;
   for (int64_t x = 0; x < in->B; ++x) {
-    t->max_s1 = fa_max64(t->max_s1, in->s1[x]);
-    t->max_s2 = fa_max64(t->max_s2, in->s2[x]);
-    if (in->tnd && (in->sparse_mode == 7 || in->sparse_mode == 8) && in->s1[x] != 0 &&
+    t->max_s1 = fa_max64(t->max_s1, fa_in_s1(in, x));
+    t->max_s2 = fa_max64(t->max_s2, fa_in_s2(in, x));
+    if (in->tnd && (in->sparse_mode == 7 || in->sparse_mode == 8) && fa_in_s1(in, x) != 0 &&
         (in->sparse_mode == 7 || t->band_batch < 0))
       t->band_batch = x;
   }
@@ -148,7 +162,7 @@ FA_PLAN_INLINE void fa_tiling_batch_facts(const FaTilingInput* in, FaTiling* t) 
 
 /* the mask band of batch b (fa_plan.h) */
 FA_PLAN_INLINE FaBand fa_tiling_band(const FaTilingInput* in, const FaTiling* t, int64_t b) {
-  return fa_band(in->sparse_mode, in->s1[b], in->s2[b], in->pre_tokens, in->next_tokens, in->has_mask,
+  return fa_band(in->sparse_mode, fa_in_s1(in, b), fa_in_s2(in, b), in->pre_tokens, in->next_tokens, in->has_mask,
                  in->prefix ? in->prefix[b] : -1, in->tnd, b == t->band_batch ? 1 : 0, in->tnd ? t->max_s1 : 0,
                  in->tnd ? t->max_s2 : 0);
 }
@@ -157,15 +171,16 @@ FA_PLAN_INLINE FaBand fa_tiling_band(const FaTilingInput* in, const FaTiling* t,
  * blocks */
 FA_PLAN_INLINE int64_t fa_tiling_block_range(const FaTilingInput* in, const FaTiling* t, const FaBand* band, int64_t b,
                                              int64_t i0, int64_t* j0, int64_t* j1) {
-  fa_s2_range(band, in->s1[b], in->s2[b], i0, fa_min64(i0 + t->s1_base, in->s1[b]), t->s2_base, j0, j1);
+  fa_s2_range(band, fa_in_s1(in, b), fa_in_s2(in, b), i0, fa_min64(i0 + t->s1_base, fa_in_s1(in, b)), t->s2_base, j0,
+              j1);
   return *j1 > *j0 ? fa_ceil_div(*j1 - *j0, t->s2_base) : kInvalidUnitCost;
 }
 
 /* units of batch b: N2 x G x ceil(S1b / s1_base) (0 when the batch has no queries or no keys: its
  * outputs are zero and no unit is needed) */
 FA_PLAN_INLINE int64_t fa_tiling_batch_units(const FaTilingInput* in, const FaTiling* t, int64_t b) {
-  if (in->s1[b] <= 0 || in->s2[b] <= 0) return 0;
-  return in->N2 * t->G * fa_ceil_div(in->s1[b], t->s1_base);
+  if (fa_in_s1(in, b) <= 0 || fa_in_s2(in, b) <= 0) return 0;
+  return in->N2 * t->G * fa_ceil_div(fa_in_s1(in, b), t->s1_base);
 }
 
 /* unit index -> (b, n2, g, s1 block start); the order of upstream ComputeAxisIdx */
@@ -177,7 +192,7 @@ FA_PLAN_INLINE void fa_tiling_unit(const FaTilingInput* in, const FaTiling* t, i
     if (u < n) break;
     u -= n;
   }
-  const int64_t s1o = fa_ceil_div(in->s1[x], t->s1_base);
+  const int64_t s1o = fa_ceil_div(fa_in_s1(in, x), t->s1_base);
   *b = x;
   *i0 = (u % s1o) * t->s1_base;
   u /= s1o;
@@ -204,7 +219,7 @@ FA_PLAN_INLINE int32_t fa_tiling_walk(const FaTilingInput* in, const FaTiling* t
   for (int64_t b = 0; b < in->B; ++b) {
     if (fa_tiling_batch_units(in, t, b) == 0) continue;
     const FaBand band = fa_tiling_band(in, t, b);
-    const int64_t s1o = fa_ceil_div(in->s1[b], t->s1_base);
+    const int64_t s1o = fa_ceil_div(fa_in_s1(in, b), t->s1_base);
     for (int64_t hg = 0; hg < in->N2 * t->G; ++hg) {
       for (int64_t o = 0; o < s1o; ++o, ++u) {
         int64_t j0, j1;
@@ -238,17 +253,21 @@ FA_PLAN_INLINE int64_t fa_tiling_buf(FaBuf* buf, int64_t* used, int64_t size, in
 FA_PLAN_INLINE void fa_tiling_plan_ub(const FaTilingInput* in, FaTiling* t) {
   FaUbPlan* p = &t->ub;
   int64_t used = 0;
-  const int64_t slice = FA_VEC_ROWS * t->s2_chunk;
-  const int64_t dvp = fa_align_up(in->Dv, 8);
-  for (int k = 0; k < 2; ++k) fa_tiling_buf(&p->scores[k], &used, slice * 4, FA_UB_ALIGN);
-  fa_tiling_buf(&p->p_cast, &used, in->dtype_bytes == 4 ? 0 : slice * in->dtype_bytes, FA_UB_ALIGN);
-  for (int k = 0; k < 2; ++k) fa_tiling_buf(&p->mask[k], &used, in->has_mask ? slice : 0, FA_UB_ALIGN);
-  fa_tiling_buf(&p->pse, &used, in->has_pse ? slice * in->dtype_bytes : 0, FA_UB_ALIGN);
-  fa_tiling_buf(&p->drop, &used, in->has_dropout ? slice : 0, FA_UB_ALIGN);
-  fa_tiling_buf(&p->out_acc, &used, FA_VEC_ROWS * dvp * 4, FA_UB_ALIGN);
-  fa_tiling_buf(&p->out_new, &used, FA_VEC_ROWS * dvp * 4, FA_UB_ALIGN);
-  fa_tiling_buf(&p->stats, &used, 3 * FA_VEC_ROWS * 8 * 4, FA_UB_ALIGN);
-  fa_tiling_buf(&p->tmp, &used, slice * 4 / 4, FA_UB_ALIGN); /* SoftmaxFlashV2 needs <= a quarter slice */
+  const int64_t w = t->s2_chunk, slice = FA_VEC_ROWS * w;
+  const int64_t dv16 = fa_align_up(in->Dv, 16);
+  fa_tiling_buf(&p->scores, &used, slice * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->row_f32, &used, w * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->p_cast, &used, slice * in->dtype_bytes, FA_UB_ALIGN);
+  fa_tiling_buf(&p->mask_u8, &used, in->has_mask ? w : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->mask_f16, &used, in->has_mask ? w * 2 : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->pse_row, &used, in->has_pse ? w * in->dtype_bytes : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->drop_bits, &used, in->has_dropout ? w / 8 : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->cols, &used, w * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->bits, &used, 3 * (w / 8), FA_UB_ALIGN);
+  fa_tiling_buf(&p->out_acc, &used, FA_VEC_ROWS * dv16 * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->out_new, &used, FA_VEC_ROWS * dv16 * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->stats, &used, 3 * t->s1_base * 8 * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->tmp, &used, slice * 4, FA_UB_ALIGN);
   p->used = used;
 }
 
@@ -284,14 +303,15 @@ FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
       in->cores > FA_TILING_MAX_CORES || (in->dtype_bytes != 2 && in->dtype_bytes != 4))
     return FA_TILING_BAD_SHAPE;
   for (int64_t b = 0; b < in->B; ++b)
-    if (in->s1[b] < 0 || in->s2[b] < 0) return FA_TILING_BAD_SHAPE;
+    if (fa_in_s1(in, b) < 0 || fa_in_s2(in, b) < 0) return FA_TILING_BAD_SHAPE;
   t->G = in->N1 / in->N2;
   fa_tiling_batch_facts(in, t);
   t->s2_base = FA_S2_BASE;
   t->s2_chunk = FA_S2_BASE * FA_N_RATIO;
   /* S1 base 128 when the 64-row blocks already outnumber the vector cores (enough parallelism) */
   int64_t blocks64 = 0;
-  for (int64_t b = 0; b < in->B; ++b) blocks64 += in->s1[b] > 0 && in->s2[b] > 0 ? fa_ceil_div(in->s1[b], 64) : 0;
+  for (int64_t b = 0; b < in->B; ++b)
+    blocks64 += fa_in_s1(in, b) > 0 && fa_in_s2(in, b) > 0 ? fa_ceil_div(fa_in_s1(in, b), 64) : 0;
   t->s1_base = blocks64 * in->N1 > in->cores ? 128 : 64;
   t->total_units = 0;
   for (int64_t b = 0; b < in->B; ++b) t->total_units += fa_tiling_batch_units(in, t, b);
@@ -314,7 +334,7 @@ FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
   fa_tiling_plan_cube(in, t);
   const int64_t round = t->s1_base * t->s2_chunk;
   t->workspace_per_core =
-      fa_align_up(2 * round * 4 + 2 * round * in->dtype_bytes + 2 * t->s1_base * fa_align_up(in->Dv, 16) * 4, 512);
+      fa_align_up(round * 4 + round * in->dtype_bytes + 2 * t->s1_base * fa_align_up(in->Dv, 16) * 4, 512);
   t->workspace_bytes = t->workspace_per_core * fa_max64(t->used_cores, 1);
   if (t->ub.used > FA_UB_BYTES || t->cube.l1_used > FA_L1_BYTES || t->cube.l0a_used > FA_L0A_BYTES ||
       t->cube.l0b_used > FA_L0B_BYTES || t->cube.l0c_used > FA_L0C_BYTES)

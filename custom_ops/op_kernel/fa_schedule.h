@@ -49,7 +49,7 @@ struct FaCursor {
 
 FA_PLAN_INLINE void fa_cursor_load_unit(const FaTilingInput* in, const FaTiling* t, FaCursor* c) {
   fa_tiling_unit(in, t, c->u, &c->b, &c->n2, &c->g, &c->i0);
-  c->i1 = fa_min64(c->i0 + t->s1_base, in->s1[c->b]);
+  c->i1 = fa_min64(c->i0 + t->s1_base, fa_in_s1(in, c->b));
   c->band = fa_tiling_band(in, t, c->b);
   fa_tiling_block_range(in, t, &c->band, c->b, c->i0, &c->r0, &c->r1);
   c->j = c->r0;

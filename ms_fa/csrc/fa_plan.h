@@ -351,4 +351,44 @@ FA_PLAN_INLINE int32_t fa_auto_invalid_line(int32_t sparse_mode, int64_t S1, int
   return 0;
 }
 
+/* ---------------------------------------------------------------------------------------------- */
+/* ALiBi (SPEC 5.2). The compressed pse (Bp, N1, 1024, W) holds 1024 rows; query row i reads row m of
+ * it, shifted by k columns: score (i, j) adds pse[.., m, k + j] (0 where k + j is outside [0, W),
+ * and 0 for the whole row when m is outside [0, 1024)). Non-TND (S1, S2 the call's lengths): the
+ * last 1024 rows map one to one, earlier rows repeat them with the shift that keeps the diagonal;
+ * TND (S1, S2 the largest lengths): the rows near the bottom-right corner of the largest batch.
+ * Mirror: semantics/pse.py _compressed_rows. Used by the CPU kernel (fa_tile.h) and the Ascend C op. */
+FA_PLAN_INLINE void fa_alibi_compressed_row(int32_t tnd, int64_t S1, int64_t S2, int64_t i, int64_t* m, int64_t* k) {
+  const int64_t R = 1024;
+  if (!tnd) {
+    const int64_t T = S1 - R;
+    if (i >= T) {
+      *m = i - T;
+      *k = 0;
+    } else {
+      *m = i % R;
+      *k = S2 - i - (R - *m);
+    }
+  } else {
+    const int64_t q = i - (S2 - R);
+    if (q >= 0) {
+      *m = q;
+      *k = 0;
+    } else {
+      *m = 0;
+      *k = -q;
+    }
+  }
+}
+
+/* In-kernel ALiBi (pse_type 2 / 3): the offsets added to the query and key positions of batch b,
+ * -slope * |(j + ks) - (i + qs)| (square root for pse_type 3). TND mode 8: only batch 0 takes
+ * q_start_idx / kv_start_idx (the top cut of a context-parallel rank); every other batch 0. */
+FA_PLAN_INLINE void fa_alibi_starts(int32_t tnd, int32_t sparse_mode, int64_t b, int64_t q_start_idx,
+                                    int64_t kv_start_idx, int64_t* qs, int64_t* ks) {
+  const int32_t reset = tnd && sparse_mode == 8 && b != 0;
+  *qs = reset ? 0 : q_start_idx;
+  *ks = reset ? 0 : kv_start_idx;
+}
+
 #endif /* MS_FA_FA_PLAN_H_ */

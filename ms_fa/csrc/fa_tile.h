@@ -73,29 +73,10 @@ inline void score_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, 
       load_f32(tmp, (const char*)p->pse + off * (int64_t)dtype_size(p->s.pse_dtype), cols, p->s.pse_dtype);
       add = tmp;
     } else if (pk == FA_PSE_ALIBI_COMPRESSED) {
-      /* SPEC 5.2 mapping with tile start (i, 0) (mirror: semantics/pse.py _compressed_rows) */
+      /* SPEC 5.2 mapping with tile start (i, 0) */
       const int64_t R = 1024, W = p->s.S2;
       int64_t m, k;
-      if (!c.tnd) {
-        const int64_t T = p->s.S1 - R;
-        if (i >= T) {
-          m = i - T;
-          k = 0;
-        } else {
-          m = i % R;
-          k = p->s.S2 - i - (R - m);
-        }
-      } else {
-        const int64_t T = p->s.S2 - R;
-        const int64_t q = i - T;
-        if (q >= 0) {
-          m = q;
-          k = 0;
-        } else {
-          m = 0;
-          k = -q;
-        }
-      }
+      fa_alibi_compressed_row(c.tnd, p->s.S1, p->s.S2, i, &m, &k);
       const int64_t pb = b % p->s.pse_b;
       const char* base = (const char*)p->pse;
       const size_t pes = dtype_size(p->s.pse_dtype);
@@ -115,8 +96,8 @@ inline void score_tile(const Ctx& c, int64_t b, const BatchInfo& bi, int64_t h, 
       const float* sl = (const float*)p->pse;
       const float slope = sl[b * p->s.pse_stride_b + h];
       const float neg = -slope;
-      int64_t qs = p->s.q_start_idx, ks = p->s.kv_start_idx;
-      if (c.tnd && p->s.sparse_mode == 8 && b != 0) qs = ks = 0;
+      int64_t qs, ks;
+      fa_alibi_starts(c.tnd, p->s.sparse_mode, b, p->s.q_start_idx, p->s.kv_start_idx, &qs, &ks);
       const int64_t d0 = j0 + ks - i - qs;
       if (p->s.pse_type == 3) {
         for (int q = 0; q < cols; ++q) {

@@ -26,11 +26,11 @@
 
 #include "fa_dropout.h"
 #include "fa_kernel.h"
+#include "fa_meta.h"
 #include "fa_simd.h"
 
 namespace {
 
-constexpr int64_t kScalarWords = static_cast<int64_t>(sizeof(FaScalars) / sizeof(int64_t));
 static_assert(sizeof(FaScalars) % sizeof(int64_t) == 0, "FaScalars must fill whole int64 words of the meta row");
 
 int DtypeOf(const char* s) {
@@ -40,7 +40,6 @@ int DtypeOf(const char* s) {
   return -1;
 }
 
-/* Fill p from the meta row; returns 0 or writes a message. */
 /* The dtypes the kernel is actually handed: query, key, value, dy (backward; NULL in the forward) and pse. */
 struct Dtypes {
   const char *q, *k, *v, *dy, *pse;
@@ -85,40 +84,13 @@ int AdoptLaunchDtype(const Dtypes& d, FaProblem* p, char* err, int errlen) {
 
 int Unpack(const int64_t* m, int64_t len, const int64_t* rng, const void* pse, const void* drop_mask,
            const void* atten_mask, const Dtypes& dtypes, FaProblem* p, char* err, int errlen) {
-  memset(p, 0, sizeof(*p));
-  if (len < kScalarWords) {
-    snprintf(err, errlen, "ms_fa AOT: meta row of %ld words is shorter than FaScalars (%ld); rebuild ms_fa",
-             static_cast<long>(len), static_cast<long>(kScalarWords));
-    return 1;
-  }
-  memcpy(&p->s, m, sizeof(FaScalars));
-  if (p->s.struct_size != sizeof(FaScalars)) {
-    snprintf(err, errlen, "ms_fa AOT: meta row built for a FaScalars of %u bytes, this library has %zu; rebuild ms_fa",
-             static_cast<unsigned>(p->s.struct_size), sizeof(FaScalars));
-    return 1;
-  }
+  if (fa_meta_decode(m, len, p, err, errlen) != 0) return 1;
   if (AdoptLaunchDtype(dtypes, p, err, errlen) != 0) return 1;
   p->mask = p->s.mask_kind == FA_MASK_NONE ? nullptr : static_cast<const uint8_t*>(atten_mask);
   p->pse = p->s.pse_kind == FA_PSE_NONE ? nullptr : pse;
   p->drop_mask = p->s.has_drop_mask ? static_cast<const uint8_t*>(drop_mask) : nullptr;
   p->s.seed = static_cast<uint64_t>(rng[0]);
   p->s.offset = static_cast<uint64_t>(rng[1]);
-  const int64_t B = p->s.B;
-  const int64_t need = kScalarWords + (p->s.has_prefix ? B : 0) + (p->s.layout == FA_TND ? 2 * B : 0);
-  if (B < 0 || len < need) {
-    snprintf(err, errlen, "ms_fa AOT: meta tensor too short (%ld < %ld)", static_cast<long>(len),
-             static_cast<long>(need));
-    return 1;
-  }
-  const int64_t* tail = m + kScalarWords;
-  if (p->s.has_prefix) {
-    p->prefix = tail;
-    tail += B;
-  }
-  if (p->s.layout == FA_TND) {
-    p->actual_seq_qlen = tail;
-    p->actual_seq_kvlen = tail + B;
-  }
   return 0;
 }
 

@@ -31,6 +31,9 @@ __all__ = [
     "dropout_rng",
     "TensorSpec",
     "run",
+    "run_ascend_c",
+    "validate_eager",
+    "chosen_backend",
     "is_ascend",
     "NATIVE_SFA",
     "NATIVE_FAS",
@@ -294,49 +297,97 @@ def own_mask(t):
     return t
 
 
+def validate_eager(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
+    """Eager validation of one call: the :class:`~ms_fa.semantics.args.AttnArgs` of
+    :func:`~ms_fa.semantics.args.normalize`, with the values of the masks where they are on the host (a mask
+    ms_fa made itself: on its first use); its warnings reach the user."""
+    for name, t in (
+        ("query", query),
+        ("key", key),
+        ("value", value),
+        ("pse", pse),
+        ("atten_mask", atten_mask),
+        ("drop_mask", drop_mask),
+    ):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(
+                f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
+                f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)"
+            )
+    kw_e = opts.kwargs()
+    for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
+        kw_e[name] = _as_tuple(kw_e.get(name))
+    owned = _OWNED.get(id(atten_mask)) if atten_mask is not None else None
+    if owned is not None and owned[0] is not atten_mask:
+        owned = None
+    a = normalize(
+        query,
+        key,
+        value,
+        head_num,
+        input_layout,
+        pse=pse,
+        atten_mask=atten_mask,
+        drop_mask=drop_mask,
+        api=api,
+        check_values=owned is None or not owned[1],
+        **kw_e,
+    )
+    if owned is not None:
+        owned[1] = True
+    emit(a.warnings)
+    return a
+
+
+@constexpr
+def chosen_backend():
+    """The backend of this call (:func:`ms_fa.backends.get_backend`, ``auto`` resolved by the device target);
+    under jit read when the graph is compiled. A chosen backend that cannot run on this machine at all
+    (wrong device target, op package missing) is refused here, before anything runs."""
+    from ms_fa.backends import get_backend, refusals
+
+    device = ms.get_context("device_target")
+    name = get_backend()
+    if name == "auto":
+        return "native" if device == "Ascend" else "cpu"
+    why = refusals(name, None, device)
+    if why:
+        rule("backend.unsupported").fail(f"backend {name!r} cannot run on this machine: " + "; ".join(why))
+    return name
+
+
+def run_ascend_c(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
+    """The ``ascend_c`` backend (:mod:`ms_fa.mindspore.ascend_c`): validate, let the backend refuse what it
+    cannot run (with its reasons), run ms_fa's Ascend C op. PYNATIVE only.
+    Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels) as :func:`run`; seed / offset
+    are 0 (the dropout bits are an explicit drop_mask)."""
+    from ms_fa.backends import choose
+    from ms_fa.mindspore import ascend_c
+
+    if _in_jit():
+        _refuse_graph_ascend_c()
+    a = validate_eager(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts)
+    choose(a, ms.get_context("device_target"), "ascend_c")
+    out, smax, ssum = ascend_c.run(a, query, key, value, pse, atten_mask, drop_mask)
+    zero = Tensor(np.array(0, np.int64))
+    return out, smax, ssum, zero, zero, a.numels
+
+
+@constexpr
+def _refuse_graph_ascend_c():
+    rule("backend.unsupported").fail(
+        "backend 'ascend_c' runs in PYNATIVE mode only (its op is made for each call configuration); "
+        "in GRAPH mode / ms.jit use the native op (ms_fa.set_backend('auto'))"
+    )
+
+
 def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
     """Validate, then run the AOT op: the one path of every MindSpore call on CPU. ``opts`` comes from
     :func:`make_options`.
     Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels); seed / offset as int64 scalar
     tensors, numels as int."""
     if not _in_jit():
-        for name, t in (
-            ("query", query),
-            ("key", key),
-            ("value", value),
-            ("pse", pse),
-            ("atten_mask", atten_mask),
-            ("drop_mask", drop_mask),
-        ):
-            if t is not None and not isinstance(t, Tensor):
-                raise TypeError(
-                    f"[{name}.type] {name} must be a mindspore.Tensor, got {type(t).__name__} "
-                    f"(numpy arrays: ms_fa.kernels.cpu.fa_forward takes them directly)"
-                )
-        kw_e = opts.kwargs()
-        for name in ("prefix", "actual_seq_qlen", "actual_seq_kvlen", "q_start_idx", "kv_start_idx"):
-            kw_e[name] = _as_tuple(kw_e.get(name))
-        # eager: full validation, with the values of the masks where they are on the host (a mask
-        # ms_fa made itself: on its first use)
-        owned = _OWNED.get(id(atten_mask)) if atten_mask is not None else None
-        if owned is not None and owned[0] is not atten_mask:
-            owned = None
-        a = normalize(
-            query,
-            key,
-            value,
-            head_num,
-            input_layout,
-            pse=pse,
-            atten_mask=atten_mask,
-            drop_mask=drop_mask,
-            api=api,
-            check_values=owned is None or not owned[1],
-            **kw_e,
-        )
-        if owned is not None:
-            owned[1] = True
-        emit(a.warnings)
+        a = validate_eager(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts)
         meta_np = build_meta(
             a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape), has_drop_mask=drop_mask is not None
         )

@@ -2,9 +2,11 @@
 
 Same signatures, defaults and outputs as ``mindspore.ops.speed_fusion_attention`` /
 ``mindspore.ops.flash_attention_score``. Every call is validated by
-:func:`ms_fa.semantics.args.normalize` before anything runs. Dispatch: device target Ascend -> the native
-MindSpore op with the same arguments; otherwise -> ms_fa's CPU kernel through
-``ops.Custom(func_type="aot")`` (forward and backward AOT ops, see :mod:`ms_fa.mindspore._custom`).
+:func:`ms_fa.semantics.args.normalize` before anything runs. Dispatch (:mod:`ms_fa.backends`): by default
+device target Ascend -> the native MindSpore op with the same arguments; otherwise -> ms_fa's CPU kernel
+through ``ops.Custom(func_type="aot")`` (forward and backward AOT ops, see :mod:`ms_fa.mindspore._custom`);
+``ms_fa.set_backend("ascend_c")`` -> ms_fa's Ascend C op (:mod:`ms_fa.mindspore.ascend_c`, PYNATIVE). A
+chosen backend that cannot run a call says why (``[backend.unsupported]``).
 Works in PYNATIVE_MODE, GRAPH_MODE and under ``ms.jit``; shapes may change between calls.
 
 Legend: B batch, N1 query heads (head_num), N2 key/value heads, S1 query length, S2 key/value
@@ -16,11 +18,12 @@ from __future__ import annotations
 from ms_fa.mindspore._dispatch import (
     NATIVE_FAS,
     NATIVE_SFA,
+    chosen_backend,
     empty_softmax_out,
     int64_scalar,
-    is_ascend,
     make_options,
     run,
+    run_ascend_c,
 )
 from ms_fa.semantics.args import check_padding_mask
 
@@ -130,7 +133,8 @@ def speed_fusion_attention(
         >>> [tuple(o.shape) for o in out]
         [(1, 4, 2, 8), (1, 4, 2, 8), (1, 4, 2, 8), (0,), (), (), ()]
     """
-    if is_ascend():
+    backend = chosen_backend()  # ms_fa.set_backend / MS_FA_BACKEND; auto: native on Ascend, else cpu
+    if backend == "native":
         return NATIVE_SFA(
             query,
             key,
@@ -170,7 +174,8 @@ def speed_fusion_attention(
         q_start_idx=q_start_idx,
         kv_start_idx=kv_start_idx,
     )
-    out, smax, ssum, seed, off, numels = run(
+    dispatch = run_ascend_c if backend == "ascend_c" else run
+    out, smax, ssum, seed, off, numels = dispatch(
         "speed_fusion_attention", query, key, value, head_num, input_layout, pse, atten_mask, None, opts
     )
     return out, smax, ssum, empty_softmax_out(query.dtype), seed, off, int64_scalar(numels)
@@ -249,7 +254,8 @@ def flash_attention_score(
         >>> ms_fa.flash_attention_score(q, q, q, 2, scalar_value=8 ** -0.5).shape
         (2, 3, 16)
     """
-    if is_ascend():
+    backend = chosen_backend()
+    if backend == "native":
         return NATIVE_FAS(
             query,
             key,
@@ -282,7 +288,8 @@ def flash_attention_score(
         actual_seq_kvlen=actual_seq_kvlen,
         sparse_mode=sparse_mode,
     )
-    out = run(
+    dispatch = run_ascend_c if backend == "ascend_c" else run
+    out = dispatch(
         "flash_attention_score", query, key, value, head_num, input_layout, real_shift, attn_mask, drop_mask, opts
     )
     return out[0]

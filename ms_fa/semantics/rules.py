@@ -377,6 +377,12 @@ class MindSporeLayer(RuleSet):
     q_start_idx__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: q_start_idx given as a Tensor", "ms_fa")
     kv_start_idx__graph_tensor = Rule(TypeError, "GRAPH / ms.jit: kv_start_idx given as a Tensor", "ms_fa")
     patch__mechanism = Rule(ValueError, "patch(mechanism=...) not 'auto' / 'op_plugin' / 'python'", "ms_fa")
+    backend__name = Rule(ValueError, "set_backend / MS_FA_BACKEND: not 'auto', 'native', 'ascend_c' or 'cpu'", "ms_fa")
+    backend__unsupported = Rule(
+        ValueError,
+        "the chosen backend refuses the call (device, op package or the call's shape; reasons listed)",
+        "ms_fa",
+    )
 
 
 class Kernel(RuleSet):

@@ -1,0 +1,132 @@
+/* fa_kernel_params_fill.h -- host side: a decoded meta row (fa_meta.h) -> the kernel's FaKernelParams,
+ * with no CANN dependency (issue 11). The op's TilingFunc (ms_fa_flash_attention_tiling.cpp) calls it;
+ * tests/tiling_shim.cc calls it with meta rows that ms_fa's one marshaller (ms_fa/kernels/abi.py
+ * meta_row) made from validated calls.
+ *
+ * Nothing is validated twice: the meta row comes from a call ms_fa.semantics.args.normalize accepted.
+ * What is refused here is what this op does not run (the Python backend report, ms_fa/backends.py,
+ * states the same limits before a call is made): float32 inputs, more than FA_KERNEL_MAX_LISTS sequences
+ * in the lists, dropout bits whose rows do not start on a byte (S2b % 8 != 0).
+ */
+#ifndef MS_FA_FA_KERNEL_PARAMS_FILL_H_
+#define MS_FA_FA_KERNEL_PARAMS_FILL_H_
+
+#include <stdio.h>
+#include <string.h>
+
+#include "fa_kernel.h"
+#include "fa_kernel_params.h"
+
+enum FaFillStatus {
+  FA_FILL_OK = 0,
+  FA_FILL_DTYPE = 1,  /* float32: the kernel is instantiated for float16 / bfloat16 */
+  FA_FILL_LISTS = 2,  /* more sequences than FA_KERNEL_MAX_LISTS */
+  FA_FILL_DROP = 3,   /* dropout bit rows not byte-aligned */
+  FA_FILL_TILING = 4, /* fa_tiling refused the shape (FaTilingStatus in the message) */
+  FA_FILL_NO_DROP = 5 /* keep_prob < 1 without a drop_mask: this op reads explicit bits only */
+};
+
+static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKernelParams* k, char* err, int errlen) {
+  memset(k, 0, sizeof(*k));
+  const FaScalars* s = &p->s;
+  if (s->dtype != FA_F16 && s->dtype != FA_BF16) {
+    snprintf(err, errlen, "ms_fa Ascend C op: dtype code %d; the kernel takes float16 / bfloat16", (int)s->dtype);
+    return FA_FILL_DTYPE;
+  }
+  const int32_t tnd = s->layout == FA_TND;
+  if ((tnd || s->has_prefix) && s->B > FA_KERNEL_MAX_LISTS) {
+    snprintf(err, errlen, "ms_fa Ascend C op: %ld sequences, the op takes at most %d in its lists", (long)s->B,
+             FA_KERNEL_MAX_LISTS);
+    return FA_FILL_LISTS;
+  }
+  if (s->keep_prob < 1.0f && !s->has_drop_mask) {
+    snprintf(err, errlen, "ms_fa Ascend C op: keep_prob %g without a drop_mask (the op reads explicit bits)",
+             (double)s->keep_prob);
+    return FA_FILL_NO_DROP;
+  }
+  k->layout = s->layout;
+  k->dtype = s->dtype;
+  k->sparse_mode = s->sparse_mode;
+  k->tnd = tnd;
+  k->B = s->B;
+  k->N1 = s->N1;
+  k->N2 = s->N2;
+  k->S1 = s->S1;
+  k->S2 = s->S2;
+  k->D = s->D;
+  k->Dv = s->Dv;
+  k->T1 = s->T1;
+  k->T2 = s->T2;
+  k->scale = s->scale;
+  k->keep_prob = s->keep_prob;
+  k->mask_kind = s->mask_kind;
+  k->pse_kind = s->pse_kind;
+  k->pse_type = s->pse_type;
+  k->pre_tokens = s->pre_tokens;
+  k->next_tokens = s->next_tokens;
+  k->mask_stride_b = s->mask_stride_b;
+  k->mask_stride_n = s->mask_stride_n;
+  k->mask_stride_s1 = s->mask_stride_s1;
+  k->pse_b = s->pse_b > 0 ? s->pse_b : 1;
+  k->pse_stride_b = s->pse_stride_b;
+  k->pse_stride_n = s->pse_stride_n;
+  k->pse_stride_s1 = s->pse_stride_s1;
+  k->q_start_idx = s->q_start_idx;
+  k->kv_start_idx = s->kv_start_idx;
+  k->has_prefix = s->has_prefix;
+  k->has_drop_mask = s->has_drop_mask;
+  k->cores = cores;
+  k->n_lists = (tnd || s->has_prefix) ? (int32_t)s->B : 1;
+  if (tnd) {
+    int64_t q = 0, kv = 0, drop = 0;
+    for (int64_t b = 0; b < s->B; ++b) {
+      k->s1[b] = fa_seqlen(p->actual_seq_qlen, b);
+      k->s2[b] = fa_seqlen(p->actual_seq_kvlen, b);
+      k->q0[b] = q;
+      k->k0[b] = kv;
+      k->drop_base[b] = drop;
+      q += k->s1[b];
+      kv += k->s2[b];
+      drop += s->N1 * k->s1[b] * k->s2[b];
+    }
+  } else {
+    k->s1[0] = s->S1;
+    k->s2[0] = s->S2;
+  }
+  if (s->has_prefix)
+    for (int64_t b = 0; b < s->B; ++b) k->prefix[b] = p->prefix[b];
+  if (s->keep_prob < 1.0f) {
+    /* the kernel selects with whole bytes of bits: every row of every (b, h) must start on a byte */
+    for (int64_t b = 0; b < (tnd ? s->B : 1); ++b) {
+      if (k->s2[b] % 8 != 0) {
+        snprintf(err, errlen, "ms_fa Ascend C op: dropout with S2 = %ld (a multiple of 8 is needed)", (long)k->s2[b]);
+        return FA_FILL_DROP;
+      }
+    }
+  }
+  int64_t keys = tnd ? 0 : s->B * s->S2;
+  for (int64_t b = 0; tnd && b < s->B; ++b) keys += k->s2[b];
+  if (keys == 0 || s->D == 0 || s->Dv == 0 || s->N1 == 0) { /* SPEC 6.1: empty inputs give zeros */
+    k->zero_all = 1;
+    /* no units; the UB plan still serves the kernel's zero rows */
+    FaTilingInput in;
+    fa_kernel_params_input(k, &in);
+    k->tiling.s1_base = 64;
+    k->tiling.s2_base = FA_S2_BASE;
+    k->tiling.s2_chunk = FA_S2_BASE * FA_N_RATIO;
+    fa_tiling_plan_ub(&in, &k->tiling);
+    return FA_FILL_OK;
+  }
+  k->invalid_line = fa_auto_invalid_line(s->sparse_mode, s->S1, s->S2, s->pre_tokens, s->next_tokens,
+                                         s->mask_kind != FA_MASK_NONE, s->inner_precise, p->prefix, s->B, tnd);
+  FaTilingInput in;
+  fa_kernel_params_input(k, &in);
+  const int32_t st = fa_tiling(&in, &k->tiling);
+  if (st != FA_TILING_OK) {
+    snprintf(err, errlen, "ms_fa Ascend C op: tiling refused the call (FaTilingStatus %d)", (int)st);
+    return FA_FILL_TILING;
+  }
+  return FA_FILL_OK;
+}
+
+#endif /* MS_FA_FA_KERNEL_PARAMS_FILL_H_ */
