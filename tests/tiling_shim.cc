@@ -222,4 +222,33 @@ int fa_kernel_address_probe(const int64_t* meta, int64_t len, int32_t cores, con
   }
   return 0;
 }
+
+/* The tile loop the kernel runs for core `core` of a call given as a meta row (the kernel's own path:
+ * fa_kernel_params_input over the filled params, fa_cursor_*): (b, n2, g, h, i0, i1, j0, j1, kind,
+ * chunk, first, last) per tile; returns the number of tiles, -1 when the fill refuses. used_cores and
+ * the first core index past the zero-fill split are what the kernel reads from the params. */
+int64_t fa_kernel_tiles_probe(const int64_t* meta, int64_t len, int32_t cores, int32_t core, int64_t* out,
+                              int64_t max_tiles) {
+  char err[256];
+  FaProblem p;
+  if (fa_meta_decode(meta, len, &p, err, sizeof err) != 0) return -1;
+  static FaKernelParams k;
+  if (fa_kernel_params_fill(&p, cores, &k, err, sizeof err) != FA_FILL_OK) return -1;
+  if (k.zero_all || core >= k.tiling.used_cores) return 0;
+  FaTilingInput in;
+  fa_kernel_params_input(&k, &in);
+  FaCursor c;
+  fa_cursor_begin(&in, &k.tiling, core, &c);
+  FaTile tile;
+  int64_t n = 0;
+  while (fa_cursor_next(&in, &k.tiling, &c, &tile)) {
+    if (n < max_tiles) {
+      const int64_t v[12] = {tile.b,  tile.n2, tile.g,    tile.h,     tile.i0,    tile.i1,
+                             tile.j0, tile.j1, tile.kind, tile.chunk, tile.first, tile.last};
+      memcpy(out + 12 * n, v, sizeof v);
+    }
+    ++n;
+  }
+  return n;
+}
 }

@@ -25,8 +25,8 @@
  * columns outside it and user-masked columns score -FLT_MAX (upstream's finite minimum). A row whose
  * running max is still -FLT_MAX after a chunk has seen no kept score yet: its exp values are 1 for
  * every column, so the columns outside its interval are zeroed and removed from the sum (the CPU kernel
- * never computes them), and in invalid-line mode the whole row is zeroed (SPEC 6.1, upstream
- * AdjustSoftMaxRes). The compressed masks of modes 2-4 and 6-8 are never read: the band says it all.
+ * never computes them); in invalid-line mode the last chunk writes such a row as SPEC 6.1 says (zeros,
+ * -FLT_MAX, +FLT_MAX: upstream's AdjustSoftMaxRes). The compressed masks of modes 2-4 and 6-8 are never read: the band says it all.
  */
 #ifndef MS_FA_FA_FORWARD_H_
 #define MS_FA_FA_FORWARD_H_
@@ -333,25 +333,21 @@ class FaForward {
   }
 
   /* rows whose running max is still -FLT_MAX: every exp is 1. Zero the columns outside the row's
-   * interval and take them out of the sum (the CPU kernel never computes them); invalid-line mode
-   * zeroes the whole row (SPEC 6.1). Scalar reads of UB need the vector pipe drained first. */
+   * interval and take them out of the sum, so that softmax_sum counts the kept columns as the CPU kernel
+   * does (it never computes the others). A later chunk with a kept score rescales all of it by
+   * exp(-FLT_MAX - max) = 0; in invalid-line mode WriteRows replaces such rows anyway (SPEC 6.1).
+   * Scalar reads of UB need the vector pipe drained first. */
   __aicore__ inline void FixUnkeptRows(const FaTile& tile, int64_t r0, int64_t rr, int64_t c0, int64_t n, int64_t nv) {
     SyncVToS();
     for (int64_t r = 0; r < rr; ++r) {
       if (max_.GetValue((r0 + r) * 8) != kNegFltMax) continue;
-      const int64_t i = tile.i0 + r0 + r;
       LocalTensor<float> s = scores_[r * nv];
       int64_t lo, hi;
-      RowInterval(tile, i, c0, n, &lo, &hi);
-      const float old = sum_.GetValue((r0 + r) * 8);
-      const float fixed = p_->invalid_line ? 0.0f : old - static_cast<float>(nv - (hi - lo));
+      RowInterval(tile, tile.i0 + r0 + r, c0, n, &lo, &hi);
+      const float fixed = sum_.GetValue((r0 + r) * 8) - static_cast<float>(nv - (hi - lo));
       SyncSToV();
-      if (p_->invalid_line) {
-        Duplicate(s, 0.0f, nv);
-      } else {
-        IntervalBits(lo, hi, nv);
-        Select(s, bitsIn_, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
-      }
+      IntervalBits(lo, hi, nv);
+      Select(s, bitsIn_, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
       LocalTensor<float> sum8 = sum_[(r0 + r) * 8];
       Duplicate(sum8, fixed, 8);
       PipeBarrier<PIPE_V>();
