@@ -175,7 +175,7 @@ class FaForward {
     }
     /* bmm2: P V (rows_ x Dv, row stride dv16) = P (rows_ x n, stride s2_chunk) x V rows, K = n. The
      * cube reads P from GM: its stores must have landed before the scalar unit sends the request. */
-    SyncMte3ToS();
+    Sync<HardEvent::MTE3_S>();
     int64_t vs;
     const int64_t voff = fa_row_offset(p_, 1, tile.b, tile.n2, p_->N2, p_->Dv, c0, &vs);
     bmm2.SetOrgShape(rows_, vs, t_->s2_chunk, n, dv16_);
@@ -203,7 +203,7 @@ class FaForward {
     cp.srcStride = (t_->s2_chunk - na) * 4 / 32;
     cp.dstStride = (nv - na) * 4 / 32;
     DataCopy(scores_, sGm_[r0 * t_->s2_chunk], cp);
-    SyncMte2ToV();
+    Sync<HardEvent::MTE2_V>();
     const bool type1 = p_->pse_type == 1;
     for (int64_t r = 0; r < rr; ++r) {
       const int64_t i = tile.i0 + r0 + r;
@@ -237,7 +237,7 @@ class FaForward {
     }
     /* P in the input dtype for the second matmul (the chip rounds P before P V, SPEC 1) */
     Cast(pCast_, scores_, RoundMode::CAST_ROUND, rr * nv);
-    SyncVToMte3();
+    Sync<HardEvent::V_MTE3>();
     const int64_t n16 = (n + 15) / 16 * 16; /* whole 32-byte blocks of the input dtype */
     DataCopyParams po;
     po.blockCount = rr;
@@ -245,7 +245,7 @@ class FaForward {
     po.srcStride = (nv - n16) * sizeof(IN_T) / 32;
     po.dstStride = (t_->s2_chunk - n16) * sizeof(IN_T) / 32;
     DataCopy(pGm_[r0 * t_->s2_chunk], pCast_, po);
-    SyncMte3ToMte2();
+    Sync<HardEvent::MTE3_MTE2>();
   }
 
   /* s += pse of row i at columns c0 .. c0+n. Tensor pse (FULL / ROW / compressed ALiBi): the row span
@@ -278,12 +278,12 @@ class FaForward {
     constexpr int64_t kPerBlock = 32 / sizeof(IN_T);
     const int64_t d = a - c0, d0 = d / kPerBlock * kPerBlock;
     Duplicate(pseIn_.template ReinterpretCast<uint16_t>(), static_cast<uint16_t>(0), nv); /* +0.0 */
-    SyncVToMte2();
+    Sync<HardEvent::V_MTE2>();
     DataCopyExtParams cp{1, static_cast<uint32_t>((z - a) * sizeof(IN_T)), 0, 0, 0};
     DataCopyPadExtParams<IN_T> pad{true, static_cast<uint8_t>(d - d0), 0, static_cast<IN_T>(0)};
     LocalTensor<IN_T> dst = pseIn_[d0];
     DataCopyPad(dst, pseGm_[off], cp, pad);
-    SyncMte2ToV();
+    Sync<HardEvent::MTE2_V>();
     Cast(rowF_, pseIn_, RoundMode::CAST_NONE, nv);
     PipeBarrier<PIPE_V>();
     Add(s, s, rowF_, nv);
@@ -319,11 +319,11 @@ class FaForward {
     if (!user || !partial || hi <= lo) return;
     /* mask bytes of [c0, c0 + n) -> half -> "byte == 0" bits; the bytes past n do not matter (those
      * columns are -FLT_MAX already) */
-    SyncVToMte2();
+    Sync<HardEvent::V_MTE2>();
     DataCopyExtParams cp{1, static_cast<uint32_t>(n), 0, 0, 0};
     DataCopyPadExtParams<uint8_t> pad{false, 0, 0, 0};
     DataCopyPad(maskU8_, maskGm_[fa_mask_offset(p_, tile.b, tile.h, i, c0)], cp, pad);
-    SyncMte2ToV();
+    Sync<HardEvent::MTE2_V>();
     Cast(maskH_, maskU8_, RoundMode::CAST_NONE, nv);
     PipeBarrier<PIPE_V>();
     CompareScalar(bitsLo_, maskH_, static_cast<half>(0.0), CMPMODE::EQ, nv);
@@ -338,22 +338,22 @@ class FaForward {
    * exp(-FLT_MAX - max) = 0; in invalid-line mode WriteRows replaces such rows anyway (SPEC 6.1).
    * Scalar reads of UB need the vector pipe drained first. */
   __aicore__ inline void FixUnkeptRows(const FaTile& tile, int64_t r0, int64_t rr, int64_t c0, int64_t n, int64_t nv) {
-    SyncVToS();
+    Sync<HardEvent::V_S>();
     for (int64_t r = 0; r < rr; ++r) {
       if (max_.GetValue((r0 + r) * 8) != kNegFltMax) continue;
       LocalTensor<float> s = scores_[r * nv];
       int64_t lo, hi;
       RowInterval(tile, tile.i0 + r0 + r, c0, n, &lo, &hi);
       const float fixed = sum_.GetValue((r0 + r) * 8) - static_cast<float>(nv - (hi - lo));
-      SyncSToV();
+      Sync<HardEvent::S_V>();
       IntervalBits(lo, hi, nv);
       Select(s, bitsIn_, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
       LocalTensor<float> sum8 = sum_[(r0 + r) * 8];
       Duplicate(sum8, fixed, 8);
       PipeBarrier<PIPE_V>();
-      SyncVToS();
+      Sync<HardEvent::V_S>();
     }
-    SyncSToV();
+    Sync<HardEvent::S_V>();
   }
 
   /* P *= keep bit / keep_prob; the bits of (b, h, i, c0..) start on a byte (S2b % 8 == 0, c0 % 8 == 0;
@@ -361,11 +361,11 @@ class FaForward {
   __aicore__ inline void DropRow(const FaTile& tile, int64_t i, int64_t c0, int64_t n, int64_t nv,
                                  LocalTensor<float>& s) {
     const int64_t bit = fa_drop_index(p_, tile.b, tile.h, i, c0);
-    SyncVToMte2();
+    Sync<HardEvent::V_MTE2>();
     DataCopyExtParams cp{1, static_cast<uint32_t>((n + 7) / 8), 0, 0, 0};
     DataCopyPadExtParams<uint8_t> pad{true, 0, 0, 0};
     DataCopyPad(dropU8_, dropGm_[bit / 8], cp, pad);
-    SyncMte2ToV();
+    Sync<HardEvent::MTE2_V>();
     Select(s, dropU8_, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
     PipeBarrier<PIPE_V>();
     Muls(s, s, 1.0f / p_->keep_prob, nv);
@@ -376,28 +376,28 @@ class FaForward {
   __aicore__ inline void Vec2(const FaTile& tile, int64_t r0, int64_t rr) {
     DataCopy(pv_, pvGm_[r0 * dv16_], rr * dv16_);
     if (chunk_ > 0) DataCopy(acc_, accGm_[r0 * dv16_], rr * dv16_);
-    SyncMte2ToV();
+    Sync<HardEvent::MTE2_V>();
     if (chunk_ == 0) {
       Adds(acc_, pv_, 0.0f, rr * dv16_);
     } else {
-      SyncVToS();
+      Sync<HardEvent::V_S>();
       for (int64_t r = 0; r < rr; ++r) {
         const float e = expMax_.GetValue((r0 + r) * 8);
-        SyncSToV();
+        Sync<HardEvent::S_V>();
         LocalTensor<float> a = acc_[r * dv16_];
         Muls(a, a, e, dv16_);
         PipeBarrier<PIPE_V>();
         Add(a, a, pv_[r * dv16_], dv16_);
         PipeBarrier<PIPE_V>();
-        SyncVToS();
+        Sync<HardEvent::V_S>();
       }
-      SyncSToV();
+      Sync<HardEvent::S_V>();
     }
     PipeBarrier<PIPE_V>();
     if (!tile.last) {
-      SyncVToMte3();
+      Sync<HardEvent::V_MTE3>();
       DataCopy(accGm_[r0 * dv16_], acc_, rr * dv16_);
-      SyncMte3ToMte2();
+      Sync<HardEvent::MTE3_MTE2>();
       return;
     }
     WriteRows(tile, r0, rr, true);
@@ -405,7 +405,7 @@ class FaForward {
 
   /* out = acc / sum (or the SPEC 6.1 values), cast, and the rows' statistics, to GM */
   __aicore__ inline void WriteRows(const FaTile& tile, int64_t r0, int64_t rr, bool divide) {
-    SyncVToS();
+    Sync<HardEvent::V_S>();
     for (int64_t r = 0; r < rr; ++r) {
       const int64_t i = tile.i0 + r0 + r;
       float m = max_.GetValue((r0 + r) * 8), l = sum_.GetValue((r0 + r) * 8);
@@ -416,7 +416,7 @@ class FaForward {
         m = kNegFltMax;
         l = kPosFltMax;
       }
-      SyncSToV();
+      Sync<HardEvent::S_V>();
       LocalTensor<float> a = acc_[r * dv16_];
       if (empty) {
         Duplicate(a, 0.0f, dv16_);
@@ -433,9 +433,9 @@ class FaForward {
       Duplicate(m8, m, 8);
       Duplicate(l8, l, 8);
       PipeBarrier<PIPE_V>();
-      SyncVToS();
+      Sync<HardEvent::V_S>();
     }
-    SyncVToMte3();
+    Sync<HardEvent::V_MTE3>();
     for (int64_t r = 0; r < rr; ++r) {
       const int64_t i = tile.i0 + r0 + r;
       int64_t os;
@@ -446,7 +446,7 @@ class FaForward {
       DataCopy(maxGm_[so], rowF_[r * 16], 8);
       DataCopy(sumGm_[so], rowF_[r * 16 + 8], 8);
     }
-    SyncMte3ToV();
+    Sync<HardEvent::MTE3_V>();
   }
 
   /* rows no unit writes are zero (SPEC 6.1): every output when zero_all; otherwise the rows of TND
@@ -456,7 +456,7 @@ class FaForward {
     PipeBarrier<PIPE_V>();
     Cast(pCast_, acc_, RoundMode::CAST_ROUND, FA_VEC_ROWS * dv16_);
     Duplicate(rowF_, 0.0f, FA_VEC_ROWS * 16);
-    SyncVToMte3();
+    Sync<HardEvent::V_MTE3>();
     if (p_->zero_all) {
       const int64_t total = p_->tnd ? p_->T1 : p_->B * p_->S1;
       for (int64_t t = core_; t < total; t += cores_) ZeroTokens(t, 1);
@@ -468,7 +468,7 @@ class FaForward {
       }
       if (core_ == cores_ - 1 && end < p_->T1) ZeroTokens(end, p_->T1 - end);
     }
-    SyncMte3ToV();
+    Sync<HardEvent::MTE3_V>();
   }
 
   /* zero out and statistics of tokens [t0, t0 + count) (TND rows, or b * S1 + i otherwise), all heads */
@@ -494,46 +494,13 @@ class FaForward {
     }
   }
 
-  /* pipe hand-offs (hardware events; FetchEventID as upstream) */
-  __aicore__ inline void SyncMte2ToV() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::MTE2_V));
-    SetFlag<HardEvent::MTE2_V>(e);
-    WaitFlag<HardEvent::MTE2_V>(e);
-  }
-  __aicore__ inline void SyncVToMte3() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::V_MTE3));
-    SetFlag<HardEvent::V_MTE3>(e);
-    WaitFlag<HardEvent::V_MTE3>(e);
-  }
-  __aicore__ inline void SyncMte3ToV() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::MTE3_V));
-    SetFlag<HardEvent::MTE3_V>(e);
-    WaitFlag<HardEvent::MTE3_V>(e);
-  }
-  __aicore__ inline void SyncMte3ToMte2() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::MTE3_MTE2));
-    SetFlag<HardEvent::MTE3_MTE2>(e);
-    WaitFlag<HardEvent::MTE3_MTE2>(e);
-  }
-  __aicore__ inline void SyncVToMte2() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::V_MTE2));
-    SetFlag<HardEvent::V_MTE2>(e);
-    WaitFlag<HardEvent::V_MTE2>(e);
-  }
-  __aicore__ inline void SyncMte3ToS() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::MTE3_S));
-    SetFlag<HardEvent::MTE3_S>(e);
-    WaitFlag<HardEvent::MTE3_S>(e);
-  }
-  __aicore__ inline void SyncVToS() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::V_S));
-    SetFlag<HardEvent::V_S>(e);
-    WaitFlag<HardEvent::V_S>(e);
-  }
-  __aicore__ inline void SyncSToV() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(HardEvent::S_V));
-    SetFlag<HardEvent::S_V>(e);
-    WaitFlag<HardEvent::S_V>(e);
+  /* a pipe hand-off: the consumer waits for what the producer issued (hardware event, FetchEventID as
+   * upstream) */
+  template <HardEvent EVT>
+  __aicore__ inline void Sync() {
+    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(EVT));
+    SetFlag<EVT>(e);
+    WaitFlag<EVT>(e);
   }
 
   const FaKernelParams* p_;

@@ -341,19 +341,12 @@ def validate_eager(api, query, key, value, head_num, input_layout, pse, atten_ma
 
 @constexpr
 def chosen_backend():
-    """The backend of this call (:func:`ms_fa.backends.get_backend`, ``auto`` resolved by the device target);
-    under jit read when the graph is compiled. A chosen backend that cannot run on this machine at all
-    (wrong device target, op package missing) is refused here, before anything runs."""
-    from ms_fa.backends import get_backend, refusals
+    """The backend of this call (:func:`ms_fa.backends.choose` for this device target: ``auto`` resolved,
+    a chosen backend that cannot run on this machine at all -- wrong device target, op package missing --
+    refused before anything runs); under jit read when the graph is compiled."""
+    from ms_fa.backends import choose
 
-    device = ms.get_context("device_target")
-    name = get_backend()
-    if name == "auto":
-        return "native" if device == "Ascend" else "cpu"
-    why = refusals(name, None, device)
-    if why:
-        rule("backend.unsupported").fail(f"backend {name!r} cannot run on this machine: " + "; ".join(why))
-    return name
+    return choose(None, ms.get_context("device_target"))
 
 
 def run_ascend_c(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
