@@ -139,19 +139,22 @@ def _run_twin(exe, case, tmp):
         f.write(f"{out_bytes} {ref64[1].size * 4}\n")
     r = subprocess.run([exe, tmp], capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stderr[-4000:]
-    out = np.fromfile(os.path.join(tmp, "attention_out.bin"), np.float16).reshape(ref64[0].shape)
+    from ms_fa.semantics.dtypes import numpy_dtype
+
+    out = np.fromfile(os.path.join(tmp, "attention_out.bin"), numpy_dtype(args.dtype)).reshape(ref64[0].shape)
     smax = np.fromfile(os.path.join(tmp, "softmax_max.bin"), np.float32).reshape(ref64[1].shape)
     ssum = np.fromfile(os.path.join(tmp, "softmax_sum.bin"), np.float32).reshape(ref64[2].shape)
     return out, smax, ssum
 
 
 @pytest.mark.requires_cann
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("layout, mode, kw", CASES, ids=IDS)
-def test_cpu_twin_matches_the_oracle(twin, tmp_path, layout, mode, kw):
-    case = _case(layout, mode, kw)
+def test_cpu_twin_matches_the_oracle(twin, tmp_path, layout, mode, kw, dtype):
+    case = _case(layout, mode, kw, dtype)
     out, smax, ssum = _run_twin(twin, case, str(tmp_path))
     ref64, ref_x = _oracle(case)
-    assert_design_rule("attention_out", out, ref_x[0], ref64[0], "float16")
+    assert_design_rule("attention_out", out, ref_x[0], ref64[0], dtype)
     assert_design_rule("softmax_max", smax, ref_x[1], ref64[1], "float32")
     assert_design_rule("softmax_sum", ssum, ref_x[2], ref64[2], "float32")
 

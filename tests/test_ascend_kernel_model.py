@@ -6,7 +6,7 @@ own tile loop (``fa_schedule.h`` over ``fa_kernel_params_fill``'s parameters, th
 packed at the vector width with undefined (NaN) padding, scale and pse in pse_type order (ALiBi from the
 column index), -FLT_MAX outside each row's interval and where the user mask discards, SoftmaxFlashV2's
 running max / sum / rescale factor, the correction of rows that have kept nothing yet (and invalid-line
-zeroing), dropout from explicit keep bits, P rounded to float16, P V accumulated with the rescale factor,
+zeroing), dropout from explicit keep bits, P rounded to the input dtype, P V accumulated with the rescale factor,
 the last chunk's division and SPEC 6.1's empty rows, the zero-fill of rows no unit covers -- reading and
 writing through the kernel's own addressing (``fa_kernel_params.h`` offsets, from the shim). Every
 float32 operation is a float32 operation here. On random calls of every layout, sparse_mode, mask form,
@@ -31,6 +31,7 @@ from test_ascend_tiling import lib  # noqa: F401  (the g++-built shim)
 from ms_fa.kernels import abi
 from ms_fa.semantics import plan as M
 from ms_fa.semantics import reference as R
+from ms_fa.semantics.dtypes import numpy_dtype
 
 F32 = np.float32
 NEG = F32(-3.4028234663852886e38)
@@ -82,6 +83,7 @@ def model_forward(lib, args, meta, arrays, out_size, stat_size):  # noqa: F811
     smax = np.full(stat_size, np.nan, F32)
     ssum = np.full(stat_size, np.nan, F32)
     N1, D, Dv = args.N1, args.D, args.Dv
+    IN = numpy_dtype(args.dtype)  # the input dtype: P and the output are rounded to it
     # ZeroUncoveredRows
     if sc["zero_all"]:
         out[:], smax[:], ssum[:] = 0, 0, 0
@@ -209,7 +211,7 @@ def model_forward(lib, args, meta, arrays, out_size, stat_size):  # noqa: F811
                     bits = np.zeros(nv, bool)
                     bits[:n] = np.unpackbits(bytes_, bitorder="little")[:n].astype(bool)
                     e[r] = np.where(bits, e[r], F32(0)) * F32(1.0 / np.float32(args.keep_prob))
-            P = e.astype(np.float16).astype(np.float64)
+            P = e.astype(IN).astype(np.float64)
             PV = (P[:, :n] @ V).astype(F32)
             acc = PV if chunk == 0 else (acc * expmax[:, None] + PV).astype(F32)
             m, l_ = m_new, l_new
@@ -226,7 +228,7 @@ def model_forward(lib, args, meta, arrays, out_size, stat_size):  # noqa: F811
                     if empty:
                         out[o : o + Dv], mm, ll = 0, NEG, POS
                     else:
-                        out[o : o + Dv] = (acc[r] / ll).astype(np.float16)
+                        out[o : o + Dv] = (acc[r] / ll).astype(IN)
                     smax[so : so + 8], ssum[so : so + 8] = mm, ll
     return out, smax, ssum
 
@@ -264,10 +266,10 @@ def _run(lib, case):  # noqa: F811
     return got, ref64, ref_x
 
 
-def _check(got, ref64, ref_x, where):
+def _check(got, ref64, ref_x, where, dtype="float16"):
     out, smax, ssum = got
     assert not np.isnan(out).any() and not np.isnan(smax).any() and not np.isnan(ssum).any(), where
-    assert_design_rule(f"out {where}", out.reshape(ref64[0].shape), ref_x[0], ref64[0], "float16")
+    assert_design_rule(f"out {where}", out.reshape(ref64[0].shape), ref_x[0], ref64[0], dtype)
     assert_design_rule(f"max {where}", smax.reshape(ref64[1].shape), ref_x[1], ref64[1], "float32")
     assert_design_rule(f"sum {where}", ssum.reshape(ref64[2].shape), ref_x[2], ref64[2], "float32")
 
@@ -276,11 +278,11 @@ def _check(got, ref64, ref_x, where):
 def test_kernel_model_equals_the_oracle(lib, block):  # noqa: F811
     ran = 0
     for seed in range(block * 40, block * 40 + 40):
-        case = random_case(seed, dtypes=("float16",), max_s=40, max_d=16)
+        case = random_case(seed, dtypes=("float16", "bfloat16"), max_s=40, max_d=16)
         r = _run(lib, case)
         if r is None:
             continue
-        _check(*r, where=f"seed {seed}")
+        _check(*r, where=f"seed {seed}", dtype=str(case["query"].dtype))
         ran += 1
     assert ran >= 25, ran
 
