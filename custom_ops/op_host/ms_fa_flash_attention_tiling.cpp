@@ -10,6 +10,7 @@
  * the CPU-twin harness), and sets the block dim, the tiling key (the input dtype) and the workspace.
  */
 #include <stdint.h>
+#include <stdio.h>
 
 #include <algorithm>
 
@@ -24,6 +25,11 @@
 namespace optiling {
 
 namespace {
+
+/* the reason a call is refused, on the host's stderr (the graph / aclnn error names the node) */
+void Refuse(gert::TilingContext* context, const char* why) {
+  fprintf(stderr, "[ms_fa %s] %s\n", context->GetNodeName(), why);
+}
 
 int32_t FaDtypeOf(ge::DataType dt) {
   if (dt == ge::DT_FLOAT16) return FA_F16;
@@ -40,7 +46,7 @@ ge::graphStatus MsFaFlashAttentionTiling(gert::TilingContext* context) {
   char err[256];
   const int64_t words = meta->GetStorageShape().GetDim(1); /* row 0 of (N1, L) */
   if (fa_meta_decode(meta->GetData<int64_t>(), words, &prob, err, sizeof(err)) != 0) {
-    OP_LOGE(context->GetNodeName(), "%s", err);
+    Refuse(context, err);
     return ge::GRAPH_FAILED;
   }
   /* compute in the dtype the tensors arrive in (mixed precision may have cast them after validation,
@@ -50,7 +56,7 @@ ge::graphStatus MsFaFlashAttentionTiling(gert::TilingContext* context) {
   const int32_t aiv = static_cast<int32_t>(std::min<uint32_t>(plat.GetCoreNumAiv(), FA_TILING_MAX_CORES));
   MsFaFlashAttentionTilingData* td = context->GetTilingData<MsFaFlashAttentionTilingData>();
   if (fa_kernel_params_fill(&prob, aiv, &td->params, err, sizeof(err)) != FA_FILL_OK) {
-    OP_LOGE(context->GetNodeName(), "%s", err);
+    Refuse(context, err);
     return ge::GRAPH_FAILED;
   }
   const FaKernelParams& p = td->params;
@@ -58,8 +64,9 @@ ge::graphStatus MsFaFlashAttentionTiling(gert::TilingContext* context) {
   if (!p.zero_all) {
     matmul_tiling::MatmulApiTiling mm1(plat), mm2(plat);
     if (!fa_cube_tilings(mm1, mm2, p, td->bmm1, td->bmm2)) {
-      OP_LOGE(context->GetNodeName(), "ms_fa Ascend C op: no Matmul tiling for s1_base %ld, D %ld, Dv %ld",
-              static_cast<long>(t.s1_base), static_cast<long>(p.D), static_cast<long>(p.Dv));
+      snprintf(err, sizeof(err), "ms_fa Ascend C op: no Matmul tiling for s1_base %ld, D %ld, Dv %ld",
+               static_cast<long>(t.s1_base), static_cast<long>(p.D), static_cast<long>(p.Dv));
+      Refuse(context, err);
       return ge::GRAPH_FAILED;
     }
   }
