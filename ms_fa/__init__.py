@@ -9,7 +9,8 @@ Public API (everything else is internal)::
     MsFaWarning                                      the category of ms_fa's warnings ("[rule] text")
     plan_context_parallel, ContextParallelAttention  context parallelism: the plan, the msrun Cell
                                                      (torch.distributed: ms_fa.torch.context_parallel_attention)
-    set_backend, get_backend                         which implementation runs (auto / native / ascend_c / cpu)
+    set_backend, get_backend, backend_report         which implementation runs (auto / native / ascend_c / cpu),
+                                                     and why the others refuse a call
 
 ``import ms_fa`` does not import MindSpore; the names that need it load it on first use.
 """
@@ -34,6 +35,7 @@ _LAZY = {
     "plan_context_parallel": "ms_fa.semantics.context_parallel",
     "set_backend": "ms_fa.backends",
     "get_backend": "ms_fa.backends",
+    "backend_report": "ms_fa.backends",
 }
 
 __all__ = sorted(_LAZY)

@@ -38,6 +38,7 @@ __all__ = [
     "refusals",
     "choose",
     "report",
+    "backend_report",
     "ascend_c_package",
 ]
 
@@ -203,3 +204,42 @@ def report(args=None, device_target: str = "CPU") -> str:
         runs = f"none -- {e}"
     lines.append(f"runs: {runs} (backend {chosen!r})")
     return "\n".join(lines)
+
+
+def backend_report(query, key, value, head_num, input_layout, *, device_target: Optional[str] = None, **options) -> str:
+    """The backend report of one call, without running it: the call is validated exactly as
+    ``speed_fusion_attention`` validates it (same arguments; numpy arrays or MindSpore tensors), then
+    every backend says whether it can run it and why not (:func:`report`).
+
+    Args:
+        query, key, value, head_num, input_layout: as ``speed_fusion_attention``.
+        device_target (str, optional): the device to report for; default MindSpore's current one (CPU
+            when MindSpore is not imported).
+        **options: the keyword arguments of ``speed_fusion_attention`` (pse, atten_mask, sparse_mode, ...).
+
+    Returns:
+        str: one line per backend, then the one that runs.
+
+    Raises:
+        TypeError, ValueError: the call itself is invalid (the rule in brackets, as the call would raise).
+
+    Examples:
+        >>> import numpy as np
+        >>> import ms_fa
+        >>> q = np.zeros((1, 2, 64, 16), np.float32)
+        >>> print(ms_fa.backend_report(q, q, q, 2, "BNSD", device_target="Ascend"))  # doctest: +ELLIPSIS
+        attention backends (device target Ascend...)
+          native    can run
+          ascend_c  refuses: the op package is not installed (...); dtype float32: the kernel is built for float16 and bfloat16
+          cpu       refuses: device target is Ascend: the CPU kernel reads host memory (set device_target='CPU')
+        runs: native (backend 'auto')
+    """
+    import sys
+
+    from ms_fa.semantics.args import normalize
+
+    if device_target is None:
+        ms = sys.modules.get("mindspore")
+        device_target = ms.get_context("device_target") if ms is not None else "CPU"
+    args = normalize(query, key, value, head_num, input_layout, api="speed_fusion_attention", **options)
+    return report(args, device_target)

@@ -179,3 +179,17 @@ def test_meta_tensor_is_the_cpu_ops(monkeypatch):
     assert ac.build_meta is _custom.build_meta
     assert ac.INPUTS[:6] == ("query", "key", "value", "pse", "drop_mask", "atten_mask")
     assert ctypes.sizeof(abi.FaScalars) % 8 == 0
+
+
+def test_backend_report_of_a_call(installed):
+    """ms_fa.backend_report validates the call as speed_fusion_attention does and lists every backend's
+    reasons for it; MindSpore tensors and numpy arrays alike."""
+    q = _q()
+    text = ms_fa.backend_report(q, q, q, 2, "BNSD", device_target="Ascend", keep_prob=0.5)
+    assert "ascend_c  can run" in text and "runs: native (backend 'auto')" in text
+    k = ms.Tensor(np.zeros((1, 2, 12, 8), np.float16))
+    text = ms_fa.backend_report(q, k, k, 2, "BNSD", device_target="Ascend", keep_prob=0.5)
+    assert "ascend_c  refuses: dropout with key lengths [12]" in text
+    assert ms_fa.backend_report(q, q, q, 2, "BNSD").splitlines()[-1] == "runs: cpu (backend 'auto')"  # CPU here
+    with pytest.raises(ValueError, match=r"^\[sparse_mode\.range\]"):
+        ms_fa.backend_report(q, q, q, 2, "BNSD", sparse_mode=9)
