@@ -98,7 +98,11 @@ struct FaUbPlan {
  * cube_k (double-buffered): bmm1 S = Q K^T takes (s1_base x cube_k) of Q and (cube_k x 128) of K^T, bmm2
  * P V takes (s1_base x cube_k) of P and (cube_k x 128) of V, one 128-column output fragment at a time.
  * The whole Q block stays resident in L1 when it fits beside them (then it is read from GM once per
- * unit, not once per K tile). */
+ * unit, not once per K tile).
+ * The kernel's matmuls run through the Matmul API, which lays out L1 / L0 itself (the MatmulApiTiling
+ * of fa_cube_tiling.h); this plan is the feasibility check of the block sizes -- a round's operands,
+ * double-buffered, fit L1 / L0A / L0B / L0C at every head dim up to 512 -- not an allocation the
+ * kernel reads (its UB plan above is). */
 struct FaCubePlan {
   int64_t cube_k; /* 128 for fp16 / bf16, 64 for fp32 (an L0A / L0B buffer stays 32 KB) */
   int32_t q_resident;
