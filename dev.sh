@@ -29,7 +29,8 @@ lint() {
     $VPY -m ruff format --check .
     $VPY -m mypy
     .venv/bin/clang-format --dry-run -Werror ms_fa/csrc/*.h ms_fa/csrc/*.cc tests/*.cc custom_ops/op_host/*.h \
-        custom_ops/op_host/*.cpp custom_ops/op_kernel/*.h custom_ops/op_kernel/*.cpp st/ascend_c/*.cpp benchmarks/*.cc
+        custom_ops/op_host/*.cpp custom_ops/op_kernel/*.h custom_ops/op_kernel/*.cpp st/ascend_c/*.cpp benchmarks/*.cc \
+        tests/ascendc_decls/*.h tests/ascendc_decls/*/*.h tests/ascendc_decls/*/*/*.h
 }
 
 cmd=${1:-}

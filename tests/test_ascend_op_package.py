@@ -236,3 +236,44 @@ def test_host_and_device_sources_name_every_opdef_dtype_list():
     used = {v for _, _, v in _opdef_io("Input") + _opdef_io("Output")}
     assert used == set(vec) and len({len(v) for v in vec.values()}) == 1
     assert list(itertools.chain(vec["qkv"])) == ["FLOAT16", "BF16", "FLOAT16", "BF16"]
+
+
+# --------------------------------------------------------------------------------------------------
+# a g++ syntax and name check of the CANN-facing sources against declarations of the API they call
+
+DECLS = os.path.join(ROOT, "tests", "ascendc_decls")
+CANN_FACING = [
+    os.path.join(OPS, "op_kernel", "ms_fa_flash_attention.cpp"),  # the kernel (FaForward<half>, <bfloat16_t>)
+    os.path.join(OPS, "op_host", "ms_fa_flash_attention_def.cpp"),
+    os.path.join(OPS, "op_host", "ms_fa_flash_attention_tiling.cpp"),
+    os.path.join(ROOT, "st", "ascend_c", "twin_main.cpp"),
+]
+
+
+def _syntax(path, kernel_dir=os.path.join(OPS, "op_kernel")):
+    import shutil
+    import subprocess
+
+    gxx = shutil.which("g++")
+    cmd = [gxx, "-std=c++17", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-I", DECLS]
+    cmd += ["-I", os.path.join(ROOT, "ms_fa", "csrc"), "-I", os.path.join(OPS, "op_host"), "-I", kernel_dir, path]
+    return subprocess.run(cmd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("path", CANN_FACING, ids=os.path.basename)
+def test_cann_facing_sources_type_check_against_the_api_declarations(path):
+    """tests/ascendc_decls declares (never defines) the Ascend C / CANN calls these files make, as the
+    API reference gives them; g++ then checks our code's names, members, argument counts and types, and
+    instantiates the kernel for both dtypes. It is not a CANN compile (docs/ascend_c.md)."""
+    r = _syntax(path)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_the_syntax_check_catches_a_typo(tmp_path):
+    for f in os.listdir(os.path.join(OPS, "op_kernel")):
+        src = _read(OPS, "op_kernel", f)
+        if f == "fa_forward.h":
+            src = src.replace("LocalTensor<float> a = acc_[r * dv16_];", "LocalTensor<float> a = acc[r * dv16_];", 1)
+        (tmp_path / f).write_text(src)
+    r = _syntax(str(tmp_path / "ms_fa_flash_attention.cpp"), kernel_dir=str(tmp_path))
+    assert r.returncode != 0 and "'acc' was not declared" in r.stderr.replace("‘", "'").replace("’", "'")

@@ -152,7 +152,7 @@ class FaForward {
     Duplicate(max_, kNegFltMax, rows_ * 8);
     Duplicate(sum_, kPosFltMax, rows_ * 8);
     for (int64_t r0 = 0; r0 < rows_; r0 += FA_VEC_ROWS) {
-      const int64_t rr = rows_ - r0 < FA_VEC_ROWS ? rows_ - r0 : FA_VEC_ROWS;
+      const int64_t rr = fa_min64(rows_ - r0, FA_VEC_ROWS);
       WriteRows(tile, r0, rr, false);
     }
   }
@@ -170,7 +170,7 @@ class FaForward {
     bmm1.IterateAll(sGm_);
     bmm1.End();
     for (int64_t r0 = 0; r0 < rows_; r0 += FA_VEC_ROWS) {
-      const int64_t rr = rows_ - r0 < FA_VEC_ROWS ? rows_ - r0 : FA_VEC_ROWS;
+      const int64_t rr = fa_min64(rows_ - r0, FA_VEC_ROWS);
       Vec1(tile, r0, rr, c0, n, partial);
     }
     /* bmm2: P V (rows_ x Dv, row stride dv16) = P (rows_ x n, stride s2_chunk) x V rows, K = n. The
@@ -185,7 +185,7 @@ class FaForward {
     bmm2.IterateAll(pvGm_);
     bmm2.End();
     for (int64_t r0 = 0; r0 < rows_; r0 += FA_VEC_ROWS) {
-      const int64_t rr = rows_ - r0 < FA_VEC_ROWS ? rows_ - r0 : FA_VEC_ROWS;
+      const int64_t rr = fa_min64(rows_ - r0, FA_VEC_ROWS);
       Vec2(tile, r0, rr);
     }
     ++chunk_;
