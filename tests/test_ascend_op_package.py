@@ -250,7 +250,10 @@ CANN_FACING = [
 ]
 
 
-def _syntax(path, kernel_dir=os.path.join(OPS, "op_kernel")):
+KERNEL_DIR = os.path.join(OPS, "op_kernel")
+
+
+def _syntax(path, kernel_dir=KERNEL_DIR):
     import shutil
     import subprocess
 
