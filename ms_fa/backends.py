@@ -5,9 +5,8 @@ Three backends serve ms_fa's MindSpore API:
 
 ========== ======================================================================================
 native     MindSpore's own ``FlashAttentionScore`` / ``SpeedFusionAttention`` (Ascend NPU only)
-ascend_c   ms_fa's Ascend C op ``MsFaFlashAttention`` (``custom_ops/``; Ascend NPU with the op
-           package installed). Forward only: its gradient is the native ``FlashAttentionScoreGrad``
-           (``SpeedFusionAttentionGrad`` for in-kernel ALiBi) fed with this op's outputs
+ascend_c   ms_fa's Ascend C ops ``MsFaFlashAttention`` / ``MsFaFlashAttentionGrad`` (``custom_ops/``;
+           Ascend NPU with the op package installed; never compiled or run so far)
 cpu        ms_fa's C++ kernel (every other device target)
 ========== ======================================================================================
 
@@ -31,6 +30,7 @@ from ms_fa.semantics.rules import rule
 __all__ = [
     "BACKENDS",
     "ASCEND_C_OP",
+    "ASCEND_C_GRAD_OP",
     "ASCEND_C_ACLNN_HEADER",
     "ASCEND_C_MAX_LISTS",
     "set_backend",
@@ -46,6 +46,8 @@ __all__ = [
 BACKENDS = ("native", "ascend_c", "cpu")
 #: the op type of ms_fa's Ascend C op (OpDef, aclnn API, MindSpore ops.Custom: tests check they agree)
 ASCEND_C_OP = "MsFaFlashAttention"
+#: the op type of its backward
+ASCEND_C_GRAD_OP = "MsFaFlashAttentionGrad"
 #: the header MindSpore's ops.Custom reads the aclnn signature from (its name rule for op type X:
 #: aclnn + X in snake case)
 ASCEND_C_ACLNN_HEADER = "aclnn_ms_fa_flash_attention.h"
@@ -154,11 +156,6 @@ def refusals(backend: str, args=None, device_target: str = "CPU") -> List[str]:
         if odd:
             why.append(
                 f"dropout with key lengths {odd[:4]} (the kernel reads keep bits a byte at a time: multiples of 8)"
-            )
-        if args.pse_form in ("slopes_bn", "slopes_n") or (args.pse_form != "none" and args.pse_type == 0):
-            why.append(
-                f"dropout with pse_type {args.pse_type}: the gradient falls back to a native op, and none takes "
-                "both an explicit drop_mask and this pse_type"
             )
     return why
 

@@ -6,15 +6,15 @@ One command on a CANN machine (L1), or an Atlas A2 / A3 machine with CANN (L1 + 
     source /usr/local/Ascend/ascend-toolkit/set_env.sh
     ./dev.sh test st/test_ascend_c_op.py
 
-L1 (``requires_cann``): ``custom_ops/build.sh`` builds and packages the op for ascend910b / ascend910_93;
-the installed package holds the aclnn header MindSpore reads, with the OpDef's arguments; the kernel
-runs in Ascend C's CPU-twin mode (st/ascend_c) on small calls and agrees with the float64 oracle by
-DESIGN §6's rule (out, softmax_max, softmax_sum) -- every layout, sparse modes 0-8, GQA, pse / ALiBi,
-explicit dropout bits, invalid rows.
+L1 (``requires_cann``): ``custom_ops/build.sh`` builds and packages the ops for ascend910b / ascend910_93;
+the installed package holds the aclnn header MindSpore reads, with the OpDef's arguments; both kernels
+run in Ascend C's CPU-twin mode (st/ascend_c) on small calls and agree with the float64 oracle by
+DESIGN §6's rule (out, softmax_max, softmax_sum; dq, dk, dv) -- every layout, sparse modes 0-8, GQA,
+pse / ALiBi, explicit dropout bits, invalid rows; float16 and bfloat16.
 
 L2 (``requires_npu``): MindSpore on the NPU with ``ms_fa.set_backend("ascend_c")``: forward against the
-oracle and against the native op (``set_backend("native")``), and the gradient (the native
-FlashAttentionScoreGrad fed with this op's outputs) against the oracle's, for every mode.
+oracle and against the native op (``set_backend("native")``), and the gradient (MsFaFlashAttentionGrad,
+the forward op's bprop) against the oracle's, for every mode.
 """
 
 from __future__ import annotations
@@ -150,6 +150,43 @@ def _run_twin(exe, case, tmp):
 @pytest.mark.requires_cann
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("layout, mode, kw", CASES, ids=IDS)
+def test_cpu_twin_backward_matches_the_oracle(twin, tmp_path, layout, mode, kw, dtype):
+    from ms_fa.kernels.abi import meta_row
+    from ms_fa.semantics.args import normalize
+
+    case = _case(layout, mode, kw, dtype)
+    a, k = split_case(case)
+    clean = {x: y for x, y in k.items() if x not in ("seed", "offset", "precision")}
+    args = normalize(*a, **clean)
+    fwd = R.fa_forward(*a, **clean)
+    fwd64 = R.fa_forward(*a, **dict(clean, precision="float64"))
+    dy = make_dy(case, seed=4, out=fwd)
+    mask, dm, pse = k.get("atten_mask"), k.get("drop_mask"), k.get("pse")
+    meta = meta_row(args, mask_shape=None if mask is None else mask.shape, has_drop_mask=dm is not None)
+    files = dict(query=a[0], key=a[1], value=a[2], dy=dy, pse=pse, drop_mask=dm, meta=meta, attention_out=fwd[0])
+    files.update(softmax_max=np.asarray(fwd[1], np.float32), softmax_sum=np.asarray(fwd[2], np.float32))
+    files["atten_mask"] = None if mask is None else np.asarray(mask).astype(np.uint8)
+    for name, arr in files.items():
+        path = os.path.join(str(tmp_path), name + ".bin")
+        np.ascontiguousarray(arr if arr is not None else np.zeros(1, np.uint8)).tofile(path)
+    with open(os.path.join(str(tmp_path), "sizes.txt"), "w") as f:
+        f.write(" ".join(str(np.size(x) * 2) for x in a[:3]) + "\n")
+    r = subprocess.run([twin, str(tmp_path), "grad"], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr[-4000:]
+    from ms_fa.semantics.dtypes import numpy_dtype
+
+    got = [
+        np.fromfile(os.path.join(str(tmp_path), n + ".bin"), numpy_dtype(dtype)).reshape(np.shape(x))
+        for n, x in zip(("dq", "dk", "dv"), a[:3])
+    ]
+    ref_x = R.fa_grad(dy, **grad_kwargs(case, fwd))
+    ref64 = R.fa_grad(dy, **dict(grad_kwargs(case, fwd64), precision="float64"))
+    assert_gradients_design_rule(got, ref_x, ref64, dtype, dy, *a, **clean)
+
+
+@pytest.mark.requires_cann
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("layout, mode, kw", CASES, ids=IDS)
 def test_cpu_twin_matches_the_oracle(twin, tmp_path, layout, mode, kw, dtype):
     case = _case(layout, mode, kw, dtype)
     out, smax, ssum = _run_twin(twin, case, str(tmp_path))
@@ -206,6 +243,8 @@ def test_npu_forward_matches_oracle_and_native(ascend_c, layout, mode, kw):
 @pytest.mark.requires_npu
 @pytest.mark.parametrize("layout, mode, kw", [c for c in CASES if c[2].get("keep_prob", 1.0) == 1.0], ids=IDS[:-1])
 def test_npu_gradients_match_oracle(ascend_c, layout, mode, kw):
+    """MsFaFlashAttentionGrad through the forward op's bprop (dropout draws its bits on the device, so the
+    dropout case is compared on the forward only)."""
     import mindspore as ms
 
     case = _case(layout, mode, kw)

@@ -33,10 +33,32 @@ def _strip_comments(src: str) -> str:
     return re.sub(r"//[^\n]*", " ", src)
 
 
-DEF = _strip_comments(_read(OPS, "op_host", "ms_fa_flash_attention_def.cpp"))
-TILING = _strip_comments(_read(OPS, "op_host", "ms_fa_flash_attention_tiling.cpp"))
-ENTRY = _strip_comments(_read(OPS, "op_kernel", "ms_fa_flash_attention.cpp"))
 KCMAKE = _read(OPS, "op_kernel", "CMakeLists.txt")
+
+
+class Op:
+    """The sources of one op of the package and its MindSpore registration."""
+
+    def __init__(self, name, stem, inputs, outputs, reg):
+        self.name, self.stem, self.inputs, self.outputs, self.reg = name, stem, inputs, outputs, reg
+        self.DEF = _strip_comments(_read(OPS, "op_host", stem + "_def.cpp"))
+        self.TILING = _strip_comments(_read(OPS, "op_host", stem + "_tiling.cpp"))
+        self.ENTRY = _strip_comments(_read(OPS, "op_kernel", stem + ".cpp"))
+
+    def __repr__(self):
+        return self.name
+
+
+def _ops():
+    from ms_fa.mindspore import ascend_c as ac
+
+    return [
+        Op(backends.ASCEND_C_OP, "ms_fa_flash_attention", ac.INPUTS, ac.OUTPUTS, ac.reg_info),
+        Op(backends.ASCEND_C_GRAD_OP, "ms_fa_flash_attention_grad", ac.GRAD_INPUTS, ac.GRAD_OUTPUTS, ac.grad_reg_info),
+    ]
+
+
+OP_IDS = ["forward", "backward"]
 
 
 def _snake(name: str) -> str:
@@ -44,13 +66,13 @@ def _snake(name: str) -> str:
     return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s).lower()
 
 
-def _opdef_io(kind):
+def _opdef_io(DEF, kind):
     """[(name, param_type, dtype list name)] of OpDef Input / Output calls, in order."""
     pat = kind + r'\("(\w+)"\)\.ParamType\((\w+)\)(?:\.ValueDepend\(\w+\))?\.DataType\((\w+)\)'
     return re.findall(pat, DEF)
 
 
-def _opdef_dtypes():
+def _opdef_dtypes(DEF):
     """the DataType vectors of the OpDef: name -> [ge dtype, ...]"""
     out = {}
     for name, body in re.findall(r"std::vector<ge::DataType>\s+(\w+)\s*=\s*\{([^}]*)\}", DEF):
@@ -58,72 +80,83 @@ def _opdef_dtypes():
     return out
 
 
-def test_op_type_is_one_name_everywhere():
-    op = backends.ASCEND_C_OP
-    assert re.search(rf"class {op} : public OpDef", DEF) and re.search(rf"OP_ADD\({op}\);", DEF)
-    assert re.search(rf"explicit {op}\(const char\* name\)", DEF)
+@pytest.mark.parametrize("op", _ops(), ids=OP_IDS)
+def test_op_type_is_one_name_everywhere(op):
+    DEF, TILING, ENTRY = op.DEF, op.TILING, op.ENTRY
+    assert re.search(rf"class {op.name} : public OpDef", DEF) and re.search(rf"OP_ADD\({op.name}\);", DEF)
+    assert re.search(rf"explicit {op.name}\(const char\* name\)", DEF)
     # the kernel entry is the op type in snake case (what opbuild / the aclnn launcher call)
     entry = re.search(r'extern "C" __global__ __aicore__ void (\w+)\(', ENTRY).group(1)
-    assert entry == _snake(op) == "ms_fa_flash_attention"
-    # the aclnn header MindSpore's ops.Custom looks for (its own name rule)
+    assert entry == _snake(op.name) == op.stem
+    # the aclnn header MindSpore's ops.Custom looks for (its own name rule); the backend looks for the forward's
     from mindspore.ops.operations._custom_ops_utils import CustomInfoGenerator
 
-    assert CustomInfoGenerator._get_aclnn_api_file_name("aclnn" + op) == backends.ASCEND_C_ACLNN_HEADER
+    header = CustomInfoGenerator._get_aclnn_api_file_name("aclnn" + op.name)
+    assert header == "aclnn_" + op.stem + ".h"
+    if op.name == backends.ASCEND_C_OP:
+        assert header == backends.ASCEND_C_ACLNN_HEADER
     # the MindSpore registration
-    from ms_fa.mindspore.ascend_c import reg_info
-
-    assert reg_info()["op_name"] == op
+    assert op.reg()["op_name"] == op.name
     # the tiling: OpDef points at the function the tiling file defines; kernel and host share one struct
     fn = re.search(r"SetTiling\(optiling::(\w+)\)", DEF).group(1)
     assert re.search(rf"ge::graphStatus {fn}\(gert::TilingContext\* context\)\s*\{{", TILING)
     struct = re.search(r"REGISTER_TILING_DEFAULT\((\w+)\)", ENTRY).group(1)
+    assert struct == op.name + "TilingData"
     assert re.search(rf"GET_TILING_DATA_WITH_STRUCT\({struct}, td, tiling\)", ENTRY)
     assert f"GetTilingData<{struct}>" in TILING
     assert re.search(rf"struct {struct} \{{", _read(OPS, "op_kernel", "ms_fa_flash_attention_tiling.h"))
 
 
-def test_inputs_and_outputs_agree_across_opdef_kernel_and_mindspore():
-    from ms_fa.mindspore.ascend_c import INPUTS, OUTPUTS, reg_info
-
-    ins, outs = _opdef_io("Input"), _opdef_io("Output")
-    assert tuple(n for n, _, _ in ins) == INPUTS
-    assert tuple(n for n, _, _ in outs) == OUTPUTS
+@pytest.mark.parametrize("op", _ops(), ids=OP_IDS)
+def test_inputs_and_outputs_agree_across_opdef_kernel_and_mindspore(op):
+    ins, outs = _opdef_io(op.DEF, "Input"), _opdef_io(op.DEF, "Output")
+    assert tuple(n for n, _, _ in ins) == op.inputs
+    assert tuple(n for n, _, _ in outs) == op.outputs
     # kernel entry arguments: inputs, outputs, then workspace and tiling
-    params = re.search(r"void ms_fa_flash_attention\(([^)]*)\)", ENTRY).group(1)
+    params = re.search(rf"void {op.stem}\(([^)]*)\)", op.ENTRY).group(1)
     names = [p.split()[-1] for p in params.split(",")]
-    assert names == list(INPUTS) + list(OUTPUTS) + ["workspace", "tiling"]
+    assert names == list(op.inputs) + list(op.outputs) + ["workspace", "tiling"]
     # MindSpore reg info: names, order and optionality
-    info = reg_info()
+    info = op.reg()
     assert [(x["name"], x["paramType"]) for x in info["inputs"]] == [(n, t.lower()) for n, t, _ in ins]
     assert [(x["name"], x["paramType"]) for x in info["outputs"]] == [(n, t.lower()) for n, t, _ in outs]
     # dtype combinations: the OpDef's column k == the reg info's k-th dtype_format
-    vec = _opdef_dtypes()
+    vec = _opdef_dtypes(op.DEF)
     ms_name = {"FLOAT16": "float16", "BF16": "bfloat16", "FLOAT": "float32", "UINT8": "uint8", "INT64": "int64"}
     cols = [vec[v] for _, _, v in ins + outs]
     want = [tuple(ms_name[c[k]] for c in cols) for k in range(len(cols[0]))]
     got = [tuple(d for d, _fmt in combo) for combo in info["dtype_format"]]
     assert got == want
+    # the backward's outputs are the gradients of the forward's first three inputs, shapes and dtypes alike
+    if op.name == backends.ASCEND_C_GRAD_OP:
+        assert re.search(r"GetInputShape\(k\)", op.DEF) and re.search(r"GetInputDataType\(k\)", op.DEF)
 
 
-def test_the_meta_input_index_is_the_one_host_code_reads():
-    from ms_fa.mindspore.ascend_c import INPUTS
-
-    idx = INPUTS.index("meta")
-    for src in (DEF, TILING):
+@pytest.mark.parametrize("op", _ops(), ids=OP_IDS)
+def test_the_meta_input_index_is_the_one_host_code_reads(op):
+    idx = op.inputs.index("meta")
+    srcs = (
+        (op.DEF, op.TILING) if op.name == backends.ASCEND_C_OP else (op.TILING,)
+    )  # the backward's shapes are its inputs'
+    for src in srcs:
         assert re.findall(r"GetInputTensor\((\d+)\)", src) == [str(idx)]
-    assert re.search(r'Input\("meta"\)\.ParamType\(REQUIRED\)\.ValueDepend\(REQUIRED\)', DEF)
+    assert re.search(r'Input\("meta"\)\.ParamType\(REQUIRED\)\.ValueDepend\(REQUIRED\)', op.DEF)
 
 
-def test_tiling_keys_socs_and_limits():
+@pytest.mark.parametrize("op", _ops(), ids=OP_IDS)
+def test_tiling_keys_socs_and_limits(op):
     # tiling keys = the FaDtype codes of float16 / bfloat16 (the host sets the key to the dtype code)
     kernel_h = _read(ROOT, "ms_fa", "csrc", "fa_kernel.h")
     codes = dict(re.findall(r"FA_(F16|BF16) = (\d+)", kernel_h))
-    keys = sorted(re.findall(r"TILING_KEY_IS\((\d+)\)", ENTRY))
+    keys = sorted(re.findall(r"TILING_KEY_IS\((\d+)\)", op.ENTRY))
     assert keys == sorted([codes["F16"], codes["BF16"]])
-    assert re.search(r"--tiling_key=(\S+)\)", KCMAKE).group(1).split(",") == keys
-    assert "SetTilingKey(static_cast<uint64_t>(p.dtype))" in TILING
+    assert (
+        re.search(rf"add_ops_compile_options\({op.name} OPTIONS --tiling_key=(\S+)\)", KCMAKE).group(1).split(",")
+        == keys
+    )
+    assert "SetTilingKey(static_cast<uint64_t>(p.dtype))" in op.TILING
     # SoCs: OpDef and the build presets name Atlas A2 and A3
-    assert re.findall(r'AddConfig\("(\w+)"\)', DEF) == ["ascend910b", "ascend910_93"]
+    assert re.findall(r'AddConfig\("(\w+)"\)', op.DEF) == ["ascend910b", "ascend910_93"]
     presets = json.loads(_read(OPS, "CMakePresets.json"))
     units = presets["configurePresets"][0]["cacheVariables"]["ASCEND_COMPUTE_UNIT"]["value"]
     assert units.split(";") == ["ascend910b", "ascend910_93"]
@@ -167,9 +200,11 @@ def test_nothing_left_unfinished():
     expected = {
         "CMakeLists.txt", "CMakePresets.json", "build.sh", "README.md",
         "op_host/CMakeLists.txt", "op_host/ms_fa_flash_attention_def.cpp", "op_host/ms_fa_flash_attention_tiling.cpp",
+        "op_host/ms_fa_flash_attention_grad_def.cpp", "op_host/ms_fa_flash_attention_grad_tiling.cpp",
         "op_host/fa_tiling_core.h", "op_host/fa_kernel_params_fill.h", "op_host/fa_cube_tiling.h",
         "op_kernel/CMakeLists.txt", "op_kernel/ms_fa_flash_attention.cpp", "op_kernel/ms_fa_flash_attention_tiling.h",
         "op_kernel/fa_forward.h", "op_kernel/fa_schedule.h", "op_kernel/fa_kernel_params.h",
+        "op_kernel/ms_fa_flash_attention_grad.cpp", "op_kernel/fa_backward.h", "op_kernel/fa_row_ops.h",
     }  # fmt: skip
     present = {
         os.path.relpath(os.path.join(d, f), OPS) for d, _dirs, files in os.walk(OPS) if "build_" not in d for f in files
@@ -231,9 +266,10 @@ def test_the_overload_check_catches_a_collision(a, b):
     assert overload_collisions([a, b.replace("(int64_t", "(int32_t").replace("(uint8_t", "(int8_t")]) == []
 
 
-def test_host_and_device_sources_name_every_opdef_dtype_list():
-    vec = _opdef_dtypes()
-    used = {v for _, _, v in _opdef_io("Input") + _opdef_io("Output")}
+@pytest.mark.parametrize("op", _ops(), ids=OP_IDS)
+def test_host_and_device_sources_name_every_opdef_dtype_list(op):
+    vec = _opdef_dtypes(op.DEF)
+    used = {v for _, _, v in _opdef_io(op.DEF, "Input") + _opdef_io(op.DEF, "Output")}
     assert used == set(vec) and len({len(v) for v in vec.values()}) == 1
     assert list(itertools.chain(vec["qkv"])) == ["FLOAT16", "BF16", "FLOAT16", "BF16"]
 
@@ -244,8 +280,11 @@ def test_host_and_device_sources_name_every_opdef_dtype_list():
 DECLS = os.path.join(ROOT, "tests", "ascendc_decls")
 CANN_FACING = [
     os.path.join(OPS, "op_kernel", "ms_fa_flash_attention.cpp"),  # the kernel (FaForward<half>, <bfloat16_t>)
+    os.path.join(OPS, "op_kernel", "ms_fa_flash_attention_grad.cpp"),  # FaBackward<half>, <bfloat16_t>
     os.path.join(OPS, "op_host", "ms_fa_flash_attention_def.cpp"),
     os.path.join(OPS, "op_host", "ms_fa_flash_attention_tiling.cpp"),
+    os.path.join(OPS, "op_host", "ms_fa_flash_attention_grad_def.cpp"),
+    os.path.join(OPS, "op_host", "ms_fa_flash_attention_grad_tiling.cpp"),
     os.path.join(ROOT, "st", "ascend_c", "twin_main.cpp"),
 ]
 

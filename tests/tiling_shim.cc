@@ -251,4 +251,57 @@ int64_t fa_kernel_tiles_probe(const int64_t* meta, int64_t len, int32_t cores, i
   }
   return n;
 }
+
+/* The backward kernel's loop for core `core` of a call given as a meta row (fa_kernel_params_fill with
+ * grad = 1, then fa_grad_unit / fa_grad_next_block as fa_backward.h runs them): one row per tile
+ * (unit, b, n2, h, j0, n, i0, m, partial) and, for a unit no tile reaches, one row with i0 = -1.
+ * scalars (may be NULL): used_cores, total_units, max_load, ub_grad.used, workspace_bytes, grad_rows,
+ * s1_base. Returns the number of rows, -1 when the fill refuses. */
+int64_t fa_kernel_grad_tiles(const int64_t* meta, int64_t len, int32_t cores, int32_t core, int64_t* out,
+                             int64_t max_rows, int64_t* scalars) {
+  char err[256];
+  FaProblem p;
+  if (fa_meta_decode(meta, len, &p, err, sizeof err) != 0) return -1;
+  static FaKernelParams k;
+  if (fa_kernel_params_fill(&p, cores, &k, err, sizeof err, 1) != FA_FILL_OK) return -1;
+  const FaTiling& t = k.tiling;
+  if (scalars) {
+    const int64_t sc[7] = {t.used_cores,      t.total_units, t.max_load, t.ub_grad.used,
+                           t.workspace_bytes, t.grad_rows,   t.s1_base};
+    memcpy(scalars, sc, sizeof sc);
+  }
+  if (k.zero_all || core >= t.used_cores) return 0;
+  FaTilingInput in;
+  fa_kernel_params_input(&k, &in);
+  int64_t n_rows = 0;
+  for (int64_t u = t.core_start[core]; u < t.core_start[core + 1]; ++u) {
+    int64_t b, n2, j0;
+    fa_grad_unit(&in, &t, u, &b, &n2, &j0);
+    const FaBand band = fa_tiling_band(&in, &t, b);
+    const int64_t S1b = fa_in_s1(&in, b), S2b = fa_in_s2(&in, b);
+    const int64_t n = fa_min64(S2b - j0, t.s2_base);
+    int64_t tiles = 0;
+    for (int64_t g = 0; g < t.G; ++g) {
+      for (int64_t i0 = fa_grad_next_block(&in, &t, &band, b, j0, 0); i0 >= 0;
+           i0 = fa_grad_next_block(&in, &t, &band, b, j0, i0 + t.s1_base)) {
+        const int64_t m = fa_min64(S1b - i0, t.s1_base);
+        const int64_t part = fa_block_kind(&band, i0, i0 + m, j0, j0 + n) == FA_BLOCK_PARTIAL;
+        if (n_rows < max_rows) {
+          const int64_t v[9] = {u, b, n2, n2 * t.G + g, j0, n, i0, m, part};
+          memcpy(out + 9 * n_rows, v, sizeof v);
+        }
+        ++n_rows;
+        ++tiles;
+      }
+    }
+    if (tiles == 0) {
+      if (n_rows < max_rows) {
+        const int64_t v[9] = {u, b, n2, -1, j0, n, -1, 0, 0};
+        memcpy(out + 9 * n_rows, v, sizeof v);
+      }
+      ++n_rows;
+    }
+  }
+  return n_rows;
+}
 }

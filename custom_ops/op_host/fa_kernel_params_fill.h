@@ -26,7 +26,9 @@ enum FaFillStatus {
   FA_FILL_NO_DROP = 5 /* keep_prob < 1 without a drop_mask: this op reads explicit bits only */
 };
 
-static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKernelParams* k, char* err, int errlen) {
+/* grad: 0 for the forward op's tiling (fa_tiling), 1 for the backward op's (fa_tiling_grad) */
+static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKernelParams* k, char* err, int errlen,
+                                        int32_t grad = 0) {
   memset(k, 0, sizeof(*k));
   const FaScalars* s = &p->s;
   if (s->dtype != FA_F16 && s->dtype != FA_BF16) {
@@ -111,17 +113,21 @@ static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKer
     /* no units; the UB plan still serves the kernel's zero rows */
     FaTilingInput in;
     fa_kernel_params_input(k, &in);
+    k->tiling.grad = grad;
     k->tiling.s1_base = 64;
     k->tiling.s2_base = FA_S2_BASE;
     k->tiling.s2_chunk = FA_S2_BASE * FA_N_RATIO;
-    fa_tiling_plan_ub(&in, &k->tiling);
+    if (grad)
+      fa_tiling_plan_ub_grad(&in, &k->tiling);
+    else
+      fa_tiling_plan_ub(&in, &k->tiling);
     return FA_FILL_OK;
   }
   k->invalid_line = fa_auto_invalid_line(s->sparse_mode, s->S1, s->S2, s->pre_tokens, s->next_tokens,
                                          s->mask_kind != FA_MASK_NONE, s->inner_precise, p->prefix, s->B, tnd);
   FaTilingInput in;
   fa_kernel_params_input(k, &in);
-  const int32_t st = fa_tiling(&in, &k->tiling);
+  const int32_t st = grad ? fa_tiling_grad(&in, &k->tiling) : fa_tiling(&in, &k->tiling);
   if (st != FA_TILING_OK) {
     snprintf(err, errlen, "ms_fa Ascend C op: tiling refused the call (FaTilingStatus %d)", (int)st);
     return FA_FILL_TILING;

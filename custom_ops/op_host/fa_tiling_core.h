@@ -94,6 +94,27 @@ struct FaUbPlan {
   int64_t used;
 };
 
+/* UB of one vector core in the backward: a vector round is FA_VEC_ROWS rows x one S2 base tile (the
+ * backward works tile by tile: S and dP of a tile come back from the cube together). */
+struct FaUbGradPlan {
+  FaBuf s;         /* fp32 S of the round's rows, recomputed into P */
+  FaBuf dp;        /* fp32 dP = dY V^T of those rows, turned into dS */
+  FaBuf row_f32;   /* fp32 scratch row (pse / ALiBi row) */
+  FaBuf p_cast;    /* dropped P in the input dtype, for dV += P^T dY */
+  FaBuf ds_cast;   /* dS in the input dtype, for dK += dS^T Q and dQ += dS K */
+  FaBuf mask_u8;   /* one row of atten_mask bytes */
+  FaBuf mask_f16;  /* that row as half */
+  FaBuf pse_row;   /* one row of pse in the input dtype */
+  FaBuf drop_bits; /* one row of dropout keep bits */
+  FaBuf cols;      /* fp32 column index 0 .. s2_base - 1 */
+  FaBuf bits;      /* three rows of compare bits */
+  FaBuf stats;     /* max, sum and D = rowsum(dY * out) of the S1 block's rows: 3 x s1_base x 8 floats */
+  FaBuf rows_in;   /* FA_VEC_ROWS rows of a head (max(D, Dv)) in the input dtype: dY / out / dQ / dK / dV */
+  FaBuf rows_a;    /* the same rows in fp32 */
+  FaBuf rows_b;    /* a second fp32 set (dY * out, ReduceSum's scratch) */
+  int64_t used;
+};
+
 /* L1 and L0 of one cube core. Both matmuls stream their operands through L1 in contraction chunks of
  * cube_k (double-buffered): bmm1 S = Q K^T takes (s1_base x cube_k) of Q and (cube_k x 128) of K^T, bmm2
  * P V takes (s1_base x cube_k) of P and (cube_k x 128) of V, one 128-column output fragment at a time.
@@ -113,6 +134,7 @@ struct FaCubePlan {
 };
 
 struct FaTiling {
+  int32_t grad; /* 0: the forward's units (b, n2, g, S1 block); 1: the backward's (b, n2, S2 block) */
   int64_t s1_base, s2_base, s2_chunk;
   int64_t G;
   int64_t max_s1, max_s2, band_batch;
@@ -121,11 +143,17 @@ struct FaTiling {
   int32_t used_cores;
   int64_t core_start[FA_TILING_MAX_CORES + 1]; /* core c takes units [core_start[c], core_start[c+1]) */
   int64_t max_load;                            /* the largest per-core cost */
-  FaUbPlan ub;
+  FaUbPlan ub;                                 /* forward */
+  FaUbGradPlan ub_grad;                        /* backward */
   FaCubePlan cube;
   int64_t workspace_per_core; /* GM bytes: S (fp32) and P (input dtype) of a cube round, the round's
                                  P V and the unit's running output (fp32, s1_base x Dv each) */
   int64_t workspace_bytes;
+  /* backward: the workspace shared by all cores, after the per-core parts: D = rowsum(dY * out) (8 floats
+   * per query row and head) and the fp32 dQ accumulator (align16(D) floats per row and head), both indexed
+   * by the statistics' row order (fa_stat_offset / 8) */
+  int64_t grad_rows;      /* query rows x N1 */
+  int64_t ws_drow, ws_dq; /* byte offsets of the two shared regions */
 };
 
 enum FaTilingStatus {
@@ -180,11 +208,49 @@ FA_PLAN_INLINE int64_t fa_tiling_block_range(const FaTilingInput* in, const FaTi
   return *j1 > *j0 ? fa_ceil_div(*j1 - *j0, t->s2_base) : kInvalidUnitCost;
 }
 
-/* units of batch b: N2 x G x ceil(S1b / s1_base) (0 when the batch has no queries or no keys: its
- * outputs are zero and no unit is needed) */
+/* units of batch b: N2 x G x ceil(S1b / s1_base) in the forward, N2 x ceil(S2b / s2_base) in the backward
+ * (0 when the batch has no queries or no keys: its outputs are zero and no unit is needed) */
 FA_PLAN_INLINE int64_t fa_tiling_batch_units(const FaTilingInput* in, const FaTiling* t, int64_t b) {
   if (fa_in_s1(in, b) <= 0 || fa_in_s2(in, b) <= 0) return 0;
+  if (t->grad) return in->N2 * fa_ceil_div(fa_in_s2(in, b), t->s2_base);
   return in->N2 * t->G * fa_ceil_div(fa_in_s1(in, b), t->s1_base);
+}
+
+/* backward: the first S1 block at or after i_from of batch b whose S2 range meets the S2 block at j0 --
+ * the forward's tiles of that key block, seen from the keys -- or -1 */
+FA_PLAN_INLINE int64_t fa_grad_next_block(const FaTilingInput* in, const FaTiling* t, const FaBand* band, int64_t b,
+                                          int64_t j0, int64_t i_from) {
+  for (int64_t i0 = i_from; i0 < fa_in_s1(in, b); i0 += t->s1_base) {
+    int64_t r0, r1;
+    fa_tiling_block_range(in, t, band, b, i0, &r0, &r1);
+    if (r0 < r1 && r0 < j0 + t->s2_base && j0 < r1) return i0;
+  }
+  return -1;
+}
+
+/* the number of those S1 blocks */
+FA_PLAN_INLINE int64_t fa_grad_touched(const FaTilingInput* in, const FaTiling* t, const FaBand* band, int64_t b,
+                                       int64_t j0) {
+  int64_t n = 0;
+  for (int64_t i0 = fa_grad_next_block(in, t, band, b, j0, 0); i0 >= 0;
+       i0 = fa_grad_next_block(in, t, band, b, j0, i0 + t->s1_base))
+    ++n;
+  return n;
+}
+
+/* backward unit index -> (b, n2, S2 block start) */
+FA_PLAN_INLINE void fa_grad_unit(const FaTilingInput* in, const FaTiling* t, int64_t u, int64_t* b, int64_t* n2,
+                                 int64_t* j0) {
+  int64_t x = 0;
+  for (; x < in->B; ++x) {
+    const int64_t n = fa_tiling_batch_units(in, t, x);
+    if (u < n) break;
+    u -= n;
+  }
+  const int64_t s2o = fa_ceil_div(fa_in_s2(in, x), t->s2_base);
+  *b = x;
+  *j0 = (u % s2o) * t->s2_base;
+  *n2 = u / s2o;
 }
 
 /* unit index -> (b, n2, g, s1 block start); the order of upstream ComputeAxisIdx */
@@ -223,11 +289,17 @@ FA_PLAN_INLINE int32_t fa_tiling_walk(const FaTilingInput* in, const FaTiling* t
   for (int64_t b = 0; b < in->B; ++b) {
     if (fa_tiling_batch_units(in, t, b) == 0) continue;
     const FaBand band = fa_tiling_band(in, t, b);
-    const int64_t s1o = fa_ceil_div(fa_in_s1(in, b), t->s1_base);
-    for (int64_t hg = 0; hg < in->N2 * t->G; ++hg) {
-      for (int64_t o = 0; o < s1o; ++o, ++u) {
-        int64_t j0, j1;
-        const int64_t c = fa_tiling_block_range(in, t, &band, b, o * t->s1_base, &j0, &j1);
+    /* forward: (kv head x group member) x S1 blocks; backward: kv heads x S2 blocks, a unit costing G x
+     * the tiles of its key block (at least 1: it still writes its dK / dV rows) */
+    const int64_t nx = t->grad ? in->N2 : in->N2 * t->G;
+    const int64_t no = t->grad ? fa_ceil_div(fa_in_s2(in, b), t->s2_base) : fa_ceil_div(fa_in_s1(in, b), t->s1_base);
+    for (int64_t x = 0; x < nx; ++x) {
+      for (int64_t o = 0; o < no; ++o, ++u) {
+        int64_t j0, j1, c;
+        if (t->grad)
+          c = fa_max64(t->G * fa_grad_touched(in, t, &band, b, o * t->s2_base), 1);
+        else
+          c = fa_tiling_block_range(in, t, &band, b, o * t->s1_base, &j0, &j1);
         total += c;
         mx = fa_max64(mx, c);
         if (cap < 0) continue;
@@ -300,23 +372,47 @@ FA_PLAN_INLINE void fa_tiling_plan_cube(const FaTilingInput* in, FaTiling* t) {
   p->l0c_used = c;
 }
 
-/* The whole tiling of one call. Returns an FaTilingStatus. */
-FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
+FA_PLAN_INLINE void fa_tiling_plan_ub_grad(const FaTilingInput* in, FaTiling* t) {
+  FaUbGradPlan* p = &t->ub_grad;
+  int64_t used = 0;
+  const int64_t w = t->s2_base, e = in->dtype_bytes, R = FA_VEC_ROWS;
+  const int64_t d16 = fa_align_up(fa_max64(in->D, in->Dv), 16);
+  fa_tiling_buf(&p->s, &used, R * w * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->dp, &used, R * w * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->row_f32, &used, w * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->p_cast, &used, R * w * e, FA_UB_ALIGN);
+  fa_tiling_buf(&p->ds_cast, &used, R * w * e, FA_UB_ALIGN);
+  fa_tiling_buf(&p->mask_u8, &used, in->has_mask ? w : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->mask_f16, &used, in->has_mask ? w * 2 : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->pse_row, &used, in->has_pse ? w * e : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->drop_bits, &used, in->has_dropout ? w / 8 : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->cols, &used, w * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->bits, &used, 3 * (w / 8), FA_UB_ALIGN);
+  fa_tiling_buf(&p->stats, &used, 3 * t->s1_base * 8 * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->rows_in, &used, R * d16 * e, FA_UB_ALIGN);
+  fa_tiling_buf(&p->rows_a, &used, R * d16 * 4, FA_UB_ALIGN);
+  fa_tiling_buf(&p->rows_b, &used, R * d16 * 4, FA_UB_ALIGN);
+  p->used = used;
+}
+
+/* what both tilings check first; also fills G, the batch facts and the base blocks */
+FA_PLAN_INLINE int32_t fa_tiling_start(const FaTilingInput* in, FaTiling* t, int32_t grad) {
   if (in->B < 1 || in->B > FA_TILING_MAX_BATCH || in->N2 < 1 || in->N1 < 1 || in->N1 % in->N2 != 0 || in->D < 1 ||
       in->D > FA_MAX_HEAD_DIM || in->Dv < 1 || in->Dv > FA_MAX_HEAD_DIM || in->cores < 1 ||
       in->cores > FA_TILING_MAX_CORES || (in->dtype_bytes != 2 && in->dtype_bytes != 4))
     return FA_TILING_BAD_SHAPE;
   for (int64_t b = 0; b < in->B; ++b)
     if (fa_in_s1(in, b) < 0 || fa_in_s2(in, b) < 0) return FA_TILING_BAD_SHAPE;
+  t->grad = grad;
   t->G = in->N1 / in->N2;
   fa_tiling_batch_facts(in, t);
   t->s2_base = FA_S2_BASE;
   t->s2_chunk = FA_S2_BASE * FA_N_RATIO;
-  /* S1 base 128 when the 64-row blocks already outnumber the vector cores (enough parallelism) */
-  int64_t blocks64 = 0;
-  for (int64_t b = 0; b < in->B; ++b)
-    blocks64 += fa_in_s1(in, b) > 0 && fa_in_s2(in, b) > 0 ? fa_ceil_div(fa_in_s1(in, b), 64) : 0;
-  t->s1_base = blocks64 * in->N1 > in->cores ? 128 : 64;
+  return FA_TILING_OK;
+}
+
+/* the units and their split over the cores: contiguous ranges with the smallest largest cost */
+FA_PLAN_INLINE void fa_tiling_partition(const FaTilingInput* in, FaTiling* t) {
   t->total_units = 0;
   for (int64_t b = 0; b < in->B; ++b) t->total_units += fa_tiling_batch_units(in, t, b);
   int64_t max_unit = 0;
@@ -334,16 +430,52 @@ FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
   t->max_load = lo;
   t->used_cores = t->total_units > 0 ? fa_tiling_walk(in, t, lo, cores, t->core_start, 0, 0) : 0;
   for (int32_t c = t->used_cores; c <= FA_TILING_MAX_CORES; ++c) t->core_start[c] = t->total_units;
+}
+
+FA_PLAN_INLINE int32_t fa_tiling_budget(const FaTiling* t) {
+  if (t->ub.used > FA_UB_BYTES || t->ub_grad.used > FA_UB_BYTES || t->cube.l1_used > FA_L1_BYTES ||
+      t->cube.l0a_used > FA_L0A_BYTES || t->cube.l0b_used > FA_L0B_BYTES || t->cube.l0c_used > FA_L0C_BYTES)
+    return FA_TILING_OVER_BUDGET;
+  return FA_TILING_OK;
+}
+
+/* The forward tiling of one call. Returns an FaTilingStatus. */
+FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
+  const int32_t st = fa_tiling_start(in, t, 0);
+  if (st != FA_TILING_OK) return st;
+  /* S1 base 128 when the 64-row blocks already outnumber the vector cores (enough parallelism) */
+  int64_t blocks64 = 0;
+  for (int64_t b = 0; b < in->B; ++b)
+    blocks64 += fa_in_s1(in, b) > 0 && fa_in_s2(in, b) > 0 ? fa_ceil_div(fa_in_s1(in, b), 64) : 0;
+  t->s1_base = blocks64 * in->N1 > in->cores ? 128 : 64;
+  fa_tiling_partition(in, t);
   fa_tiling_plan_ub(in, t);
   fa_tiling_plan_cube(in, t);
   const int64_t round = t->s1_base * t->s2_chunk;
   t->workspace_per_core =
       fa_align_up(round * 4 + round * in->dtype_bytes + 2 * t->s1_base * fa_align_up(in->Dv, 16) * 4, 512);
   t->workspace_bytes = t->workspace_per_core * fa_max64(t->used_cores, 1);
-  if (t->ub.used > FA_UB_BYTES || t->cube.l1_used > FA_L1_BYTES || t->cube.l0a_used > FA_L0A_BYTES ||
-      t->cube.l0b_used > FA_L0B_BYTES || t->cube.l0c_used > FA_L0C_BYTES)
-    return FA_TILING_OVER_BUDGET;
-  return FA_TILING_OK;
+  return fa_tiling_budget(t);
+}
+
+/* The backward tiling of one call: units (b, n2, S2 block), S1 blocks of 64 rows (upstream's backward
+ * S1 base), one S2 base tile per cube round. Per core: S and dP (fp32), dropped P and dS (input dtype) of
+ * a tile, and the unit's dK / dV accumulators (fp32); shared: D and the dQ accumulator. */
+FA_PLAN_INLINE int32_t fa_tiling_grad(const FaTilingInput* in, FaTiling* t) {
+  const int32_t st = fa_tiling_start(in, t, 1);
+  if (st != FA_TILING_OK) return st;
+  t->s1_base = 64;
+  fa_tiling_partition(in, t);
+  fa_tiling_plan_ub_grad(in, t);
+  fa_tiling_plan_cube(in, t);
+  const int64_t tile = t->s1_base * t->s2_base, d16 = fa_align_up(in->D, 16), dv16 = fa_align_up(in->Dv, 16);
+  t->workspace_per_core = fa_align_up(2 * tile * 4 + 2 * tile * in->dtype_bytes + t->s2_base * (d16 + dv16) * 4, 512);
+  t->grad_rows = 0;
+  for (int64_t b = 0; b < in->B; ++b) t->grad_rows += fa_in_s1(in, b) * in->N1;
+  t->ws_drow = t->workspace_per_core * fa_max64(t->used_cores, 1);
+  t->ws_dq = fa_align_up(t->ws_drow + t->grad_rows * 8 * 4, 512);
+  t->workspace_bytes = fa_align_up(t->ws_dq + t->grad_rows * d16 * 4, 512);
+  return fa_tiling_budget(t);
 }
 
 #endif /* MS_FA_FA_TILING_CORE_H_ */

@@ -31,6 +31,7 @@
 #ifndef MS_FA_FA_FORWARD_H_
 #define MS_FA_FA_FORWARD_H_
 
+#include "fa_row_ops.h"
 #include "fa_schedule.h"
 #include "kernel_operator.h"
 #include "lib/matmul_intf.h"
@@ -41,10 +42,6 @@ using matmul::Matmul;
 using matmul::MatmulType;
 
 namespace msfa {
-
-constexpr float kNegFltMax = -3.4028234663852886e38f;
-constexpr float kPosFltMax = 3.4028234663852886e38f;
-constexpr int64_t kVecAlign = 128; /* columns of a vector row: 256 B of half (CompareScalar) */
 
 template <typename IN_T>
 class FaForward {
@@ -68,14 +65,9 @@ class FaForward {
     qGm_.SetGlobalBuffer((__gm__ IN_T*)q);
     kGm_.SetGlobalBuffer((__gm__ IN_T*)k);
     vGm_.SetGlobalBuffer((__gm__ IN_T*)v);
-    pseGm_.SetGlobalBuffer((__gm__ IN_T*)pse);
-    slopeGm_.SetGlobalBuffer((__gm__ float*)pse);
-    dropGm_.SetGlobalBuffer((__gm__ uint8_t*)drop_mask);
-    maskGm_.SetGlobalBuffer((__gm__ uint8_t*)atten_mask);
     outGm_.SetGlobalBuffer((__gm__ IN_T*)out);
     maxGm_.SetGlobalBuffer((__gm__ float*)softmax_max);
     sumGm_.SetGlobalBuffer((__gm__ float*)softmax_sum);
-    fa_kernel_params_input(p_, &in_);
     dv16_ = (p_->Dv + 15) / 16 * 16;
     if (!p_->zero_all && core_ < t_->used_cores) {
       /* this core's GM workspace: S of a round (fp32), P (input dtype), P V and the running output */
@@ -93,24 +85,15 @@ class FaForward {
     scores_ = ub_.Get<float>()[u.scores.offset / 4];
     rowF_ = ub_.Get<float>()[u.row_f32.offset / 4];
     pCast_ = ub_.Get<IN_T>()[u.p_cast.offset / sizeof(IN_T)];
-    maskU8_ = ub_.Get<uint8_t>()[u.mask_u8.offset];
-    maskH_ = ub_.Get<half>()[u.mask_f16.offset / 2];
-    pseIn_ = ub_.Get<IN_T>()[u.pse_row.offset / sizeof(IN_T)];
-    dropU8_ = ub_.Get<uint8_t>()[u.drop_bits.offset];
-    cols_ = ub_.Get<float>()[u.cols.offset / 4];
-    const int64_t bitBytes = t_->s2_chunk / 8;
-    bitsLo_ = ub_.Get<uint8_t>()[u.bits.offset];
-    bitsHi_ = ub_.Get<uint8_t>()[u.bits.offset + bitBytes];
-    bitsIn_ = ub_.Get<uint8_t>()[u.bits.offset + 2 * bitBytes];
+    ops_.Init(p_, pse, drop_mask, atten_mask, ub_,
+              FaRowBuffers{u.row_f32.offset, u.pse_row.offset, u.mask_u8.offset, u.mask_f16.offset, u.drop_bits.offset,
+                           u.cols.offset, u.bits.offset, t_->s2_chunk});
     acc_ = ub_.Get<float>()[u.out_acc.offset / 4];
     pv_ = ub_.Get<float>()[u.out_new.offset / 4];
     max_ = ub_.Get<float>()[u.stats.offset / 4];
     sum_ = max_[t_->s1_base * 8];
     expMax_ = sum_[t_->s1_base * 8];
     tmpU8_ = ub_.Get<uint8_t>()[u.tmp.offset];
-    /* the column index 0, 1, ... of a chunk: a row's interval [lo, hi) becomes compare bits */
-    ArithProgression(cols_, 0.0f, 1.0f, static_cast<int32_t>(t_->s2_chunk));
-    PipeBarrier<PIPE_V>();
   }
 
   __aicore__ inline void Process() {
@@ -118,10 +101,10 @@ class FaForward {
     if (p_->zero_all || core_ >= t_->used_cores) return;
     FaCursor cur;
     FaTile tile;
-    fa_cursor_begin(&in_, t_, core_, &cur);
+    fa_cursor_begin(&ops_.in, t_, core_, &cur);
     int64_t c0 = 0, c1 = 0; /* the current chunk's columns */
     int32_t partial = 0;    /* a tile of the chunk reads the user mask */
-    while (fa_cursor_next(&in_, t_, &cur, &tile)) {
+    while (fa_cursor_next(&ops_.in, t_, &cur, &tile)) {
       if (tile.first) BeginUnit(tile);
       if (tile.j0 == tile.j1) { /* the unit's rows keep nothing */
         WriteEmptyUnit(tile);
@@ -143,7 +126,7 @@ class FaForward {
   __aicore__ inline void BeginUnit(const FaTile& tile) {
     rows_ = tile.i1 - tile.i0;
     chunk_ = 0;
-    band_ = fa_tiling_band(&in_, t_, tile.b);
+    ops_.SetBatch(t_, tile.b);
   }
 
   /* SPEC 6.1 for rows whose structural interval is empty: out 0, max -FLT_MAX, sum +FLT_MAX */
@@ -175,7 +158,7 @@ class FaForward {
     }
     /* bmm2: P V (rows_ x Dv, row stride dv16) = P (rows_ x n, stride s2_chunk) x V rows, K = n. The
      * cube reads P from GM: its stores must have landed before the scalar unit sends the request. */
-    Sync<HardEvent::MTE3_S>();
+    FaSync<HardEvent::MTE3_S>();
     int64_t vs;
     const int64_t voff = fa_row_offset(p_, 1, tile.b, tile.n2, p_->N2, p_->Dv, c0, &vs);
     bmm2.SetOrgShape(rows_, vs, t_->s2_chunk, n, dv16_);
@@ -203,16 +186,10 @@ class FaForward {
     cp.srcStride = (t_->s2_chunk - na) * 4 / 32;
     cp.dstStride = (nv - na) * 4 / 32;
     DataCopy(scores_, sGm_[r0 * t_->s2_chunk], cp);
-    Sync<HardEvent::MTE2_V>();
-    const bool type1 = p_->pse_type == 1;
+    FaSync<HardEvent::MTE2_V>();
     for (int64_t r = 0; r < rr; ++r) {
-      const int64_t i = tile.i0 + r0 + r;
       LocalTensor<float> s = scores_[r * nv];
-      if (type1) AddPse(tile, i, c0, n, nv, s);
-      Muls(s, s, p_->scale, nv);
-      PipeBarrier<PIPE_V>();
-      if (!type1) AddPse(tile, i, c0, n, nv, s);
-      MaskRow(tile, i, c0, n, nv, partial, s);
+      ops_.ScoreRow(tile.b, tile.h, tile.i0 + r0 + r, c0, n, nv, partial, s);
     }
     /* running max / sum / rescale factor of these rows (8 values per row, as the outputs hold them) */
     SoftMaxShapeInfo shape{static_cast<uint32_t>(rr), static_cast<uint32_t>(nv), static_cast<uint32_t>(rr),
@@ -232,12 +209,13 @@ class FaForward {
     if (p_->keep_prob < 1.0f) {
       for (int64_t r = 0; r < rr; ++r) {
         LocalTensor<float> s = scores_[r * nv];
-        DropRow(tile, tile.i0 + r0 + r, c0, n, nv, s);
+        ops_.LoadDropBits(tile.b, tile.h, tile.i0 + r0 + r, c0, n);
+        ops_.ApplyDrop(s, nv);
       }
     }
     /* P in the input dtype for the second matmul (the chip rounds P before P V, SPEC 1) */
     Cast(pCast_, scores_, RoundMode::CAST_ROUND, rr * nv);
-    Sync<HardEvent::V_MTE3>();
+    FaSync<HardEvent::V_MTE3>();
     const int64_t n16 = (n + 15) / 16 * 16; /* whole 32-byte blocks of the input dtype */
     DataCopyParams po;
     po.blockCount = rr;
@@ -245,91 +223,7 @@ class FaForward {
     po.srcStride = (nv - n16) * sizeof(IN_T) / 32;
     po.dstStride = (t_->s2_chunk - n16) * sizeof(IN_T) / 32;
     DataCopy(pGm_[r0 * t_->s2_chunk], pCast_, po);
-    Sync<HardEvent::MTE3_MTE2>();
-  }
-
-  /* s += pse of row i at columns c0 .. c0+n. Tensor pse (FULL / ROW / compressed ALiBi): the row span
-   * fa_pse_row_span gives lands at its column through DataCopyPad's left padding (zeros around it), so
-   * every vector op starts 32-byte aligned. pse_type 2 / 3: -slope * |(j + ks) - (i + qs)| (sqrt). */
-  __aicore__ inline void AddPse(const FaTile& tile, int64_t i, int64_t c0, int64_t n, int64_t nv,
-                                LocalTensor<float>& s) {
-    if (p_->pse_kind == FA_KP_PSE_NONE) return;
-    if (p_->pse_kind == FA_KP_PSE_SLOPES) {
-      int64_t qs, ks;
-      fa_alibi_starts(p_->tnd, p_->sparse_mode, tile.b, p_->q_start_idx, p_->kv_start_idx, &qs, &ks);
-      const float slope = slopeGm_.GetValue(tile.b * p_->pse_stride_b + tile.h);
-      Adds(rowF_, cols_, static_cast<float>(c0 + ks - i - qs), nv);
-      PipeBarrier<PIPE_V>();
-      Abs(rowF_, rowF_, nv);
-      PipeBarrier<PIPE_V>();
-      if (p_->pse_type == 3) {
-        Sqrt(rowF_, rowF_, nv);
-        PipeBarrier<PIPE_V>();
-      }
-      Muls(rowF_, rowF_, -slope, nv);
-      PipeBarrier<PIPE_V>();
-      Add(s, s, rowF_, nv);
-      PipeBarrier<PIPE_V>();
-      return;
-    }
-    int64_t a, z;
-    const int64_t off = fa_pse_row_span(p_, tile.b, tile.h, i, c0, c0 + n, &a, &z);
-    if (off < 0) return;
-    constexpr int64_t kPerBlock = 32 / sizeof(IN_T);
-    const int64_t d = a - c0, d0 = d / kPerBlock * kPerBlock;
-    Duplicate(pseIn_.template ReinterpretCast<uint16_t>(), static_cast<uint16_t>(0), nv); /* +0.0 */
-    Sync<HardEvent::V_MTE2>();
-    DataCopyExtParams cp{1, static_cast<uint32_t>((z - a) * sizeof(IN_T)), 0, 0, 0};
-    DataCopyPadExtParams<IN_T> pad{true, static_cast<uint8_t>(d - d0), 0, static_cast<IN_T>(0)};
-    LocalTensor<IN_T> dst = pseIn_[d0];
-    DataCopyPad(dst, pseGm_[off], cp, pad);
-    Sync<HardEvent::MTE2_V>();
-    Cast(rowF_, pseIn_, RoundMode::CAST_NONE, nv);
-    PipeBarrier<PIPE_V>();
-    Add(s, s, rowF_, nv);
-    PipeBarrier<PIPE_V>();
-  }
-
-  /* bitsIn_ = the compare bits of [lo, hi) (chunk-local columns) over nv columns */
-  __aicore__ inline void IntervalBits(int64_t lo, int64_t hi, int64_t nv) {
-    CompareScalar(bitsLo_, cols_, static_cast<float>(lo), CMPMODE::GE, nv);
-    CompareScalar(bitsHi_, cols_, static_cast<float>(hi), CMPMODE::LT, nv);
-    PipeBarrier<PIPE_V>();
-    And(bitsIn_.template ReinterpretCast<uint16_t>(), bitsLo_.template ReinterpretCast<uint16_t>(),
-        bitsHi_.template ReinterpretCast<uint16_t>(), nv / 16);
-    PipeBarrier<PIPE_V>();
-  }
-
-  /* the chunk-local structural interval of row i, clipped to [0, n) */
-  __aicore__ inline void RowInterval(const FaTile& tile, int64_t i, int64_t c0, int64_t n, int64_t* lo, int64_t* hi) {
-    fa_row_range(&band_, fa_in_s2(&in_, tile.b), i, lo, hi);
-    *lo = *lo - c0 < 0 ? 0 : (*lo - c0 > n ? n : *lo - c0);
-    *hi = *hi - c0 < *lo ? *lo : (*hi - c0 > n ? n : *hi - c0);
-  }
-
-  /* -FLT_MAX outside the row's structural interval and where the user mask discards (byte != 0) */
-  __aicore__ inline void MaskRow(const FaTile& tile, int64_t i, int64_t c0, int64_t n, int64_t nv, int32_t partial,
-                                 LocalTensor<float>& s) {
-    int64_t lo, hi;
-    RowInterval(tile, i, c0, n, &lo, &hi);
-    IntervalBits(lo, hi, nv);
-    Select(s, bitsIn_, s, kNegFltMax, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
-    PipeBarrier<PIPE_V>();
-    const bool user = band_.user_mask && (p_->mask_kind == FA_KP_MASK_FULL || p_->mask_kind == FA_KP_MASK_FULL_TT);
-    if (!user || !partial || hi <= lo) return;
-    /* mask bytes of [c0, c0 + n) -> half -> "byte == 0" bits; the bytes past n do not matter (those
-     * columns are -FLT_MAX already) */
-    Sync<HardEvent::V_MTE2>();
-    DataCopyExtParams cp{1, static_cast<uint32_t>(n), 0, 0, 0};
-    DataCopyPadExtParams<uint8_t> pad{false, 0, 0, 0};
-    DataCopyPad(maskU8_, maskGm_[fa_mask_offset(p_, tile.b, tile.h, i, c0)], cp, pad);
-    Sync<HardEvent::MTE2_V>();
-    Cast(maskH_, maskU8_, RoundMode::CAST_NONE, nv);
-    PipeBarrier<PIPE_V>();
-    CompareScalar(bitsLo_, maskH_, static_cast<half>(0.0), CMPMODE::EQ, nv);
-    PipeBarrier<PIPE_V>();
-    Select(s, bitsLo_, s, kNegFltMax, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
-    PipeBarrier<PIPE_V>();
+    FaSync<HardEvent::MTE3_MTE2>();
   }
 
   /* rows whose running max is still -FLT_MAX: every exp is 1. Zero the columns outside the row's
@@ -338,66 +232,50 @@ class FaForward {
    * exp(-FLT_MAX - max) = 0; in invalid-line mode WriteRows replaces such rows anyway (SPEC 6.1).
    * Scalar reads of UB need the vector pipe drained first. */
   __aicore__ inline void FixUnkeptRows(const FaTile& tile, int64_t r0, int64_t rr, int64_t c0, int64_t n, int64_t nv) {
-    Sync<HardEvent::V_S>();
+    FaSync<HardEvent::V_S>();
     for (int64_t r = 0; r < rr; ++r) {
       if (max_.GetValue((r0 + r) * 8) != kNegFltMax) continue;
       LocalTensor<float> s = scores_[r * nv];
       int64_t lo, hi;
-      RowInterval(tile, tile.i0 + r0 + r, c0, n, &lo, &hi);
+      ops_.RowInterval(tile.b, tile.i0 + r0 + r, c0, n, &lo, &hi);
       const float fixed = sum_.GetValue((r0 + r) * 8) - static_cast<float>(nv - (hi - lo));
-      Sync<HardEvent::S_V>();
-      IntervalBits(lo, hi, nv);
-      Select(s, bitsIn_, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
+      FaSync<HardEvent::S_V>();
+      ops_.IntervalBits(lo, hi, nv);
+      Select(s, ops_.bitsIn, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
       LocalTensor<float> sum8 = sum_[(r0 + r) * 8];
       Duplicate(sum8, fixed, 8);
       PipeBarrier<PIPE_V>();
-      Sync<HardEvent::V_S>();
+      FaSync<HardEvent::V_S>();
     }
-    Sync<HardEvent::S_V>();
-  }
-
-  /* P *= keep bit / keep_prob; the bits of (b, h, i, c0..) start on a byte (S2b % 8 == 0, c0 % 8 == 0;
-   * the host refuses other calls). Bits past n are padding zeros: those columns are 0 already. */
-  __aicore__ inline void DropRow(const FaTile& tile, int64_t i, int64_t c0, int64_t n, int64_t nv,
-                                 LocalTensor<float>& s) {
-    const int64_t bit = fa_drop_index(p_, tile.b, tile.h, i, c0);
-    Sync<HardEvent::V_MTE2>();
-    DataCopyExtParams cp{1, static_cast<uint32_t>((n + 7) / 8), 0, 0, 0};
-    DataCopyPadExtParams<uint8_t> pad{true, 0, 0, 0};
-    DataCopyPad(dropU8_, dropGm_[bit / 8], cp, pad);
-    Sync<HardEvent::MTE2_V>();
-    Select(s, dropU8_, s, 0.0f, SELMODE::VSEL_TENSOR_SCALAR_MODE, nv);
-    PipeBarrier<PIPE_V>();
-    Muls(s, s, 1.0f / p_->keep_prob, nv);
-    PipeBarrier<PIPE_V>();
+    FaSync<HardEvent::S_V>();
   }
 
   /* acc = acc * exp(max_old - max_new) + P V for rows r0 .. r0+rr; the unit's last chunk writes them */
   __aicore__ inline void Vec2(const FaTile& tile, int64_t r0, int64_t rr) {
     DataCopy(pv_, pvGm_[r0 * dv16_], rr * dv16_);
     if (chunk_ > 0) DataCopy(acc_, accGm_[r0 * dv16_], rr * dv16_);
-    Sync<HardEvent::MTE2_V>();
+    FaSync<HardEvent::MTE2_V>();
     if (chunk_ == 0) {
       Adds(acc_, pv_, 0.0f, rr * dv16_);
     } else {
-      Sync<HardEvent::V_S>();
+      FaSync<HardEvent::V_S>();
       for (int64_t r = 0; r < rr; ++r) {
         const float e = expMax_.GetValue((r0 + r) * 8);
-        Sync<HardEvent::S_V>();
+        FaSync<HardEvent::S_V>();
         LocalTensor<float> a = acc_[r * dv16_];
         Muls(a, a, e, dv16_);
         PipeBarrier<PIPE_V>();
         Add(a, a, pv_[r * dv16_], dv16_);
         PipeBarrier<PIPE_V>();
-        Sync<HardEvent::V_S>();
+        FaSync<HardEvent::V_S>();
       }
-      Sync<HardEvent::S_V>();
+      FaSync<HardEvent::S_V>();
     }
     PipeBarrier<PIPE_V>();
     if (!tile.last) {
-      Sync<HardEvent::V_MTE3>();
+      FaSync<HardEvent::V_MTE3>();
       DataCopy(accGm_[r0 * dv16_], acc_, rr * dv16_);
-      Sync<HardEvent::MTE3_MTE2>();
+      FaSync<HardEvent::MTE3_MTE2>();
       return;
     }
     WriteRows(tile, r0, rr, true);
@@ -405,18 +283,18 @@ class FaForward {
 
   /* out = acc / sum (or the SPEC 6.1 values), cast, and the rows' statistics, to GM */
   __aicore__ inline void WriteRows(const FaTile& tile, int64_t r0, int64_t rr, bool divide) {
-    Sync<HardEvent::V_S>();
+    FaSync<HardEvent::V_S>();
     for (int64_t r = 0; r < rr; ++r) {
       const int64_t i = tile.i0 + r0 + r;
       float m = max_.GetValue((r0 + r) * 8), l = sum_.GetValue((r0 + r) * 8);
       int64_t lo, hi;
-      fa_row_range(&band_, fa_in_s2(&in_, tile.b), i, &lo, &hi);
+      fa_row_range(&ops_.band, fa_in_s2(&ops_.in, tile.b), i, &lo, &hi);
       const bool empty = !divide || hi <= lo || (p_->invalid_line && m == kNegFltMax);
       if (empty) {
         m = kNegFltMax;
         l = kPosFltMax;
       }
-      Sync<HardEvent::S_V>();
+      FaSync<HardEvent::S_V>();
       LocalTensor<float> a = acc_[r * dv16_];
       if (empty) {
         Duplicate(a, 0.0f, dv16_);
@@ -433,9 +311,9 @@ class FaForward {
       Duplicate(m8, m, 8);
       Duplicate(l8, l, 8);
       PipeBarrier<PIPE_V>();
-      Sync<HardEvent::V_S>();
+      FaSync<HardEvent::V_S>();
     }
-    Sync<HardEvent::V_MTE3>();
+    FaSync<HardEvent::V_MTE3>();
     for (int64_t r = 0; r < rr; ++r) {
       const int64_t i = tile.i0 + r0 + r;
       int64_t os;
@@ -446,7 +324,7 @@ class FaForward {
       DataCopy(maxGm_[so], rowF_[r * 16], 8);
       DataCopy(sumGm_[so], rowF_[r * 16 + 8], 8);
     }
-    Sync<HardEvent::MTE3_V>();
+    FaSync<HardEvent::MTE3_V>();
   }
 
   /* rows no unit writes are zero (SPEC 6.1): every output when zero_all; otherwise the rows of TND
@@ -456,7 +334,7 @@ class FaForward {
     PipeBarrier<PIPE_V>();
     Cast(pCast_, acc_, RoundMode::CAST_ROUND, FA_VEC_ROWS * dv16_);
     Duplicate(rowF_, 0.0f, FA_VEC_ROWS * 16);
-    Sync<HardEvent::V_MTE3>();
+    FaSync<HardEvent::V_MTE3>();
     if (p_->zero_all) {
       const int64_t total = p_->tnd ? p_->T1 : p_->B * p_->S1;
       for (int64_t t = core_; t < total; t += cores_) ZeroTokens(t, 1);
@@ -468,7 +346,7 @@ class FaForward {
       }
       if (core_ == cores_ - 1 && end < p_->T1) ZeroTokens(end, p_->T1 - end);
     }
-    Sync<HardEvent::MTE3_V>();
+    FaSync<HardEvent::MTE3_V>();
   }
 
   /* zero out and statistics of tokens [t0, t0 + count) (TND rows, or b * S1 + i otherwise), all heads */
@@ -494,30 +372,18 @@ class FaForward {
     }
   }
 
-  /* a pipe hand-off: the consumer waits for what the producer issued (hardware event, FetchEventID as
-   * upstream) */
-  template <HardEvent EVT>
-  __aicore__ inline void Sync() {
-    event_t e = static_cast<event_t>(GetTPipePtr()->FetchEventID(EVT));
-    SetFlag<EVT>(e);
-    WaitFlag<EVT>(e);
-  }
-
   const FaKernelParams* p_;
   const FaTiling* t_;
   TPipe* pipe_;
-  FaTilingInput in_;
-  FaBand band_;
+  FaRowOps<IN_T> ops_; /* scores, masks, pse and dropout of a row (fa_row_ops.h) */
   int32_t core_, cores_;
   int64_t dv16_, rows_, chunk_;
-  GlobalTensor<IN_T> qGm_, kGm_, vGm_, pseGm_, outGm_, pGm_;
-  GlobalTensor<float> slopeGm_, maxGm_, sumGm_, sGm_, pvGm_, accGm_;
-  GlobalTensor<uint8_t> dropGm_, maskGm_;
+  GlobalTensor<IN_T> qGm_, kGm_, vGm_, outGm_, pGm_;
+  GlobalTensor<float> maxGm_, sumGm_, sGm_, pvGm_, accGm_;
   TBuf<TPosition::VECCALC> ub_;
-  LocalTensor<float> scores_, rowF_, cols_, acc_, pv_, max_, sum_, expMax_;
-  LocalTensor<IN_T> pCast_, pseIn_;
-  LocalTensor<uint8_t> maskU8_, dropU8_, bitsLo_, bitsHi_, bitsIn_, tmpU8_;
-  LocalTensor<half> maskH_;
+  LocalTensor<float> scores_, rowF_, acc_, pv_, max_, sum_, expMax_;
+  LocalTensor<IN_T> pCast_;
+  LocalTensor<uint8_t> tmpU8_;
 };
 
 }  // namespace msfa

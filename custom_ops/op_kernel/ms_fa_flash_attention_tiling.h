@@ -22,4 +22,12 @@ struct MsFaFlashAttentionTilingData {
   TCubeTiling bmm2; /* O = P V: (s1_base x Dv) per cube round, K = s2_chunk */
 };
 
+/* MsFaFlashAttentionGrad: the params with the backward tiling (fa_tiling_grad) and its three matmuls */
+struct MsFaFlashAttentionGradTilingData {
+  FaKernelParams params;
+  TCubeTiling mm_abt; /* S = Q K^T, dP = dY V^T: (64 x 128), K = D */
+  TCubeTiling mm_atb; /* dV += P^T dY, dK += dS^T Q: (128 x D), K = 64 */
+  TCubeTiling mm_ab;  /* dQ += dS K: (64 x D), K = 128 */
+};
+
 #endif /* MS_FA_FLASH_ATTENTION_TILING_H_ */

@@ -1,24 +1,22 @@
-"""The ``ascend_c`` backend of ms_fa's MindSpore frontend: ms_fa's Ascend C op ``MsFaFlashAttention``
-(``custom_ops/``) through ``ops.Custom(func_type="aot")``, which MindSpore runs on Ascend through the op
-package's aclnn API (``aclnnMsFaFlashAttention``; the package must be built and installed with
+"""The ``ascend_c`` backend of ms_fa's MindSpore frontend: ms_fa's Ascend C ops ``MsFaFlashAttention`` and
+``MsFaFlashAttentionGrad`` (``custom_ops/``) through ``ops.Custom(func_type="aot")``, which MindSpore runs
+on Ascend through the op package's aclnn API (the package must be built and installed with
 ``custom_ops/build.sh``, docs/ascend_c.md).
 
 **Not run here**: no machine this project is developed or tested on has an Ascend NPU or the CANN
-toolkit. What runs in CI is the backend choice and its refusals (:mod:`ms_fa.backends`), the registration
-compared with the OpDef (``tests/test_ascend_op_package.py``) and everything of the op that is plain C++.
+toolkit. What runs in CI is the backend choice and its refusals (:mod:`ms_fa.backends`), the registrations
+compared with the OpDefs (``tests/test_ascend_op_package.py``) and everything of the ops that is plain C++.
 
-The op takes exactly what the CPU AOT op takes, made by the same code: q, k, v, the optional tensors (a
-1-element placeholder when absent) and the int64 meta tensor of :func:`ms_fa.mindspore._custom.build_meta`
-(the host tiling reads it; it is a value-depend input). Differences from the CPU path:
+The ops take exactly what the CPU AOT ops take, made by the same code: q, k, v (the backward also dy and
+the forward's outputs), the optional tensors (a 1-element placeholder when absent) and the int64 meta
+tensor of :func:`ms_fa.mindspore._custom.build_meta` (the host tiling reads it; a value-depend input).
+The gradient of the forward op is the backward op (the gradient of pse is not computed: zeros, as on the
+CPU path and on Atlas A2). Differences from the CPU path:
 
 * dropout reads explicit bits only: without a ``drop_mask`` they are drawn with MindSpore's
-  ``DropoutGenMask`` (as MindFormers does for the native op), so the gradient sees the same bits;
-* the gradient is the native one (the op's backward kernel is not written): ``FlashAttentionScoreGrad``
-  fed with this op's ``softmax_max`` / ``softmax_sum`` / ``attention_out``, or
-  ``SpeedFusionAttentionGrad`` for in-kernel ALiBi and pse_type 0 (without dropout: no native grad takes
-  both an explicit drop_mask and those pse types, and the backend refuses that call);
-* PYNATIVE only: the op object is created on the first call of a configuration; GRAPH mode keeps the
-  native op (the backend refuses it, naming GRAPH mode).
+  ``DropoutGenMask`` (as MindFormers does for the native op) and the backward reads the same bits;
+* PYNATIVE only: the op objects are made on the first call of a layout / head count; GRAPH mode keeps
+  the native op (the backend refuses it, naming GRAPH mode).
 """
 
 from __future__ import annotations
@@ -27,33 +25,27 @@ import threading
 
 import numpy as np
 
-from ms_fa.backends import ASCEND_C_OP
+from ms_fa.backends import ASCEND_C_GRAD_OP, ASCEND_C_OP
 from ms_fa.mindspore._custom import _out_shape, _softmax_shape, build_meta
 
-__all__ = ["INPUTS", "OUTPUTS", "reg_info", "forward_op", "run"]
+__all__ = ["INPUTS", "OUTPUTS", "GRAD_INPUTS", "GRAD_OUTPUTS", "reg_info", "grad_reg_info", "forward_op", "run"]
 
-#: the op's inputs and outputs, in the order of the OpDef (custom_ops/op_host/ms_fa_flash_attention_def.cpp)
+#: the ops' inputs and outputs, in the order of their OpDefs (custom_ops/op_host/*_def.cpp)
 INPUTS = ("query", "key", "value", "pse", "drop_mask", "atten_mask", "meta")
 OUTPUTS = ("attention_out", "softmax_max", "softmax_sum")
+GRAD_INPUTS = ("query", "key", "value", "dy", "pse", "drop_mask", "atten_mask", "softmax_max", "softmax_sum",
+               "attention_out", "meta")  # fmt: skip
+GRAD_OUTPUTS = ("dq", "dk", "dv")
 _OPTIONAL = ("pse", "drop_mask", "atten_mask")
 
 
-def reg_info() -> dict:
-    """The ``CustomRegOp`` registration of the op for ``ops.Custom``: names, optionality and the four dtype
-    combinations of the OpDef (q / k / v / out float16 or bfloat16; pse that dtype or float32 slopes).
-
-    Examples:
-        >>> from ms_fa.mindspore.ascend_c import reg_info
-        >>> info = reg_info()
-        >>> info["op_name"], [x["name"] for x in info["inputs"]][-1], len(info["dtype_format"])
-        ('MsFaFlashAttention', 'meta', 4)
-    """
+def _reg(op_name, inputs, outputs, columns):
     from mindspore.ops import CustomRegOp, DataType
 
-    r = CustomRegOp(ASCEND_C_OP)
-    for i, name in enumerate(INPUTS):
+    r = CustomRegOp(op_name)
+    for i, name in enumerate(inputs):
         r = r.input(i, name, "optional" if name in _OPTIONAL else "required")
-    for i, name in enumerate(OUTPUTS):
+    for i, name in enumerate(outputs):
         r = r.output(i, name, "required")
     f16, bf16, f32, u8, i64 = (
         DataType.F16_Default,
@@ -63,71 +55,63 @@ def reg_info() -> dict:
         DataType.I64_Default,
     )
     for qkv, pse in ((f16, f16), (bf16, bf16), (f16, f32), (bf16, f32)):
-        r = r.dtype_format(qkv, qkv, qkv, pse, u8, u8, i64, qkv, f32, f32)
+        kinds = {"qkv": qkv, "pse": pse, "u8": u8, "f32": f32, "i64": i64}
+        r = r.dtype_format(*(kinds[c] for c in columns))
     return r.target("Ascend").get_op_info()
+
+
+def reg_info() -> dict:
+    """The ``CustomRegOp`` registration of the forward op: names, optionality and the four dtype
+    combinations of its OpDef (q / k / v / out float16 or bfloat16; pse that dtype or float32 slopes).
+
+    Examples:
+        >>> from ms_fa.mindspore.ascend_c import reg_info
+        >>> info = reg_info()
+        >>> info["op_name"], [x["name"] for x in info["inputs"]][-1], len(info["dtype_format"])
+        ('MsFaFlashAttention', 'meta', 4)
+    """
+    cols = ("qkv", "qkv", "qkv", "pse", "u8", "u8", "i64", "qkv", "f32", "f32")
+    return _reg(ASCEND_C_OP, INPUTS, OUTPUTS, cols)
+
+
+def grad_reg_info() -> dict:
+    """The registration of the backward op (inputs of :data:`GRAD_INPUTS`, outputs dq / dk / dv).
+
+    Examples:
+        >>> from ms_fa.mindspore.ascend_c import grad_reg_info
+        >>> [x["name"] for x in grad_reg_info()["outputs"]]
+        ['dq', 'dk', 'dv']
+    """
+    cols = ("qkv", "qkv", "qkv", "qkv", "pse", "u8", "u8", "f32", "f32", "qkv", "i64", "qkv", "qkv", "qkv")
+    return _reg(ASCEND_C_GRAD_OP, GRAD_INPUTS, GRAD_OUTPUTS, cols)
 
 
 _OPS: dict = {}
 _LOCK = threading.Lock()
 
 
-def _native_grad(a, has_pse, has_mask, has_drop):
-    """The native gradient for this call's configuration: (dy, q, k, v, pse, drop_mask, atten_mask,
-    softmax_max, softmax_sum, out) -> (dq, dk, dv)."""
-    from mindspore.ops.auto_generate import gen_ops_prim as prims
-
-    tnd = a.is_tnd
-    lists = dict(
-        prefix=None if a.prefix is None else tuple(a.prefix),
-        actual_seq_qlen=tuple(a.actual_seq_qlen) if tnd else None,
-        actual_seq_kvlen=tuple(a.actual_seq_kvlen) if tnd else None,
-    )
-    if a.pse_form in ("slopes_bn", "slopes_n") or (has_pse and a.pse_type == 0):
-        g = prims.SpeedFusionAttentionGrad()
-
-        def grad(dy, q, k, v, pse, dm, am, smax, ssum, out):
-            r = g(
-                q, k, v, dy, a.N1, a.layout, pse=pse if has_pse else None, atten_mask=am if has_mask else None,
-                softmax_max=smax, softmax_sum=ssum, attention_in=out, scale_value=a.scale, keep_prob=1.0,
-                pre_tokens=a.pre_tokens, next_tokens=a.next_tokens, inner_precise=a.inner_precise,
-                sparse_mode=a.sparse_mode, pse_type=a.pse_type, q_start_idx=(a.q_start_idx,),
-                kv_start_idx=(a.kv_start_idx,), **lists,
-            )  # fmt: skip
-            return r[0], r[1], r[2]
-
-        return grad
-    g = prims.FlashAttentionScoreGrad(
-        a.N1, a.keep_prob, a.scale, a.pre_tokens, a.next_tokens, a.inner_precise, a.layout, a.sparse_mode
-    )
-
-    def grad(dy, q, k, v, pse, dm, am, smax, ssum, out):
-        r = g(
-            q, k, v, dy, pse if has_pse else None, dm if has_drop else None, None, am if has_mask else None,
-            smax, ssum, None, out, **lists,
-        )  # fmt: skip
-        return r[0], r[1], r[2]
-
-    return grad
-
-
-def forward_op(a, has_pse, has_mask, has_drop):
-    """The ``ops.Custom`` of one configuration (layout, N1 for the shape inference, the native gradient's
-    arguments), made once and kept."""
-    key = (a.layout, a.N1, a.scale, a.keep_prob, a.pre_tokens, a.next_tokens, a.inner_precise, a.sparse_mode,
-           a.pse_type, a.pse_form, a.q_start_idx, a.kv_start_idx, a.prefix, a.actual_seq_qlen, a.actual_seq_kvlen,
-           has_pse, has_mask, has_drop)  # fmt: skip
+def forward_op(layout: str, n1: int):
+    """The forward ``ops.Custom`` of a layout and head count (the shape inference needs N1), with the
+    backward op as its bprop; made once and kept."""
+    key = (layout, n1)
     with _LOCK:
         op = _OPS.get(key)
         if op is not None:
             return op
         from mindspore import float32, ops
 
-        layout, n1 = a.layout, a.N1
-        grad = _native_grad(a, has_pse, has_mask, has_drop)
+        grad = ops.Custom(
+            ASCEND_C_GRAD_OP,
+            out_shape=lambda q, k, v, *rest: (q, k, v),
+            out_dtype=lambda q, k, v, *rest: (q, k, v),
+            func_type="aot",
+            reg_info=grad_reg_info(),
+        )
         zeros_like = ops.ZerosLike()
 
         def bprop(q, k, v, pse, dm, am, meta, out, dout):
-            dq, dk, dv = grad(dout[0], q, k, v, pse, dm, am, out[1], out[2], out[0])
+            dq, dk, dv = grad(q, k, v, dout[0], pse, dm, am, out[1], out[2], out[0], meta)
+            # dpse is not computed (as on Atlas A2 and the CPU path): zeros
             return dq, dk, dv, zeros_like(pse), zeros_like(dm), zeros_like(am), zeros_like(meta)
 
         op = _OPS[key] = ops.Custom(
@@ -136,7 +120,7 @@ def forward_op(a, has_pse, has_mask, has_drop):
                 _out_shape(layout, q, k, v),
                 _softmax_shape(layout, q, n1),
                 _softmax_shape(layout, q, n1),
-            ),  # fmt: skip
+            ),
             out_dtype=lambda q, *rest: (q, float32, float32),
             func_type="aot",
             bprop=bprop,
@@ -171,10 +155,10 @@ def run(a, query, key, value, pse, atten_mask, drop_mask):
         build_meta(a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape), has_drop_mask=has_drop)
     )
     if atten_mask is not None and atten_mask.dtype == ms.bool_:
-        atten_mask = ops.cast(atten_mask, ms.uint8)  # the OpDef takes uint8 bytes (non-zero = discard)
+        atten_mask = ops.cast(atten_mask, ms.uint8)  # the OpDefs take uint8 bytes (non-zero = discard)
     ph_f = Tensor(np.zeros((1,), np.float32)).astype(query.dtype)
     ph_u8 = Tensor(np.zeros((1,), np.uint8))
-    op = forward_op(a, pse is not None, atten_mask is not None, has_drop)
+    op = forward_op(a.layout, a.N1)
     return op(
         query, key, value, ph_f if pse is None else pse, ph_u8 if drop_mask is None else drop_mask,
         ph_u8 if atten_mask is None else atten_mask, meta,

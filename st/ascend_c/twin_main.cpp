@@ -5,6 +5,9 @@
  *   ms_fa_twin DIR      DIR holds query.bin key.bin value.bin pse.bin drop_mask.bin atten_mask.bin
  *                       meta.bin (the int64 meta row) and sizes.txt (bytes of attention_out and of one
  *                       statistics output); writes attention_out.bin softmax_max.bin softmax_sum.bin
+ *   ms_fa_twin DIR grad the backward: DIR also holds dy.bin and the forward's attention_out.bin,
+ *                       softmax_max.bin, softmax_sum.bin; sizes.txt holds the bytes of dq, dk, dv;
+ *                       writes dq.bin dk.bin dv.bin
  *
  * The host part is the op's own: fa_meta_decode, fa_kernel_params_fill, fa_cube_tilings (what the
  * TilingFunc does, without the TilingContext). Two blocks = two cube + four vector cores.
@@ -28,6 +31,12 @@ extern "C" __global__ __aicore__ void ms_fa_flash_attention(GM_ADDR query, GM_AD
                                                             GM_ADDR drop_mask, GM_ADDR atten_mask, GM_ADDR meta,
                                                             GM_ADDR attention_out, GM_ADDR softmax_max,
                                                             GM_ADDR softmax_sum, GM_ADDR workspace, GM_ADDR tiling);
+extern "C" __global__ __aicore__ void ms_fa_flash_attention_grad(GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR dy,
+                                                                 GM_ADDR pse, GM_ADDR drop_mask, GM_ADDR atten_mask,
+                                                                 GM_ADDR softmax_max, GM_ADDR softmax_sum,
+                                                                 GM_ADDR attention_out, GM_ADDR meta, GM_ADDR dq,
+                                                                 GM_ADDR dk, GM_ADDR dv, GM_ADDR workspace,
+                                                                 GM_ADDR tiling);
 
 namespace {
 
@@ -53,9 +62,51 @@ void WriteFile(const std::string& path, const uint8_t* p, size_t n) {
 
 }  // namespace
 
+/* the backward on the files of DIR; returns the process status */
+int RunGrad(const std::string& dir, const FaProblem& prob) {
+  char err[256];
+  size_t dq_bytes = 0, dk_bytes = 0, dv_bytes = 0;
+  {
+    std::ifstream s(dir + "/sizes.txt");
+    s >> dq_bytes >> dk_bytes >> dv_bytes;
+  }
+  auto* td =
+      reinterpret_cast<MsFaFlashAttentionGradTilingData*>(AscendC::GmAlloc(sizeof(MsFaFlashAttentionGradTilingData)));
+  memset(td, 0, sizeof(*td));
+  if (fa_kernel_params_fill(&prob, 2 * kBlocks, &td->params, err, sizeof(err), 1) != FA_FILL_OK) {
+    fprintf(stderr, "%s\n", err);
+    return 1;
+  }
+  if (!td->params.zero_all) {
+    matmul_tiling::MatmulApiTiling mm1, mm2, mm3;
+    if (!fa_cube_tilings_grad(mm1, mm2, mm3, td->params, td->mm_abt, td->mm_atb, td->mm_ab)) {
+      fprintf(stderr, "no Matmul tiling\n");
+      return 1;
+    }
+  }
+  std::vector<uint8_t*> in;
+  for (const char* name : {"query", "key", "value", "dy", "pse", "drop_mask", "atten_mask", "softmax_max",
+                           "softmax_sum", "attention_out", "meta"})
+    in.push_back(ToGm(ReadFile(dir + "/" + name + ".bin"), 32));
+  uint8_t* dq = ToGm({}, dq_bytes);
+  uint8_t* dk = ToGm({}, dk_bytes);
+  uint8_t* dv = ToGm({}, dv_bytes);
+  uint8_t* ws = ToGm({}, kSysWorkspace + static_cast<size_t>(td->params.tiling.workspace_bytes));
+  AscendC::SetKernelMode(KernelMode::MIX_MODE);
+  ICPU_RUN_KF(ms_fa_flash_attention_grad, kBlocks, in[0], in[1], in[2], in[3], in[4], in[5], in[6], in[7], in[8], in[9],
+              in[10], dq, dk, dv, ws, reinterpret_cast<uint8_t*>(td));
+  WriteFile(dir + "/dq.bin", dq, dq_bytes);
+  WriteFile(dir + "/dk.bin", dk, dk_bytes);
+  WriteFile(dir + "/dv.bin", dv, dv_bytes);
+  for (uint8_t* p : in) AscendC::GmFree(p);
+  for (uint8_t* p : {dq, dk, dv, ws}) AscendC::GmFree(p);
+  AscendC::GmFree(td);
+  return 0;
+}
+
 int main(int argc, char** argv) {
-  if (argc != 2) {
-    fprintf(stderr, "usage: ms_fa_twin DIR\n");
+  if (argc != 2 && !(argc == 3 && std::string(argv[2]) == "grad")) {
+    fprintf(stderr, "usage: ms_fa_twin DIR [grad]\n");
     return 2;
   }
   const std::string dir = argv[1];
@@ -72,6 +123,7 @@ int main(int argc, char** argv) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
+  if (argc == 3) return RunGrad(dir, prob);
   auto* td = reinterpret_cast<MsFaFlashAttentionTilingData*>(AscendC::GmAlloc(sizeof(MsFaFlashAttentionTilingData)));
   memset(td, 0, sizeof(*td));
   if (fa_kernel_params_fill(&prob, 2 * kBlocks, &td->params, err, sizeof(err)) != FA_FILL_OK) {

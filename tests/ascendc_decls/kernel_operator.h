@@ -133,6 +133,14 @@ void Div(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T
 template <typename T>
 void And(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, int32_t count);
 template <typename T>
+void Mul(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, int32_t count);
+template <typename T>
+void Exp(const LocalTensor<T>& dst, const LocalTensor<T>& src, int32_t count);
+template <typename T>
+void ReduceSum(const LocalTensor<T>& dst, const LocalTensor<T>& src, const LocalTensor<T>& work, int32_t count);
+template <bool isAIVOnly = true>
+void SyncAll();
+template <typename T>
 void Abs(const LocalTensor<T>& dst, const LocalTensor<T>& src, int32_t count);
 template <typename T>
 void Sqrt(const LocalTensor<T>& dst, const LocalTensor<T>& src, int32_t count);
