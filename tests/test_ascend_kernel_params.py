@@ -106,13 +106,13 @@ def test_params_from_the_meta_row(lib):  # noqa: F811
             assert lists[2].tolist() == oq.tolist() and lists[3].tolist() == ok.tolist(), seed
             blocks = args.N1 * s1 * s2
             assert lists[4].tolist() == np.concatenate([[0], np.cumsum(blocks)])[:-1].tolist(), seed
-            keys = int(s2.sum())
+            keys, queries = int(s2.sum()), int(s1.sum())
         else:
             assert lists[0, 0] == args.S1 and lists[1, 0] == args.S2
-            keys = args.B * args.S2
+            keys, queries = args.B * args.S2, args.B * args.S1
         if args.prefix is not None:
             assert lists[5].tolist() == list(args.prefix), seed
-        assert sc["zero_all"] == int(keys == 0 or args.D == 0 or args.Dv == 0), seed
+        assert sc["zero_all"] == int(keys == 0 or queries == 0 or args.D == 0 or args.Dv == 0), seed
         if not sc["zero_all"]:
             assert sc["invalid_line"] == int(args.invalid_line), seed
             assert 1 <= sc["used_cores"] <= 24 and sc["units"] >= sc["used_cores"], seed

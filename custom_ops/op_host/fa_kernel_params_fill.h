@@ -106,9 +106,10 @@ static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKer
       }
     }
   }
-  int64_t keys = tnd ? 0 : s->B * s->S2;
-  for (int64_t b = 0; tnd && b < s->B; ++b) keys += k->s2[b];
-  if (keys == 0 || s->D == 0 || s->Dv == 0 || s->N1 == 0) { /* SPEC 6.1: empty inputs give zeros */
+  int64_t keys = tnd ? 0 : s->B * s->S2, queries = tnd ? 0 : s->B * s->S1;
+  for (int64_t b = 0; tnd && b < s->B; ++b) keys += k->s2[b], queries += k->s1[b];
+  /* SPEC 6.1: empty inputs give zeros (and no queries: zero gradients for the keys) */
+  if (keys == 0 || queries == 0 || s->D == 0 || s->Dv == 0 || s->N1 == 0) {
     k->zero_all = 1;
     /* no units; the UB plan still serves the kernel's zero rows */
     FaTilingInput in;
