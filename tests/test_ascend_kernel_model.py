@@ -96,35 +96,12 @@ def model_forward(lib, args, meta, arrays, out_size, stat_size):  # noqa: F811
                 out.reshape(-1, Dv)[t], smax.reshape(-1, 8)[t], ssum.reshape(-1, 8)[t] = 0, 0, 0
         end = int(q0[-1] + s1[-1])
         out.reshape(-1, Dv)[end * N1 :], smax.reshape(-1, 8)[end * N1 :], ssum.reshape(-1, 8)[end * N1 :] = 0, 0, 0
-    type1 = args.pse_type == 1
-    user = args.mask_form in ("BNSS", "B1SS", "11SS", "SS", "TT")
     cols = np.arange(S2_CHUNK, dtype=F32)
 
     def row_range(b, i):
         S2b = args.seqlens_kv[b] if args.is_tnd else args.S2
         lo, hi = M.row_range(M.band_of(args, b), S2b, np.asarray([i]))
         return int(lo[0]), int(hi[0])
-
-    def pse_row(b, h, i, c0, n, nv):
-        if args.pse_form == "none":
-            return None
-        if args.pse_form in ("slopes_bn", "slopes_n"):
-            qs, ks = args.q_start_idx, args.kv_start_idx
-            if args.is_tnd and args.sparse_mode == 8 and b != 0:
-                qs = ks = 0
-            slope = pse[b * s.pse_stride_b + h]
-            d = np.abs(cols[:nv] + F32(c0 + ks - i - qs))
-            if args.pse_type == 3:
-                d = np.sqrt(d)
-            return d * F32(-slope)
-        lo_a, z = (int(x) for x in addr([(b, h, i, c0, 8), (b, h, i, c0, 9)]))
-        z = min(z, c0 + n)
-        row = np.zeros(nv, F32)
-        if z > lo_a:
-            off = int(addr([(b, h, i, lo_a, 7)])[0])
-            if off >= 0:
-                row[lo_a - c0 : z - c0] = pse[off : off + z - lo_a]
-        return row
 
     for core in range(sc["used_cores"]):
         tiles = _tiles(lib, meta, core)
@@ -161,26 +138,9 @@ def model_forward(lib, args, meta, arrays, out_size, stat_size):  # noqa: F811
             S = (Q @ K.T).astype(F32)  # the cube accumulates in fp32 (here: once rounded)
             sc_ = np.full((rows, nv), np.nan, F32)  # columns n .. nv are undefined in UB
             sc_[:, :n] = S
-            for r in range(rows):
-                i = i0 + r
-                add = pse_row(b, h, i, c0, n, nv)
-                x = sc_[r]
-                if type1 and add is not None:
-                    x = x + add
-                x = x * F32(args.scale)
-                if not type1 and add is not None:
-                    x = x + add
-                lo, hi = row_range(b, i)
-                lo, hi = min(max(lo - c0, 0), n), min(max(hi - c0, 0), n)
-                hi = max(hi, lo)
-                keep = (cols[:nv] >= lo) & (cols[:nv] < hi)
-                x = np.where(keep, x, NEG)
-                if user and M.band_of(args, b).user_mask and partial and hi > lo:
-                    mo = int(addr([(b, h, i, c0, 6)])[0])
-                    byte = np.full(nv, 7, np.uint8)  # bytes past n: whatever UB holds (those columns are -FLT_MAX)
-                    byte[:n] = mask[mo : mo + n]
-                    x = np.where(byte == 0, x, NEG)
-                sc_[r] = x
+            band = M.band_of(args, b)
+            for r in range(rows):  # fa_row_ops.h ScoreRow
+                sc_[r] = _score_row(args, s, addr, pse, mask, band, b, h, i0 + r, c0, n, nv, sc_[r], cols, partial)
             # SoftmaxFlashV2
             rmax = sc_.max(axis=1)
             if chunk == 0:
@@ -197,19 +157,13 @@ def model_forward(lib, args, meta, arrays, out_size, stat_size):  # noqa: F811
             for r in range(rows):
                 if m_new[r] != NEG:
                     continue
-                lo, hi = row_range(b, i0 + r)
-                lo, hi = min(max(lo - c0, 0), n), min(max(hi - c0, 0), n)
-                hi = max(hi, lo)
+                lo, hi = _interval(args, band, b, i0 + r, c0, n)
                 e[r] = np.where((cols[:nv] >= lo) & (cols[:nv] < hi), e[r], 0)
                 l_new[r] = l_new[r] - F32(nv - (hi - lo))
             # DropRow
             if args.keep_prob < 1.0:
                 for r in range(rows):
-                    bit = int(addr([(b, h, i0 + r, c0, 5)])[0])
-                    assert bit % 8 == 0
-                    bytes_ = drop[bit // 8 : bit // 8 + (n + 7) // 8]
-                    bits = np.zeros(nv, bool)
-                    bits[:n] = np.unpackbits(bytes_, bitorder="little")[:n].astype(bool)
+                    bits = _bits(addr, drop, b, h, i0 + r, c0, n, nv)
                     e[r] = np.where(bits, e[r], F32(0)) * F32(1.0 / np.float32(args.keep_prob))
             P = e.astype(IN).astype(np.float64)
             PV = (P[:, :n] @ V).astype(F32)

@@ -73,11 +73,13 @@ def _opdef_io(DEF, kind):
 
 
 def _opdef_dtypes(DEF):
-    """the DataType vectors of the OpDef: name -> [ge dtype, ...]"""
-    out = {}
-    for name, body in re.findall(r"std::vector<ge::DataType>\s+(\w+)\s*=\s*\{([^}]*)\}", DEF):
-        out[name] = [t.strip().replace("ge::DT_", "") for t in body.split(",")]
-    return out
+    """the DataType vectors an OpDef names: variable -> [ge dtype, ...], read through op_host/fa_op_dtypes.h"""
+    header = _strip_comments(_read(OPS, "op_host", "fa_op_dtypes.h"))
+    lists = {
+        fn: [t.strip().replace("ge::DT_", "") for t in body.split(",")]
+        for fn, body in re.findall(r"std::vector<ge::DataType> (\w+)\(\)\s*\{\s*return\s*\{([^}]*)\};\s*\}", header)
+    }
+    return {var: lists[fn] for var, fn in re.findall(r"(\w+) = ms_fa_op::(\w+)\(\)", DEF) if fn in lists}
 
 
 @pytest.mark.parametrize("op", _ops(), ids=OP_IDS)
@@ -201,6 +203,7 @@ def test_nothing_left_unfinished():
         "CMakeLists.txt", "CMakePresets.json", "build.sh", "README.md",
         "op_host/CMakeLists.txt", "op_host/ms_fa_flash_attention_def.cpp", "op_host/ms_fa_flash_attention_tiling.cpp",
         "op_host/ms_fa_flash_attention_grad_def.cpp", "op_host/ms_fa_flash_attention_grad_tiling.cpp",
+        "op_host/fa_op_dtypes.h",
         "op_host/fa_tiling_core.h", "op_host/fa_kernel_params_fill.h", "op_host/fa_cube_tiling.h",
         "op_kernel/CMakeLists.txt", "op_kernel/ms_fa_flash_attention.cpp", "op_kernel/ms_fa_flash_attention_tiling.h",
         "op_kernel/fa_forward.h", "op_kernel/fa_schedule.h", "op_kernel/fa_kernel_params.h",

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "fa_meta.h"
+#include "fa_op_dtypes.h"
 #include "register/op_def_registry.h"
 
 namespace ge {
@@ -74,12 +75,9 @@ namespace ops {
 class MsFaFlashAttention : public OpDef {
  public:
   explicit MsFaFlashAttention(const char* name) : OpDef(name) {
-    const std::vector<ge::DataType> qkv = {ge::DT_FLOAT16, ge::DT_BF16, ge::DT_FLOAT16, ge::DT_BF16};
-    const std::vector<ge::DataType> pse = {ge::DT_FLOAT16, ge::DT_BF16, ge::DT_FLOAT, ge::DT_FLOAT};
-    const std::vector<ge::DataType> u8 = {ge::DT_UINT8, ge::DT_UINT8, ge::DT_UINT8, ge::DT_UINT8};
-    const std::vector<ge::DataType> f32 = {ge::DT_FLOAT, ge::DT_FLOAT, ge::DT_FLOAT, ge::DT_FLOAT};
-    const std::vector<ge::DataType> i64 = {ge::DT_INT64, ge::DT_INT64, ge::DT_INT64, ge::DT_INT64};
-    const std::vector<ge::Format> nd = {ge::FORMAT_ND, ge::FORMAT_ND, ge::FORMAT_ND, ge::FORMAT_ND};
+    const std::vector<ge::DataType> qkv = ms_fa_op::QkvTypes(), pse = ms_fa_op::PseTypes();
+    const std::vector<ge::DataType> u8 = ms_fa_op::U8Types(), f32 = ms_fa_op::F32Types(), i64 = ms_fa_op::I64Types();
+    const std::vector<ge::Format> nd = ms_fa_op::NdFormats();
     this->Input("query").ParamType(REQUIRED).DataType(qkv).Format(nd);
     this->Input("key").ParamType(REQUIRED).DataType(qkv).Format(nd);
     this->Input("value").ParamType(REQUIRED).DataType(qkv).Format(nd);
