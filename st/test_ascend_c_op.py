@@ -12,9 +12,10 @@ run in Ascend C's CPU-twin mode (st/ascend_c) on small calls and agree with the 
 DESIGN §6's rule (out, softmax_max, softmax_sum; dq, dk, dv) -- every layout, sparse modes 0-8, GQA,
 pse / ALiBi, explicit dropout bits, invalid rows; float16 and bfloat16.
 
-L2 (``requires_npu``): MindSpore on the NPU with ``ms_fa.set_backend("ascend_c")``: forward against the
-oracle and against the native op (``set_backend("native")``), and the gradient (MsFaFlashAttentionGrad,
-the forward op's bprop) against the oracle's, for every mode.
+L2 (``requires_npu``): MindSpore on the NPU with ``ms_fa.set_backend("ascend_c")``, eagerly and compiled
+(``ms.jit``): forward against the oracle and against the native op (``set_backend("native")``), the
+gradient (MsFaFlashAttentionGrad, the forward op's bprop) against the oracle's, for every mode, and
+dropout bits drawn on the device reaching the backward.
 """
 
 from __future__ import annotations
@@ -214,26 +215,36 @@ def ascend_c(request):
     ms_fa.set_backend(None)
 
 
-def _ms_call(ms_fa, case, backend):
+def _ms_call(ms_fa, case, backend, jit=False):
+    """speed_fusion_attention of a case on ``backend``; ``jit``: compiled as a graph (ms.jit: the call is
+    validated and planned when the graph is compiled). Returns the outputs and a function of (q, k, v)."""
     import mindspore as ms
 
     a, k = split_case(case)
     T = ms.Tensor
     kw = {
-        x: (T(y) if isinstance(y, np.ndarray) else y) for x, y in k.items() if x not in ("seed", "offset", "precision")
+        x: (T(y) if isinstance(y, np.ndarray) else tuple(y) if isinstance(y, list) else y)
+        for x, y in k.items()
+        if x not in ("seed", "offset", "precision")
     }
     ms_fa.set_backend(backend)
     q, kk, v = (T(x) for x in a[:3])
-    return ms_fa.speed_fusion_attention(q, kk, v, a[3], a[4], **kw), (q, kk, v, kw)
+
+    def f(q, kk, v):
+        return ms_fa.speed_fusion_attention(q, kk, v, a[3], a[4], **kw)
+
+    f = ms.jit(f) if jit else f
+    return f(q, kk, v), (q, kk, v, f)
 
 
 @pytest.mark.requires_npu
+@pytest.mark.parametrize("jit", [False, True], ids=["pynative", "jit"])
 @pytest.mark.parametrize("layout, mode, kw", CASES, ids=IDS)
-def test_npu_forward_matches_oracle_and_native(ascend_c, layout, mode, kw):
+def test_npu_forward_matches_oracle_and_native(ascend_c, layout, mode, kw, jit):
     case = _case(layout, mode, kw)
     ref64, ref_x = _oracle(case)
-    ours, _ = _ms_call(ascend_c, case, "ascend_c")
-    native, _ = _ms_call(ascend_c, case, "native")
+    ours, _ = _ms_call(ascend_c, case, "ascend_c", jit)
+    native, _ = _ms_call(ascend_c, case, "native", jit)
     for i, name in enumerate(("attention_out", "softmax_max", "softmax_sum")):
         dt = "float16" if i == 0 else "float32"
         assert_design_rule(name, ours[i], ref_x[i], ref64[i], dt)
@@ -241,8 +252,9 @@ def test_npu_forward_matches_oracle_and_native(ascend_c, layout, mode, kw):
 
 
 @pytest.mark.requires_npu
+@pytest.mark.parametrize("jit", [False, True], ids=["pynative", "jit"])
 @pytest.mark.parametrize("layout, mode, kw", [c for c in CASES if c[2].get("keep_prob", 1.0) == 1.0], ids=IDS[:-1])
-def test_npu_gradients_match_oracle(ascend_c, layout, mode, kw):
+def test_npu_gradients_match_oracle(ascend_c, layout, mode, kw, jit):
     """MsFaFlashAttentionGrad through the forward op's bprop (dropout draws its bits on the device, so the
     dropout case is compared on the forward only)."""
     import mindspore as ms
@@ -254,13 +266,37 @@ def test_npu_gradients_match_oracle(ascend_c, layout, mode, kw):
     fwd64 = R.fa_forward(*a, **dict(k, precision="float64"))
     ref64 = R.fa_grad(dy, **dict(grad_kwargs(case, fwd64), precision="float64"))
     ref_x = R.fa_grad(dy, **grad_kwargs(case, fwd))
-    _, (q, kk, v, kw_ms) = _ms_call(ascend_c, case, "ascend_c")
+    _, (q, kk, v, f) = _ms_call(ascend_c, case, "ascend_c", jit)
 
-    def f(q, kk, v):
-        return ascend_c.speed_fusion_attention(q, kk, v, a[3], a[4], **kw_ms)[0]
+    def out0(q, kk, v):
+        return f(q, kk, v)[0]
 
-    got = ms.grad(f, grad_position=(0, 1, 2), sens_param=True)(q, kk, v, ms.Tensor(dy))
+    got = ms.grad(out0, grad_position=(0, 1, 2), sens_param=True)(q, kk, v, ms.Tensor(dy))
     assert_gradients_design_rule(got, ref_x, ref64, "float16", dy, *a, **k)
+
+
+@pytest.mark.requires_npu
+@pytest.mark.parametrize("jit", [False, True], ids=["pynative", "jit"])
+def test_npu_drawn_dropout_bits_reach_the_backward(ascend_c, jit):
+    """keep_prob < 1 without a drop_mask: the bits DropoutGenMask draws are the ones the backward reads.
+    With K = Q and scale 1 each row's P is nearly one-hot (its diagonal), V = 1 and dy = 1: sum(out) and
+    sum(dV) are both D x the total kept mass of one draw -- equal when forward and backward read the same
+    bits, about 9 % apart (one row's mass is 0 or 2) when they do not; and a second call draws new bits."""
+    import mindspore as ms
+
+    q = ms.Tensor(np.random.default_rng(5).standard_normal((1, 2, 64, 64)).astype(np.float16))
+    v = ms.Tensor(np.ones((1, 2, 64, 64), np.float16))
+    ascend_c.set_backend("ascend_c")
+
+    def total(q, v):
+        return ascend_c.speed_fusion_attention(q, q, v, 2, "BNSD", keep_prob=0.5, scale=1.0)[0].sum()
+
+    f = ms.value_and_grad(ms.jit(total) if jit else total, grad_position=1)
+    (s1, dv1), (s2, _) = f(q, v), f(q, v)
+    s1, s2, dv1 = float(s1.asnumpy()), float(s2.asnumpy()), float(dv1.asnumpy().astype(np.float64).sum())
+    assert abs(s1 - 2 * 64 * 64) < 0.3 * 2 * 64 * 64  # E[kept mass / keep_prob] = 1 per row
+    assert s1 != s2  # fresh bits per call
+    assert abs(s1 - dv1) < 0.01 * s1, (s1, dv1)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -192,3 +192,125 @@ def test_backend_report_of_a_call(installed):
     assert ms_fa.backend_report(q, q, q, 2, "BNSD").splitlines()[-1] == "runs: cpu (backend 'auto')"  # CPU here
     with pytest.raises(ValueError, match=r"^\[sparse_mode\.range\]"):
         ms_fa.backend_report(q, q, q, 2, "BNSD", sparse_mode=9)
+
+
+def _planned(case, with_drop_mask=False):
+    from ms_fa.mindspore import ascend_c
+
+    args = _args(case)
+    mask = case.get("atten_mask")
+    return ascend_c.plan(args, None if mask is None else tuple(mask.shape), with_drop_mask), args
+
+
+_OP_INPUT_CASES = {
+    "bnsd-gqa-dropout": lambda: make_case("BNSD", 1, "float16", B=2, N1=4, N2=2, S1=64, S2=96, keep_prob=0.75, seed=1),
+    "tnd-dropout": lambda: make_case("TND", 3, "bfloat16", tnd_q=[16, 40], tnd_kv=[24, 40], keep_prob=0.6, seed=2),
+    "bsh-pse": lambda: make_case("BSH", 0, "float16", with_mask=False, pse_kind="full", pse_type=1, seed=3),
+}
+
+
+@pytest.fixture
+def dropout_gen_mask_on_cpu():
+    """MindSpore has no CPU kernel for DropoutGenMask: ms_fa's stand-in (the one patch() installs for
+    MindFormers' dropout; same call, byte count, 1 = keep, LSB first) draws the bits here."""
+    from ms_fa.mindspore.patch import patch_dropout_gen_mask, unpatch
+
+    patch_dropout_gen_mask()
+    yield
+    unpatch()
+
+
+@pytest.mark.parametrize("jit", [False, True], ids=["pynative", "jit"])
+@pytest.mark.parametrize("name", sorted(_OP_INPUT_CASES))
+def test_ascend_c_op_inputs_eagerly_and_in_a_graph(name, jit, dropout_gen_mask_on_cpu):
+    """What the ascend_c backend hands its op, made by the code the NPU runs (op_inputs), eagerly and
+    compiled by MindSpore's graph compiler: the plan's meta row (the CPU op's, but with drop bits whenever
+    keep_prob < 1), placeholders for absent tensors, a bool mask as its uint8 bytes, and keep bits drawn
+    by DropoutGenMask in the form ms_fa validates, about keep_prob of them set (1 = keep), fresh per call."""
+    from ms_fa.mindspore import _custom, ascend_c
+
+    case = _OP_INPUT_CASES[name]()
+    (meta, numels, layout, n1, keep_prob, bits), args = _planned(case)
+    assert (layout, n1, keep_prob, numels) == (args.layout, args.N1, args.keep_prob, args.numels)
+    mask = case.get("atten_mask")
+    want_meta = _custom.build_meta(
+        args, mask_shape=None if mask is None else mask.shape, has_drop_mask=args.keep_prob < 1.0
+    )
+    np.testing.assert_array_equal(meta, want_meta)
+    T = ms.Tensor
+    q, k, v = (T(case[n]) for n in ("query", "key", "value"))
+    pse = None if case.get("pse") is None else T(case["pse"])
+    am = None if mask is None else T(np.asarray(mask, bool))
+
+    def inputs(q, k, v):
+        return ascend_c.op_inputs(q, k, v, pse, am, None, T(meta), numels, keep_prob, bits)
+
+    f = ms.jit(inputs) if jit else inputs
+    got = f(q, k, v)
+    assert len(got) == len(ascend_c.INPUTS)
+    np.testing.assert_array_equal(got[6].asnumpy(), meta)
+    if pse is None:
+        assert got[3].shape == (1,) and got[3].dtype == q.dtype
+    else:
+        np.testing.assert_array_equal(got[3].asnumpy(), case["pse"])
+    if am is None:
+        assert got[5].shape == (1,) and got[5].dtype == ms.uint8
+    else:
+        assert got[5].dtype == ms.uint8
+        np.testing.assert_array_equal(got[5].asnumpy(), np.asarray(mask).astype(np.uint8))
+    if keep_prob == 1.0:
+        assert bits == () and got[4].shape == (1,)
+        return
+    want = (args.numels // 8,) if args.is_tnd else (args.B, args.N1, args.S1, args.S2 // 8)
+    assert bits == want and got[4].shape == want and got[4].dtype == ms.uint8
+    kept = np.unpackbits(got[4].asnumpy().reshape(-1), bitorder="little")[:numels].mean()
+    assert abs(kept - keep_prob) < 5 * np.sqrt(keep_prob * (1 - keep_prob) / numels), (kept, keep_prob)
+    assert not np.array_equal(f(q, k, v)[4].asnumpy(), got[4].asnumpy())
+
+
+def test_ascend_c_plan_with_a_drop_mask_draws_nothing():
+    from ms_fa.mindspore import ascend_c
+
+    case = make_case("BNSD", 0, "float16", S1=8, S2=16, keep_prob=0.5, explicit_drop_mask=True, seed=4)
+    (meta, *_, bits), args = _planned(case, with_drop_mask=True)
+    assert bits == ()
+    dm = ms.Tensor(case["drop_mask"])
+    got = ascend_c.op_inputs(
+        *(ms.Tensor(case[n]) for n in ("query", "key", "value")),
+        None,
+        None,
+        dm,
+        ms.Tensor(meta),
+        args.numels,
+        0.5,
+        bits,
+    )
+    assert got[4] is dm
+
+
+def test_graph_planning_refuses_with_the_call_reasons():
+    """Under jit the ascend_c backend validates and refuses when the graph is compiled, with the reasons of
+    the call (here also float32), not only those of the machine."""
+    from ms_fa.mindspore import _dispatch
+
+    opts = _dispatch.make_options(scale=0.5)
+    shp = (1, 2, 16, 8)
+    with pytest.raises(ValueError, match=r"^\[backend\.unsupported\] .*device target is CPU.*dtype float32"):
+        _dispatch._plan_ascend_c_graph(
+            "speed_fusion_attention",
+            shp,
+            ms.float32,
+            shp,
+            ms.float32,
+            shp,
+            ms.float32,
+            2,
+            "BNSD",
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            opts,
+        )

@@ -20,6 +20,15 @@ from mindspore import Tensor, ops
 from mindspore.ops import constexpr
 
 from ms_fa._warn import emit
+from ms_fa.backends import choose
+from ms_fa.mindspore import ascend_c
+from ms_fa.mindspore._constants import (
+    empty_softmax_out,
+    int64_scalar,
+    placeholder,
+    softmax_out_1,
+    zero_rng,
+)
 from ms_fa.mindspore._custom import build_meta, custom_ops
 from ms_fa.semantics.args import normalize
 from ms_fa.semantics.plan import INT_MAX
@@ -154,7 +163,9 @@ def _as_tuple(x):
     return x
 
 
-def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
+def _validate_static(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
+    """Under jit: the validated call from shapes and dtypes (the values are unknown), its warnings emitted
+    once, when the graph is compiled."""
     for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
         if shp is not None and any(d is None or int(d) < 0 for d in shp):
             rule(f"{name}.dynamic_shape").fail(
@@ -169,9 +180,8 @@ def _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, am
     a = normalize(
         q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False, **opts.kwargs()
     )
-    meta = build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)
-    emit(a.warnings)  # GRAPH / jit: once, when the graph is compiled
-    return a, meta
+    emit(a.warnings)
+    return a
 
 
 @constexpr
@@ -197,8 +207,8 @@ def _reject_graph_tensors(prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx
 
 @constexpr
 def _prepare_graph(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
-    a, meta = _prepare_impl(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts)
-    return Tensor(meta), a.numels
+    a = _validate_static(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts)
+    return Tensor(build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)), a.numels
 
 
 @constexpr
@@ -206,54 +216,11 @@ def _forward_op(layout):
     return custom_ops().forward(layout.upper())
 
 
-#: constant tensors of every call (placeholders, empty outputs), made once per dtype: creating and
-#: casting them was three op launches per call (issue 12); nothing writes to them
-_CONSTANTS: dict = {}
-
-
-def _constant(kind, dtype, make):
-    t = _CONSTANTS.get((kind, dtype))
-    if t is None:
-        t = _CONSTANTS[(kind, dtype)] = make()
-    return t
-
-
-@constexpr
-def _placeholder(dtype):
-    return _constant(
-        "placeholder",
-        dtype,
-        lambda: (
-            Tensor(np.zeros((1,), np.uint8)).astype(dtype) if dtype is not None else Tensor(np.zeros((1,), np.uint8))
-        ),
-    )
-
-
-@constexpr
-def int64_scalar(v):
-    return Tensor(np.array(v, np.int64))
-
-
-@constexpr
-def empty_softmax_out(dtype):
-    return _constant("softmax_out", dtype, lambda: Tensor(np.zeros((0,), np.float32)).astype(dtype))
-
-
-@constexpr
-def softmax_out_1(dtype):
-    return _constant("softmax_out_1", dtype, lambda: Tensor(np.zeros((1,), np.float32)).astype(dtype))
-
-
-@constexpr
-def _zero_rng():
-    return _constant("rng", None, lambda: Tensor(np.array([0, 0], np.int64)))
-
-
 def _graph_rng(keep_prob):
     """GRAPH / jit: (seed, offset) drawn by a MindSpore random op, so every step gets fresh dropout bits."""
     if keep_prob < 1.0:
         return ops.randint(0, 2147483647, (2,), dtype=ms.int64)
-    return _zero_rng()
+    return zero_rng()
 
 
 #: offset step per call of MindSpore's own SpeedFusionAttention (seen through the op-plugin path)
@@ -344,34 +311,52 @@ def chosen_backend():
     """The backend of this call (:func:`ms_fa.backends.choose` for this device target: ``auto`` resolved,
     a chosen backend that cannot run on this machine at all -- wrong device target, op package missing --
     refused before anything runs); under jit read when the graph is compiled."""
-    from ms_fa.backends import choose
-
     return choose(None, ms.get_context("device_target"))
 
 
 def run_ascend_c(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
     """The ``ascend_c`` backend (:mod:`ms_fa.mindspore.ascend_c`): validate, let the backend refuse what it
-    cannot run (with its reasons), run ms_fa's Ascend C op. PYNATIVE only.
+    cannot run (with its reasons), plan the call, run ms_fa's Ascend C op; eagerly per call, under jit
+    once when the graph is compiled (as :func:`run`).
     Returns (attention_out, softmax_max, softmax_sum, seed, offset, numels) as :func:`run`; seed / offset
-    are 0 (the dropout bits are an explicit drop_mask)."""
-    from ms_fa.backends import choose
-    from ms_fa.mindspore import ascend_c
-
-    if _in_jit():
-        _refuse_graph_ascend_c()
-    a = validate_eager(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts)
-    choose(a, ms.get_context("device_target"), "ascend_c")
-    out, smax, ssum = ascend_c.run(a, query, key, value, pse, atten_mask, drop_mask)
-    zero = Tensor(np.array(0, np.int64))
-    return out, smax, ssum, zero, zero, a.numels
+    are 0 (the dropout bits are an explicit drop_mask or drawn by ``DropoutGenMask``)."""
+    if not _in_jit():
+        a = validate_eager(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts)
+        choose(a, ms.get_context("device_target"), "ascend_c")
+        call = ascend_c.plan(a, None if atten_mask is None else tuple(atten_mask.shape), drop_mask is not None)
+        call = (Tensor(call[0]),) + call[1:]
+    else:
+        call = _plan_ascend_c_graph(
+            api,
+            query.shape,
+            query.dtype,
+            key.shape,
+            key.dtype,
+            value.shape,
+            value.dtype,
+            head_num,
+            input_layout,
+            None if pse is None else pse.shape,
+            None if pse is None else pse.dtype,
+            None if atten_mask is None else atten_mask.shape,
+            None if atten_mask is None else atten_mask.dtype,
+            None if drop_mask is None else drop_mask.shape,
+            None if drop_mask is None else drop_mask.dtype,
+            opts,
+        )
+    out, smax, ssum = ascend_c.run(query, key, value, pse, atten_mask, drop_mask, call)
+    zero = int64_scalar(0)
+    return out, smax, ssum, zero, zero, call[1]
 
 
 @constexpr
-def _refuse_graph_ascend_c():
-    rule("backend.unsupported").fail(
-        "backend 'ascend_c' runs in PYNATIVE mode only (its op is made for each call configuration); "
-        "in GRAPH mode / ms.jit use the native op (ms_fa.set_backend('auto'))"
-    )
+def _plan_ascend_c_graph(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
+    """Under jit: validate from shapes (:func:`_validate_static`), let the backend refuse the call with its
+    reasons, and plan it for the Ascend C op -- once, when the graph is compiled."""
+    a = _validate_static(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts)
+    choose(a, ms.get_context("device_target"), "ascend_c")
+    meta, *rest = ascend_c.plan(a, ams, dms is not None)
+    return (Tensor(meta), *rest)
 
 
 def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_mask, opts: SfaOptions):
@@ -387,7 +372,7 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
         meta = Tensor(meta_np)
         numels = a.numels
         seed, off = _eager_rng() if a.keep_prob < 1.0 else (0, 0)
-        rng = Tensor(np.array([seed, off], np.int64)) if a.keep_prob < 1.0 else _zero_rng()
+        rng = Tensor(np.array([seed, off], np.int64)) if a.keep_prob < 1.0 else zero_rng()
         seed, off = Tensor(np.array(seed, np.int64)), Tensor(np.array(off, np.int64))
     else:
         # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as
@@ -412,9 +397,9 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
         )
         rng = _graph_rng(opts.keep_prob)
         seed, off = rng[0], rng[1]
-    pse_t = _placeholder(query.dtype) if pse is None else pse
-    am_t = _placeholder(None) if atten_mask is None else atten_mask
-    dm_t = _placeholder(None) if drop_mask is None else drop_mask
+    pse_t = placeholder(query.dtype) if pse is None else pse
+    am_t = placeholder(None) if atten_mask is None else atten_mask
+    dm_t = placeholder(None) if drop_mask is None else drop_mask
     op = _forward_op(input_layout)
     out, smax, ssum = op(query, key, value, pse_t, dm_t, am_t, meta, rng)
     return out, smax, ssum, seed, off, numels

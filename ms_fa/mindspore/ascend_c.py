@@ -14,21 +14,28 @@ The gradient of the forward op is the backward op (the gradient of pse is not co
 CPU path and on Atlas A2). Differences from the CPU path:
 
 * dropout reads explicit bits only: without a ``drop_mask`` they are drawn with MindSpore's
-  ``DropoutGenMask`` (as MindFormers does for the native op) and the backward reads the same bits;
-* PYNATIVE only: the op objects are made on the first call of a layout / head count; GRAPH mode keeps
-  the native op (the backend refuses it, naming GRAPH mode).
+  ``DropoutGenMask`` (as MindFormers does for the native op) and the backward reads the same bits.
+
+Eagerly a call is validated and planned (:func:`plan`) each time; in GRAPH mode / ``ms.jit`` once, when the
+graph is compiled (the plan's meta row is then a constant of the graph, as on the CPU path).
 """
 
 from __future__ import annotations
 
 import threading
 
-import numpy as np
+import mindspore as ms
+from mindspore import Tensor, ops
+from mindspore.ops import constexpr
 
 from ms_fa.backends import ASCEND_C_GRAD_OP, ASCEND_C_OP
+from ms_fa.mindspore._constants import placeholder
 from ms_fa.mindspore._custom import _out_shape, _softmax_shape, build_meta
 
-__all__ = ["INPUTS", "OUTPUTS", "GRAD_INPUTS", "GRAD_OUTPUTS", "reg_info", "grad_reg_info", "forward_op", "run"]
+__all__ = [
+    "INPUTS", "OUTPUTS", "GRAD_INPUTS", "GRAD_OUTPUTS", "reg_info", "grad_reg_info", "forward_op", "plan",
+    "op_inputs", "run",
+]  # fmt: skip
 
 #: the ops' inputs and outputs, in the order of their OpDefs (custom_ops/op_host/*_def.cpp)
 INPUTS = ("query", "key", "value", "pse", "drop_mask", "atten_mask", "meta")
@@ -98,8 +105,6 @@ def forward_op(layout: str, n1: int):
         op = _OPS.get(key)
         if op is not None:
             return op
-        from mindspore import float32, ops
-
         grad = ops.Custom(
             ASCEND_C_GRAD_OP,
             out_shape=lambda q, k, v, *rest: (q, k, v),
@@ -121,7 +126,7 @@ def forward_op(layout: str, n1: int):
                 _softmax_shape(layout, q, n1),
                 _softmax_shape(layout, q, n1),
             ),
-            out_dtype=lambda q, *rest: (q, float32, float32),
+            out_dtype=lambda q, *rest: (q, ms.float32, ms.float32),
             func_type="aot",
             bprop=bprop,
             reg_info=reg_info(),
@@ -129,37 +134,70 @@ def forward_op(layout: str, n1: int):
         return op
 
 
-def _drop_bits(a):
-    """uint8 keep bits for a keep_prob < 1 call without a drop_mask, drawn on the device by MindSpore's
-    DropoutGenMask in the form ms_fa validates (non-TND (B, N1, S1, S2 // 8), TND flat)."""
-    import mindspore as ms
-    from mindspore import Tensor, ops
+def plan(a, mask_shape=None, has_drop_mask=False) -> tuple:
+    """What a validated call (``a``, :class:`~ms_fa.semantics.args.AttnArgs`) hands to :func:`run`, made once
+    (eagerly per call; under jit when the graph is compiled): ``(meta, numels, layout, n1, keep_prob,
+    bits_shape)`` -- ``meta`` the int64 numpy meta row of :func:`~ms_fa.mindspore._custom.build_meta`;
+    ``bits_shape`` the shape of the keep bits to draw on the device (``()`` when the call has a ``drop_mask``
+    or no dropout): ``(B, N1, S1, S2 // 8)``, for TND ``(numels // 8,)``, the forms ms_fa validates.
 
-    bits = ops.DropoutGenMask()((int(a.numels),), Tensor(a.keep_prob, ms.float32))
-    n = a.numels // 8
-    if a.is_tnd:
-        return bits[:n]
-    return bits[:n].reshape(a.B, a.N1, a.S1, a.S2 // 8)
+    Examples:
+        >>> import numpy as np
+        >>> from ms_fa.semantics.args import normalize
+        >>> from ms_fa.mindspore.ascend_c import plan
+        >>> q = np.zeros((1, 2, 16, 8), np.float16)
+        >>> meta, numels, layout, n1, keep_prob, bits = plan(normalize(q, q, q, 2, "BNSD", keep_prob=0.9))
+        >>> meta.dtype, numels, layout, n1, bits
+        (dtype('int64'), 512, 'BNSD', 2, (1, 2, 16, 2))
+    """
+    dropout = a.keep_prob < 1.0
+    # the op reads explicit bits only, so a dropout call always has them: the caller's or the drawn ones
+    meta = build_meta(a, mask_shape=mask_shape, has_drop_mask=dropout)
+    bits: tuple = ()
+    if dropout and not has_drop_mask:
+        bits = (a.numels // 8,) if a.is_tnd else (a.B, a.N1, a.S1, a.S2 // 8)
+    return meta, int(a.numels), a.layout, int(a.N1), float(a.keep_prob), bits
 
 
-def run(a, query, key, value, pse, atten_mask, drop_mask):
-    """Run a validated call (``a``, :class:`~ms_fa.semantics.args.AttnArgs`) on the op. Returns
-    (attention_out, softmax_max, softmax_sum)."""
-    import mindspore as ms
-    from mindspore import Tensor, ops
+@constexpr
+def _op(layout, n1):
+    return forward_op(layout, n1)
 
-    has_drop = a.keep_prob < 1.0
-    if has_drop and drop_mask is None:
-        drop_mask = _drop_bits(a)
-    meta = Tensor(
-        build_meta(a, mask_shape=None if atten_mask is None else tuple(atten_mask.shape), has_drop_mask=has_drop)
-    )
+
+@constexpr
+def _gen_mask():
+    # looked up per call: on CPU, where DropoutGenMask has no kernel, ms_fa.patch() puts its stand-in there
+    cls = ops.DropoutGenMask
+    with _LOCK:
+        if (cls, "gen_mask") not in _OPS:
+            _OPS[(cls, "gen_mask")] = cls()
+        return _OPS[(cls, "gen_mask")]
+
+
+@constexpr
+def _f32(x):
+    return Tensor(x, ms.float32)
+
+
+def op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, numels, keep_prob, bits_shape):
+    """The op's seven inputs (:data:`INPUTS`) for a call planned by :func:`plan`; runs eagerly and under jit.
+    Absent tensors become 1-element placeholders; a bool mask becomes its uint8 bytes (the OpDefs take uint8,
+    non-zero = discard); keep bits of ``bits_shape`` are drawn with MindSpore's ``DropoutGenMask`` (as
+    MindFormers does for the native op) -- the op's bprop hands the same tensor to the backward op."""
+    if bits_shape:
+        drop_mask = _gen_mask()((numels,), _f32(keep_prob))[: numels // 8].reshape(bits_shape)
     if atten_mask is not None and atten_mask.dtype == ms.bool_:
-        atten_mask = ops.cast(atten_mask, ms.uint8)  # the OpDefs take uint8 bytes (non-zero = discard)
-    ph_f = Tensor(np.zeros((1,), np.float32)).astype(query.dtype)
-    ph_u8 = Tensor(np.zeros((1,), np.uint8))
-    op = forward_op(a.layout, a.N1)
-    return op(
-        query, key, value, ph_f if pse is None else pse, ph_u8 if drop_mask is None else drop_mask,
-        ph_u8 if atten_mask is None else atten_mask, meta,
+        atten_mask = ops.cast(atten_mask, ms.uint8)
+    return (
+        query, key, value, placeholder(query.dtype) if pse is None else pse,
+        placeholder(None) if drop_mask is None else drop_mask,
+        placeholder(None) if atten_mask is None else atten_mask, meta,
     )  # fmt: skip
+
+
+def run(query, key, value, pse, atten_mask, drop_mask, call):
+    """Run a call planned by :func:`plan` (``call``, its tuple with ``meta`` a Tensor) on the op; eagerly
+    and under jit. Returns (attention_out, softmax_max, softmax_sum)."""
+    meta, numels, layout, n1, keep_prob, bits_shape = call
+    op = _op(layout, n1)
+    return op(*op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, numels, keep_prob, bits_shape))

@@ -5,7 +5,7 @@ Same signatures, defaults and outputs as ``mindspore.ops.speed_fusion_attention`
 :func:`ms_fa.semantics.args.normalize` before anything runs. Dispatch (:mod:`ms_fa.backends`): by default
 device target Ascend -> the native MindSpore op with the same arguments; otherwise -> ms_fa's CPU kernel
 through ``ops.Custom(func_type="aot")`` (forward and backward AOT ops, see :mod:`ms_fa.mindspore._custom`);
-``ms_fa.set_backend("ascend_c")`` -> ms_fa's Ascend C op (:mod:`ms_fa.mindspore.ascend_c`, PYNATIVE). A
+``ms_fa.set_backend("ascend_c")`` -> ms_fa's Ascend C op (:mod:`ms_fa.mindspore.ascend_c`). A
 chosen backend that cannot run a call says why (``[backend.unsupported]``).
 Works in PYNATIVE_MODE, GRAPH_MODE and under ``ms.jit``; shapes may change between calls.
 
