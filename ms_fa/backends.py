@@ -150,13 +150,6 @@ def refusals(backend: str, args=None, device_target: str = "CPU") -> List[str]:
         why.append(f"{args.B} sequences: the op's lists hold at most {ASCEND_C_MAX_LISTS}")
     if max(args.D, args.Dv) > ASCEND_C_MAX_HEAD_DIM:
         why.append(f"head dim {max(args.D, args.Dv)} > {ASCEND_C_MAX_HEAD_DIM}")
-    if args.keep_prob < 1.0:
-        s2 = args.seqlens_kv if args.is_tnd else (args.S2,)
-        odd = sorted({int(x) for x in s2 if int(x) % 8})
-        if odd:
-            why.append(
-                f"dropout with key lengths {odd[:4]} (the kernel reads keep bits a byte at a time: multiples of 8)"
-            )
     return why
 
 

@@ -59,8 +59,12 @@ CASES = [
     ("BSND", 2, dict(pse_kind="slopes_bn", pse_type=2, S1=128, S2=128)),
     ("BNSD", 3, dict(pse_kind="alibi_compressed", pse_type=1, S1=1100, S2=1100)),
     ("BNSD", 0, dict(keep_prob=0.8, explicit_drop_mask=True, S1=64, S2=64, with_mask=False)),
+    ("BSH", 1, dict(keep_prob=0.7, explicit_drop_mask=True, S1=50, S2=77)),  # bit rows start inside bytes
+    ("TND", 3, dict(keep_prob=0.9, explicit_drop_mask=True, tnd_q=[13, 40], tnd_kv=[21, 45])),
 ]
 IDS = [f"{c[0]}-{c[1]}-{i}" for i, c in enumerate(CASES)]
+#: the cases without dropout (the L2 gradient test draws no bits of its own)
+NO_DROP = [(c, i) for c, i in zip(CASES, IDS) if c[2].get("keep_prob", 1.0) == 1.0]
 
 
 def _case(layout, mode, kw, dtype="float16"):
@@ -253,7 +257,7 @@ def test_npu_forward_matches_oracle_and_native(ascend_c, layout, mode, kw, jit):
 
 @pytest.mark.requires_npu
 @pytest.mark.parametrize("jit", [False, True], ids=["pynative", "jit"])
-@pytest.mark.parametrize("layout, mode, kw", [c for c in CASES if c[2].get("keep_prob", 1.0) == 1.0], ids=IDS[:-1])
+@pytest.mark.parametrize("layout, mode, kw", [c for c, _ in NO_DROP], ids=[i for _, i in NO_DROP])
 def test_npu_gradients_match_oracle(ascend_c, layout, mode, kw, jit):
     """MsFaFlashAttentionGrad through the forward op's bprop (dropout draws its bits on the device, so the
     dropout case is compared on the forward only)."""

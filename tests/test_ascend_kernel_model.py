@@ -192,13 +192,12 @@ def _run(lib, case):  # noqa: F811
     a, kw = split_case(case)
     args, _, _ = _validated(case)
     if args.keep_prob < 1.0 and kw.get("drop_mask") is None:
-        # the ascend_c backend draws explicit bits (DropoutGenMask) and hands them to op and oracle alike
-        s2 = args.seqlens_kv if args.is_tnd else (args.S2,)
-        if any(int(x) % 8 for x in s2):  # refused by the op (rows of keep bits must start on a byte)
-            return None
-        nbytes = args.numels // 8
-        bits = np.random.default_rng(7).integers(0, 256, nbytes, dtype=np.uint8)
-        kw["drop_mask"] = bits if args.is_tnd else bits.reshape(args.B, args.N1, args.S1, args.S2 // 8)
+        # the ascend_c backend draws explicit bits (DropoutGenMask) in the shape of its plan and hands them
+        # to op and oracle alike
+        from ms_fa.mindspore.ascend_c import plan
+
+        shape = plan(args)[-1]
+        kw["drop_mask"] = np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8)
         case = dict(case, drop_mask=kw["drop_mask"])
     args, kw2, meta = _validated(case)
     if _params(lib, meta, CORES)[0] != FILL["ok"]:
@@ -251,6 +250,8 @@ def test_kernel_model_equals_the_oracle(lib, block):  # noqa: F811
         ("BSND", 5, dict(B=2, S1=50, S2=1040, N1=2, N2=1, D=8, prefix=[0, 1030])),
         ("TND", 7, dict(tnd_q=[30, 70], tnd_kv=[30, 1100], N1=2, N2=1, D=8)),
         ("BNSD", 0, dict(S1=24, S2=1032, N1=1, N2=1, D=8, keep_prob=0.75, with_mask=False)),
+        ("BNSD", 0, dict(S1=24, S2=1037, N1=1, N2=1, D=8, keep_prob=0.75, with_mask=False)),  # unaligned bit rows
+        ("TND", 3, dict(tnd_q=[13, 40], tnd_kv=[21, 45], N1=2, N2=1, D=8, keep_prob=0.8)),
     ],
 )
 def test_kernel_model_long_rows(lib, layout, mode, kw):  # noqa: F811
@@ -423,12 +424,48 @@ def _interval(args, band, b, i, c0, n):
     return lo, max(hi, lo)
 
 
+def load_drop_bits(drop, bit, n, rng=None):
+    """fa_row_ops.h LoadDropBits, in numpy: the bytes ApplyDrop selects with for the n keep bits starting at
+    stream bit ``bit``. Aligned rows are copied; a row starting inside a byte is copied twice, one byte apart,
+    into staging rows whose padding holds garbage (UB is not cleared), and shifted as 16-bit words."""
+    rng = rng or np.random.default_rng(0)
+    o, nb = bit % 8, (n + 7) // 8
+    if o == 0:
+        return drop[bit // 8 : bit // 8 + nb].copy()
+    k = (o + n + 7) // 8  # the bytes holding the row's bits: nothing past them is read
+    words = (nb + 1) // 2
+    x = rng.integers(0, 256, 2 * words + 2, dtype=np.uint8)
+    y = rng.integers(0, 256, 2 * words + 2, dtype=np.uint8)
+    x[:k] = drop[bit // 8 : bit // 8 + k]
+    y[: k - 1] = drop[bit // 8 + 1 : bit // 8 + k]
+    xw, yw = x.view("<u2")[:words], y.view("<u2")[:words]
+    u16 = np.uint16
+    xw = ((xw >> u16(o)) << u16(8)) >> u16(8)  # ShiftRight o, ShiftLeft 8, ShiftRight 8
+    yw = (yw >> u16(o)) << u16(8)  # ShiftRight o, ShiftLeft 8
+    return (xw | yw).astype("<u2").view(np.uint8)  # Or
+
+
 def _bits(addr, drop, b, h, i, c0, n, nv):
     bit = int(addr([(b, h, i, c0, 5)])[0])
-    assert bit % 8 == 0
     bits = np.zeros(nv, bool)
-    bits[:n] = np.unpackbits(drop[bit // 8 : bit // 8 + (n + 7) // 8], bitorder="little")[:n].astype(bool)
+    bits[:n] = np.unpackbits(load_drop_bits(drop, bit, n), bitorder="little")[:n].astype(bool)
     return bits
+
+
+def test_load_drop_bits_shifts_rows_that_start_inside_a_byte():
+    """LoadDropBits' word arithmetic gives the n bits of the stream from any bit offset (every offset 0-7,
+    row lengths 1 .. 1024 around the byte and word boundaries), whatever garbage the staging rows hold;
+    mutating a shift breaks it."""
+    rng = np.random.default_rng(3)
+    stream = rng.integers(0, 256, 400, dtype=np.uint8)
+    ref = np.unpackbits(stream, bitorder="little")
+    for n in (1, 2, 7, 8, 9, 15, 16, 17, 31, 33, 100, 127, 128, 129, 1000, 1024):
+        for bit in (0, 1, 3, 7, 8, 13, 64 + 5, 1000 + 6):
+            got = np.unpackbits(load_drop_bits(stream, bit, n, rng), bitorder="little")[:n]
+            np.testing.assert_array_equal(got, ref[bit : bit + n], err_msg=f"n={n} bit={bit}")
+    x = np.zeros(4, np.uint8)
+    x[:2] = [0b10110000, 0b00000001]  # bits 4.. read: 1, 1, 0, 1, 1
+    assert np.unpackbits(load_drop_bits(x[:2], 4, 5), bitorder="little")[:5].tolist() == [1, 1, 0, 1, 1]
 
 
 def _score_row(args, s, addr, pse, mask, band, b, h, i, c0, n, nv, row, cols, partial):
@@ -535,6 +572,7 @@ def test_backward_model_equals_the_oracle(lib, block):  # noqa: F811
         ("TND", 7, dict(tnd_q=[30, 70], tnd_kv=[30, 200], N1=2, N2=1, D=8)),
         ("BNSD", 4, dict(S1=130, S2=130, N1=1, N2=1, D=8, pse_kind="slopes_n", pse_type=3)),
         ("BNSD", 0, dict(S1=24, S2=136, N1=1, N2=1, D=8, keep_prob=0.75, with_mask=False)),
+        ("BSND", 2, dict(S1=40, S2=141, N1=2, N2=1, D=8, keep_prob=0.75)),  # bit rows start inside bytes
     ],
 )
 def test_backward_model_tiles(lib, layout, mode, kw):  # noqa: F811

@@ -6,7 +6,7 @@
  * Nothing is validated twice: the meta row comes from a call ms_fa.semantics.args.normalize accepted.
  * What is refused here is what this op does not run (the Python backend report, ms_fa/backends.py,
  * states the same limits before a call is made): float32 inputs, more than FA_KERNEL_MAX_LISTS sequences
- * in the lists, dropout bits whose rows do not start on a byte (S2b % 8 != 0).
+ * in the lists, dropout without explicit bits.
  */
 #ifndef MS_FA_FA_KERNEL_PARAMS_FILL_H_
 #define MS_FA_FA_KERNEL_PARAMS_FILL_H_
@@ -19,9 +19,9 @@
 
 enum FaFillStatus {
   FA_FILL_OK = 0,
-  FA_FILL_DTYPE = 1,  /* float32: the kernel is instantiated for float16 / bfloat16 */
-  FA_FILL_LISTS = 2,  /* more sequences than FA_KERNEL_MAX_LISTS */
-  FA_FILL_DROP = 3,   /* dropout bit rows not byte-aligned */
+  FA_FILL_DTYPE = 1, /* float32: the kernel is instantiated for float16 / bfloat16 */
+  FA_FILL_LISTS = 2, /* more sequences than FA_KERNEL_MAX_LISTS */
+  /* 3 is retired: dropout bit rows not starting on a byte are read since the kernel shifts them */
   FA_FILL_TILING = 4, /* fa_tiling refused the shape (FaTilingStatus in the message) */
   FA_FILL_NO_DROP = 5 /* keep_prob < 1 without a drop_mask: this op reads explicit bits only */
 };
@@ -97,15 +97,6 @@ static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKer
   }
   if (s->has_prefix)
     for (int64_t b = 0; b < s->B; ++b) k->prefix[b] = p->prefix[b];
-  if (s->keep_prob < 1.0f) {
-    /* the kernel selects with whole bytes of bits: every row of every (b, h) must start on a byte */
-    for (int64_t b = 0; b < (tnd ? s->B : 1); ++b) {
-      if (k->s2[b] % 8 != 0) {
-        snprintf(err, errlen, "ms_fa Ascend C op: dropout with S2 = %ld (a multiple of 8 is needed)", (long)k->s2[b]);
-        return FA_FILL_DROP;
-      }
-    }
-  }
   int64_t keys = tnd ? 0 : s->B * s->S2, queries = tnd ? 0 : s->B * s->S1;
   for (int64_t b = 0; tnd && b < s->B; ++b) keys += k->s2[b], queries += k->s1[b];
   /* SPEC 6.1: empty inputs give zeros (and no queries: zero gradients for the keys) */

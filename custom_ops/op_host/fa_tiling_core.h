@@ -84,7 +84,7 @@ struct FaUbPlan {
   FaBuf mask_u8;   /* one row of atten_mask bytes */
   FaBuf mask_f16;  /* that row as half, to compare */
   FaBuf pse_row;   /* one row of pse in the input dtype */
-  FaBuf drop_bits; /* one row of dropout keep bits */
+  FaBuf drop_bits; /* a row of dropout keep bits and its two staging rows (fa_drop_row_bytes each) */
   FaBuf cols;      /* fp32 column index 0 .. s2_chunk - 1: a row's interval as compare bits */
   FaBuf bits;      /* three rows of compare bits (s2_chunk / 8 bytes each) */
   FaBuf out_acc;   /* fp32 running output of the round's rows (FA_VEC_ROWS x Dv; the unit's lives in GM) */
@@ -105,7 +105,7 @@ struct FaUbGradPlan {
   FaBuf mask_u8;   /* one row of atten_mask bytes */
   FaBuf mask_f16;  /* that row as half */
   FaBuf pse_row;   /* one row of pse in the input dtype */
-  FaBuf drop_bits; /* one row of dropout keep bits */
+  FaBuf drop_bits; /* a row of dropout keep bits and its two staging rows (fa_drop_row_bytes each) */
   FaBuf cols;      /* fp32 column index 0 .. s2_base - 1 */
   FaBuf bits;      /* three rows of compare bits */
   FaBuf stats;     /* max, sum and D = rowsum(dY * out) of the S1 block's rows: 3 x s1_base x 8 floats */
@@ -326,6 +326,13 @@ FA_PLAN_INLINE int64_t fa_tiling_buf(FaBuf* buf, int64_t* used, int64_t size, in
   return *used;
 }
 
+/* the bytes of one row of dropout keep bits in UB for w columns, 32-byte aligned, with a 16-bit word of
+ * slack: the kernel keeps three such rows -- the row it selects with and the two staging copies, one
+ * byte apart, that it shifts a row starting inside a byte from (fa_row_ops.h LoadDropBits) */
+FA_PLAN_INLINE int64_t fa_drop_row_bytes(int64_t w) {
+  return fa_align_up(w / 8 + 2, FA_UB_ALIGN);
+}
+
 FA_PLAN_INLINE void fa_tiling_plan_ub(const FaTilingInput* in, FaTiling* t) {
   FaUbPlan* p = &t->ub;
   int64_t used = 0;
@@ -337,7 +344,7 @@ FA_PLAN_INLINE void fa_tiling_plan_ub(const FaTilingInput* in, FaTiling* t) {
   fa_tiling_buf(&p->mask_u8, &used, in->has_mask ? w : 0, FA_UB_ALIGN);
   fa_tiling_buf(&p->mask_f16, &used, in->has_mask ? w * 2 : 0, FA_UB_ALIGN);
   fa_tiling_buf(&p->pse_row, &used, in->has_pse ? w * in->dtype_bytes : 0, FA_UB_ALIGN);
-  fa_tiling_buf(&p->drop_bits, &used, in->has_dropout ? w / 8 : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->drop_bits, &used, in->has_dropout ? 3 * fa_drop_row_bytes(w) : 0, FA_UB_ALIGN);
   fa_tiling_buf(&p->cols, &used, w * 4, FA_UB_ALIGN);
   fa_tiling_buf(&p->bits, &used, 3 * (w / 8), FA_UB_ALIGN);
   fa_tiling_buf(&p->out_acc, &used, FA_VEC_ROWS * dv16 * 4, FA_UB_ALIGN);
@@ -385,7 +392,7 @@ FA_PLAN_INLINE void fa_tiling_plan_ub_grad(const FaTilingInput* in, FaTiling* t)
   fa_tiling_buf(&p->mask_u8, &used, in->has_mask ? w : 0, FA_UB_ALIGN);
   fa_tiling_buf(&p->mask_f16, &used, in->has_mask ? w * 2 : 0, FA_UB_ALIGN);
   fa_tiling_buf(&p->pse_row, &used, in->has_pse ? w * e : 0, FA_UB_ALIGN);
-  fa_tiling_buf(&p->drop_bits, &used, in->has_dropout ? w / 8 : 0, FA_UB_ALIGN);
+  fa_tiling_buf(&p->drop_bits, &used, in->has_dropout ? 3 * fa_drop_row_bytes(w) : 0, FA_UB_ALIGN);
   fa_tiling_buf(&p->cols, &used, w * 4, FA_UB_ALIGN);
   fa_tiling_buf(&p->bits, &used, 3 * (w / 8), FA_UB_ALIGN);
   fa_tiling_buf(&p->stats, &used, 3 * t->s1_base * 8 * 4, FA_UB_ALIGN);

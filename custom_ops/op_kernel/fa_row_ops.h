@@ -10,7 +10,7 @@
  *   -FLT_MAX outside the row's structural interval (fa_row_range of fa_plan.h) and where the user mask
  *   discards (a byte != 0); columns n .. nv are outside every interval.
  * The backward recomputes exactly the forward's scores with the same code. Dropout keep bits of a row
- * are read a byte at a time (every row of bits starts on a byte: the host refuses other calls).
+ * are read as bytes and, when the row starts inside a byte, shifted into place (LoadDropBits).
  */
 #ifndef MS_FA_FA_ROW_OPS_H_
 #define MS_FA_FA_ROW_OPS_H_
@@ -57,6 +57,11 @@ class FaRowOps {
     maskU8_ = ub.Get<uint8_t>()[o.mask_u8];
     maskH_ = ub.Get<half>()[o.mask_f16 / 2];
     dropU8_ = ub.Get<uint8_t>()[o.drop_bits];
+    if (p->keep_prob < 1.0f) { /* the staging rows exist only when the plan made room for them */
+      const int64_t row = fa_drop_row_bytes(o.width);
+      dropX_ = ub.Get<uint8_t>()[o.drop_bits + row];
+      dropY_ = ub.Get<uint8_t>()[o.drop_bits + 2 * row];
+    }
     cols_ = ub.Get<float>()[o.cols / 4];
     const int64_t bitBytes = o.width / 8;
     bitsLo_ = ub.Get<uint8_t>()[o.bits];
@@ -98,14 +103,49 @@ class FaRowOps {
     PipeBarrier<PIPE_V>();
   }
 
-  /* the keep bits of row i of (b, h) at columns c0 .. c0+n, for ApplyDrop (bits past n are 0) */
+  /* the keep bits of row i of (b, h) at columns c0 .. c0+n into dropU8_, column c at bit c % 8 of byte
+   * c / 8, for ApplyDrop (what lies past column n does not matter: those columns are masked). A row
+   * whose first bit is bit o != 0 of a byte (S2 % 8 != 0, or an unaligned TND start) is shifted down on
+   * the vector unit with 16-bit words:
+   *
+   *     stream bytes   in[0] in[1] in[2] ...          (the row's bits start at bit o of in[0])
+   *     X (from in[0]): words in[2m] | in[2m+1] << 8  ->  low byte of X >> o   = out[2m]
+   *     Y (from in[1]): words in[2m+1] | in[2m+2] << 8 ->  low byte of Y >> o  = out[2m+1]
+   *     out word m = ((X >> o) << 8 >> 8) | ((Y >> o) << 8)
+   */
   __aicore__ inline void LoadDropBits(int64_t b, int64_t h, int64_t i, int64_t c0, int64_t n) {
     const int64_t bit = fa_drop_index(p_, b, h, i, c0);
+    const int64_t o = bit % 8, nb = (n + 7) / 8;
+    DataCopyPadExtParams<uint8_t> pad{false, 0, 0, 0};
     FaSync<HardEvent::V_MTE2>();
-    DataCopyExtParams cp{1, static_cast<uint32_t>((n + 7) / 8), 0, 0, 0};
-    DataCopyPadExtParams<uint8_t> pad{true, 0, 0, 0};
-    DataCopyPad(dropU8_, dropGm_[bit / 8], cp, pad);
+    if (o == 0) {
+      DataCopyExtParams cp{1, static_cast<uint32_t>(nb), 0, 0, 0};
+      DataCopyPad(dropU8_, dropGm_[bit / 8], cp, pad);
+      FaSync<HardEvent::MTE2_V>();
+      return;
+    }
+    const int64_t k = (o + n + 7) / 8; /* the bytes that hold the row's bits; never read past them */
+    DataCopyExtParams cx{1, static_cast<uint32_t>(k), 0, 0, 0};
+    DataCopyPad(dropX_, dropGm_[bit / 8], cx, pad);
+    if (k > 1) {
+      DataCopyExtParams cy{1, static_cast<uint32_t>(k - 1), 0, 0, 0};
+      DataCopyPad(dropY_, dropGm_[bit / 8 + 1], cy, pad);
+    }
     FaSync<HardEvent::MTE2_V>();
+    const int32_t words = static_cast<int32_t>((nb + 1) / 2);
+    LocalTensor<uint16_t> x = dropX_.template ReinterpretCast<uint16_t>();
+    LocalTensor<uint16_t> y = dropY_.template ReinterpretCast<uint16_t>();
+    LocalTensor<uint16_t> out = dropU8_.template ReinterpretCast<uint16_t>();
+    ShiftRight(x, x, static_cast<uint16_t>(o), words);
+    ShiftRight(y, y, static_cast<uint16_t>(o), words);
+    PipeBarrier<PIPE_V>();
+    ShiftLeft(x, x, static_cast<uint16_t>(8), words);
+    ShiftLeft(y, y, static_cast<uint16_t>(8), words);
+    PipeBarrier<PIPE_V>();
+    ShiftRight(x, x, static_cast<uint16_t>(8), words);
+    PipeBarrier<PIPE_V>();
+    Or(out, x, y, words);
+    PipeBarrier<PIPE_V>();
   }
 
   /* x = x * keep bit / keep_prob over nv columns (the bits of LoadDropBits) */
@@ -194,7 +234,7 @@ class FaRowOps {
   GlobalTensor<uint8_t> dropGm_, maskGm_;
   LocalTensor<float> rowF_, cols_;
   LocalTensor<IN_T> pseIn_;
-  LocalTensor<uint8_t> maskU8_, dropU8_, bitsLo_, bitsHi_;
+  LocalTensor<uint8_t> maskU8_, dropU8_, dropX_, dropY_, bitsLo_, bitsHi_;
   LocalTensor<half> maskH_;
 };
 

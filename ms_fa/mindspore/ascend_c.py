@@ -31,6 +31,7 @@ from mindspore.ops import constexpr
 from ms_fa.backends import ASCEND_C_GRAD_OP, ASCEND_C_OP
 from ms_fa.mindspore._constants import placeholder
 from ms_fa.mindspore._custom import _out_shape, _softmax_shape, build_meta
+from ms_fa.semantics.dropout import drop_bytes
 
 __all__ = [
     "INPUTS", "OUTPUTS", "GRAD_INPUTS", "GRAD_OUTPUTS", "reg_info", "grad_reg_info", "forward_op", "plan",
@@ -139,7 +140,8 @@ def plan(a, mask_shape=None, has_drop_mask=False) -> tuple:
     (eagerly per call; under jit when the graph is compiled): ``(meta, numels, layout, n1, keep_prob,
     bits_shape)`` -- ``meta`` the int64 numpy meta row of :func:`~ms_fa.mindspore._custom.build_meta`;
     ``bits_shape`` the shape of the keep bits to draw on the device (``()`` when the call has a ``drop_mask``
-    or no dropout): ``(B, N1, S1, S2 // 8)``, for TND ``(numels // 8,)``, the forms ms_fa validates.
+    or no dropout), in a form ms_fa validates: ``(B, N1, S1, S2 // 8)`` when S2 is a multiple of 8, else
+    the flat bytes every score reads (:func:`~ms_fa.semantics.dropout.drop_bytes`; always for TND).
 
     Examples:
         >>> import numpy as np
@@ -149,13 +151,19 @@ def plan(a, mask_shape=None, has_drop_mask=False) -> tuple:
         >>> meta, numels, layout, n1, keep_prob, bits = plan(normalize(q, q, q, 2, "BNSD", keep_prob=0.9))
         >>> meta.dtype, numels, layout, n1, bits
         (dtype('int64'), 512, 'BNSD', 2, (1, 2, 16, 2))
+        >>> k = np.zeros((1, 2, 12, 8), np.float16)                       # S2 = 12: 2 * 16 * 12 bits
+        >>> plan(normalize(q, k, k, 2, "BNSD", keep_prob=0.9))[-1]
+        (48,)
     """
     dropout = a.keep_prob < 1.0
     # the op reads explicit bits only, so a dropout call always has them: the caller's or the drawn ones
     meta = build_meta(a, mask_shape=mask_shape, has_drop_mask=dropout)
     bits: tuple = ()
     if dropout and not has_drop_mask:
-        bits = (a.numels // 8,) if a.is_tnd else (a.B, a.N1, a.S1, a.S2 // 8)
+        if a.is_tnd or a.S2 % 8:
+            bits = (drop_bytes(a.layout, a.N1, a.seqlens_q, a.seqlens_kv, a.numels),)
+        else:
+            bits = (a.B, a.N1, a.S1, a.S2 // 8)
     return meta, int(a.numels), a.layout, int(a.N1), float(a.keep_prob), bits
 
 
@@ -179,13 +187,22 @@ def _f32(x):
     return Tensor(x, ms.float32)
 
 
-def op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, numels, keep_prob, bits_shape):
+@constexpr
+def _nbytes(bits_shape):
+    n = 1
+    for d in bits_shape:
+        n *= int(d)
+    return n
+
+
+def op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, keep_prob, bits_shape):
     """The op's seven inputs (:data:`INPUTS`) for a call planned by :func:`plan`; runs eagerly and under jit.
     Absent tensors become 1-element placeholders; a bool mask becomes its uint8 bytes (the OpDefs take uint8,
     non-zero = discard); keep bits of ``bits_shape`` are drawn with MindSpore's ``DropoutGenMask`` (as
     MindFormers does for the native op) -- the op's bprop hands the same tensor to the backward op."""
     if bits_shape:
-        drop_mask = _gen_mask()((numels,), _f32(keep_prob))[: numels // 8].reshape(bits_shape)
+        n = _nbytes(bits_shape)
+        drop_mask = _gen_mask()((8 * n,), _f32(keep_prob))[:n].reshape(bits_shape)
     if atten_mask is not None and atten_mask.dtype == ms.bool_:
         atten_mask = ops.cast(atten_mask, ms.uint8)
     return (
@@ -198,6 +215,6 @@ def op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, numels, keep_
 def run(query, key, value, pse, atten_mask, drop_mask, call):
     """Run a call planned by :func:`plan` (``call``, its tuple with ``meta`` a Tensor) on the op; eagerly
     and under jit. Returns (attention_out, softmax_max, softmax_sum)."""
-    meta, numels, layout, n1, keep_prob, bits_shape = call
+    meta, _, layout, n1, keep_prob, bits_shape = call
     op = _op(layout, n1)
-    return op(*op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, numels, keep_prob, bits_shape))
+    return op(*op_inputs(query, key, value, pse, atten_mask, drop_mask, meta, keep_prob, bits_shape))

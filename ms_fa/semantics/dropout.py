@@ -37,6 +37,7 @@ from .rules import R, W
 
 __all__ = [
     "numels",
+    "drop_bytes",
     "drop_form",
     "GOLDEN",
     "threshold",
@@ -151,6 +152,20 @@ def numels(d) -> int:
     return int(numels)
 
 
+def drop_bytes(layout: str, N1: int, seqlens_q, seqlens_kv, numels: int) -> int:  # noqa: N803
+    """Bytes of keep bits a call reads (1 bit per score, SPEC §4): ceil(numels / 8), and for TND at least the
+    bits of N1 * sum(S1b * S2b) over the clamped lengths, which exceeds the raw numels formula when an
+    actual_seq list decreases (the buffer must hold both).
+
+    Examples:
+        >>> from ms_fa.semantics.dropout import drop_bytes
+        >>> drop_bytes("BNSD", 2, (5,), (12,), 2 * 5 * 12)
+        15
+    """
+    scores = N1 * sum(a * b for a, b in zip(seqlens_q, seqlens_kv)) if layout == "TND" else numels
+    return -(-max(numels, scores, 0) // 8)
+
+
 def drop_form(drop_mask, d, numels: int, keep_prob: float, warns: List[str]) -> str:
     """The form of an explicit drop_mask (SPEC §4): ``"none"``, ``"bns8"`` ((B, N1, S1, S2 // 8) uint8)
     or ``"flat"`` (1-D uint8 with enough bytes for every score read)."""
@@ -161,10 +176,7 @@ def drop_form(drop_mask, d, numels: int, keep_prob: float, warns: List[str]) -> 
         if dd != "uint8":
             R.drop_mask__dtype.fail(f"drop_mask must be uint8 (1 bit per score, LSB first), got {dd}")
         ds = tuple(int(d) for d in drop_mask.shape)
-        # the bits actually read: N1 * sum(S1b * S2b) over the clamped lengths, which exceeds the raw
-        # numels formula when an actual_seq list decreases; the buffer must hold both
-        scores = N1 * sum(a * b for a, b in zip(sq, skv)) if layout == "TND" else numels
-        need = -(-max(numels, scores, 0) // 8)
+        need = drop_bytes(layout, N1, sq, skv, numels)
         if layout != "TND" and len(ds) == 4:
             if S2 % 8 != 0 or ds != (B, N1, S1, S2 // 8):
                 R.drop_mask__shape.fail(

@@ -133,6 +133,12 @@ void Div(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T
 template <typename T>
 void And(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, int32_t count);
 template <typename T>
+void Or(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, int32_t count);
+template <typename T, bool isSetMask = true>
+void ShiftLeft(const LocalTensor<T>& dst, const LocalTensor<T>& src, const T& scalarValue, const int32_t& count);
+template <typename T, bool isSetMask = true>
+void ShiftRight(const LocalTensor<T>& dst, const LocalTensor<T>& src, const T& scalarValue, const int32_t& count);
+template <typename T>
 void Mul(const LocalTensor<T>& dst, const LocalTensor<T>& a, const LocalTensor<T>& b, int32_t count);
 template <typename T>
 void Exp(const LocalTensor<T>& dst, const LocalTensor<T>& src, int32_t count);
