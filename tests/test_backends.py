@@ -304,21 +304,5 @@ def test_graph_planning_refuses_with_the_call_reasons():
     opts = _dispatch.make_options(scale=0.5)
     shp = (1, 2, 16, 8)
     with pytest.raises(ValueError, match=r"^\[backend\.unsupported\] .*device target is CPU.*dtype float32"):
-        _dispatch._plan_ascend_c_graph(
-            "speed_fusion_attention",
-            shp,
-            ms.float32,
-            shp,
-            ms.float32,
-            shp,
-            ms.float32,
-            2,
-            "BNSD",
-            None,
-            None,
-            None,
-            None,
-            None,
-            None,
-            opts,
-        )
+        spec = (shp, ms.float32)
+        _dispatch._plan_ascend_c_graph("speed_fusion_attention", (spec, spec, spec, None, None, None), 2, "BNSD", opts)

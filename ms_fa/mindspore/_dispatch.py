@@ -163,20 +163,31 @@ def _as_tuple(x):
     return x
 
 
-def _validate_static(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
-    """Under jit: the validated call from shapes and dtypes (the values are unknown), its warnings emitted
-    once, when the graph is compiled."""
-    for name, shp in (("query", qs), ("key", ks), ("value", vs), ("pse", ps), ("atten_mask", ams)):
-        if shp is not None and any(d is None or int(d) < 0 for d in shp):
+def _specs(query, key, value, pse, atten_mask, drop_mask):
+    """Under jit: ``(shape, dtype)`` of each tensor argument (None for an absent one), all that the planners see
+    of a call when the graph is compiled."""
+    return (
+        (query.shape, query.dtype),
+        (key.shape, key.dtype),
+        (value.shape, value.dtype),
+        None if pse is None else (pse.shape, pse.dtype),
+        None if atten_mask is None else (atten_mask.shape, atten_mask.dtype),
+        None if drop_mask is None else (drop_mask.shape, drop_mask.dtype),
+    )
+
+
+def _validate_static(api, specs, head_num, layout, opts):
+    """Under jit: the validated call from the :func:`_specs` of its tensors (the values are unknown), its
+    warnings emitted once, when the graph is compiled."""
+    names = ("query", "key", "value", "pse", "atten_mask", "drop_mask")
+    for name, spec in zip(names[:5], specs[:5]):
+        if spec is not None and any(d is None or int(d) < 0 for d in spec[0]):
             rule(f"{name}.dynamic_shape").fail(
                 f"ms_fa plans the kernel from static shapes when the graph is "
-                f"compiled; {name} has a dynamic shape {tuple(shp)} (Cell.set_inputs with None). Give "
+                f"compiled; {name} has a dynamic shape {tuple(spec[0])} (Cell.set_inputs with None). Give "
                 f"static shapes: MindSpore recompiles when they change."
             )
-    q, k, v = TensorSpec(qs, qd), TensorSpec(ks, kd), TensorSpec(vs, vd)
-    pse = None if ps is None else TensorSpec(ps, pd)
-    am = None if ams is None else TensorSpec(ams, amd)
-    dm = None if dms is None else TensorSpec(dms, dmd)
+    q, k, v, pse, am, dm = (None if spec is None else TensorSpec(*spec) for spec in specs)
     a = normalize(
         q, k, v, head_num, layout, pse=pse, atten_mask=am, drop_mask=dm, api=api, check_values=False, **opts.kwargs()
     )
@@ -206,9 +217,10 @@ def _reject_graph_tensors(prefix, actual_seq_qlen, actual_seq_kvlen, q_start_idx
 
 
 @constexpr
-def _prepare_graph(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
-    a = _validate_static(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts)
-    return Tensor(build_meta(a, mask_shape=ams, has_drop_mask=dms is not None)), a.numels
+def _prepare_graph(api, specs, head_num, layout, opts):
+    a = _validate_static(api, specs, head_num, layout, opts)
+    mask, drop = specs[4], specs[5]
+    return Tensor(build_meta(a, mask_shape=None if mask is None else mask[0], has_drop_mask=drop is not None)), a.numels
 
 
 @constexpr
@@ -326,36 +338,21 @@ def run_ascend_c(api, query, key, value, head_num, input_layout, pse, atten_mask
         call = ascend_c.plan(a, None if atten_mask is None else tuple(atten_mask.shape), drop_mask is not None)
         call = (Tensor(call[0]),) + call[1:]
     else:
-        call = _plan_ascend_c_graph(
-            api,
-            query.shape,
-            query.dtype,
-            key.shape,
-            key.dtype,
-            value.shape,
-            value.dtype,
-            head_num,
-            input_layout,
-            None if pse is None else pse.shape,
-            None if pse is None else pse.dtype,
-            None if atten_mask is None else atten_mask.shape,
-            None if atten_mask is None else atten_mask.dtype,
-            None if drop_mask is None else drop_mask.shape,
-            None if drop_mask is None else drop_mask.dtype,
-            opts,
-        )
+        specs = _specs(query, key, value, pse, atten_mask, drop_mask)
+        call = _plan_ascend_c_graph(api, specs, head_num, input_layout, opts)
     out, smax, ssum = ascend_c.run(query, key, value, pse, atten_mask, drop_mask, call)
     zero = int64_scalar(0)
     return out, smax, ssum, zero, zero, call[1]
 
 
 @constexpr
-def _plan_ascend_c_graph(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts):
+def _plan_ascend_c_graph(api, specs, head_num, layout, opts):
     """Under jit: validate from shapes (:func:`_validate_static`), let the backend refuse the call with its
     reasons, and plan it for the Ascend C op -- once, when the graph is compiled."""
-    a = _validate_static(api, qs, qd, ks, kd, vs, vd, head_num, layout, ps, pd, ams, amd, dms, dmd, opts)
+    a = _validate_static(api, specs, head_num, layout, opts)
     choose(a, ms.get_context("device_target"), "ascend_c")
-    meta, *rest = ascend_c.plan(a, ams, dms is not None)
+    mask, drop = specs[4], specs[5]
+    meta, *rest = ascend_c.plan(a, None if mask is None else mask[0], drop is not None)
     return (Tensor(meta), *rest)
 
 
@@ -377,24 +374,8 @@ def run(api, query, key, value, head_num, input_layout, pse, atten_mask, drop_ma
     else:
         # the lists decide the kernel's plan and numels at compile time: a Tensor would arrive here as
         # a placeholder and silently give a wrong plan, so it must be rejected
-        meta, numels = _prepare_graph(
-            api,
-            query.shape,
-            query.dtype,
-            key.shape,
-            key.dtype,
-            value.shape,
-            value.dtype,
-            head_num,
-            input_layout,
-            None if pse is None else pse.shape,
-            None if pse is None else pse.dtype,
-            None if atten_mask is None else atten_mask.shape,
-            None if atten_mask is None else atten_mask.dtype,
-            None if drop_mask is None else drop_mask.shape,
-            None if drop_mask is None else drop_mask.dtype,
-            opts,
-        )
+        specs = _specs(query, key, value, pse, atten_mask, drop_mask)
+        meta, numels = _prepare_graph(api, specs, head_num, input_layout, opts)
         rng = _graph_rng(opts.keep_prob)
         seed, off = rng[0], rng[1]
     pse_t = placeholder(query.dtype) if pse is None else pse
