@@ -199,7 +199,10 @@ def test_ring_attention_update_equals_attention_over_the_union():
     b = mt.npu_fusion_attention(q, k[5:], v[5:], 2, "SBH", scale=0.3)
     out, mx, sm = mt.npu_ring_attention_update(a[0], a[1], a[2], b[0], b[1], b[2])
     np.testing.assert_allclose(out.numpy(), full[0].numpy(), rtol=2e-6, atol=2e-6)
-    np.testing.assert_array_equal(mx.numpy(), full[1].numpy())
+    # the merged max is the larger of the two exactly; against the one-call max it may differ by an ulp, as
+    # the kernel's GEMM may round a score differently for 12 keys than for 5 or 7 (OpenBLAS on AVX2 does)
+    np.testing.assert_array_equal(mx.numpy(), np.maximum(a[1].numpy(), b[1].numpy()))
+    np.testing.assert_allclose(mx.numpy(), full[1].numpy(), rtol=2e-6)
     np.testing.assert_allclose(sm.numpy(), full[2].numpy(), rtol=2e-6)
     # TND, per-batch statistics order
     case = make_case("TND", 0, "float32", N1=2, N2=2, D=8, tnd_q=[3, 4], tnd_kv=[6, 6], seed=5, with_mask=False)
