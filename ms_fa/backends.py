@@ -32,7 +32,7 @@ __all__ = [
     "ASCEND_C_OP",
     "ASCEND_C_GRAD_OP",
     "ASCEND_C_ACLNN_HEADER",
-    "ASCEND_C_MAX_LISTS",
+    "ASCEND_C_MAX_BATCH",
     "set_backend",
     "get_backend",
     "refusals",
@@ -51,8 +51,8 @@ ASCEND_C_GRAD_OP = "MsFaFlashAttentionGrad"
 #: the header MindSpore's ops.Custom reads the aclnn signature from (its name rule for op type X:
 #: aclnn + X in snake case)
 ASCEND_C_ACLNN_HEADER = "aclnn_ms_fa_flash_attention.h"
-#: sequences the op's lists hold (FA_KERNEL_MAX_LISTS in custom_ops/op_kernel/fa_kernel_params.h)
-ASCEND_C_MAX_LISTS = 128
+#: the largest batch (TND: sequences) the op's tiling takes (FA_TILING_MAX_BATCH in fa_tiling_core.h)
+ASCEND_C_MAX_BATCH = 4096
 #: the largest head dims of the op's buffer plan (FA_MAX_HEAD_DIM in fa_tiling_core.h)
 ASCEND_C_MAX_HEAD_DIM = 512
 
@@ -146,8 +146,8 @@ def refusals(backend: str, args=None, device_target: str = "CPU") -> List[str]:
         return why
     if args.dtype not in ("float16", "bfloat16"):
         why.append(f"dtype {args.dtype}: the kernel is built for float16 and bfloat16")
-    if (args.is_tnd or args.prefix is not None) and args.B > ASCEND_C_MAX_LISTS:
-        why.append(f"{args.B} sequences: the op's lists hold at most {ASCEND_C_MAX_LISTS}")
+    if args.B > ASCEND_C_MAX_BATCH:
+        why.append(f"batch {args.B}: the op's tiling takes at most {ASCEND_C_MAX_BATCH} (TND: sequences)")
     if max(args.D, args.Dv) > ASCEND_C_MAX_HEAD_DIM:
         why.append(f"head dim {max(args.D, args.Dv)} > {ASCEND_C_MAX_HEAD_DIM}")
     return why

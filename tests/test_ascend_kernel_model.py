@@ -252,6 +252,8 @@ def test_kernel_model_equals_the_oracle(lib, block):  # noqa: F811
         ("BNSD", 0, dict(S1=24, S2=1032, N1=1, N2=1, D=8, keep_prob=0.75, with_mask=False)),
         ("BNSD", 0, dict(S1=24, S2=1037, N1=1, N2=1, D=8, keep_prob=0.75, with_mask=False)),  # unaligned bit rows
         ("TND", 3, dict(tnd_q=[13, 40], tnd_kv=[21, 45], N1=2, N2=1, D=8, keep_prob=0.8)),
+        # more sequences than the old tiling-data lists held (128): the lists the kernel computes from meta
+        ("TND", 2, dict(tnd_q=[1, 3, 2] * 60, tnd_kv=[2, 3, 4] * 60, N1=2, N2=1, D=8, keep_prob=0.9)),
     ],
 )
 def test_kernel_model_long_rows(lib, layout, mode, kw):  # noqa: F811
@@ -573,6 +575,7 @@ def test_backward_model_equals_the_oracle(lib, block):  # noqa: F811
         ("BNSD", 4, dict(S1=130, S2=130, N1=1, N2=1, D=8, pse_kind="slopes_n", pse_type=3)),
         ("BNSD", 0, dict(S1=24, S2=136, N1=1, N2=1, D=8, keep_prob=0.75, with_mask=False)),
         ("BSND", 2, dict(S1=40, S2=141, N1=2, N2=1, D=8, keep_prob=0.75)),  # bit rows start inside bytes
+        ("TND", 3, dict(tnd_q=[1, 3, 2] * 60, tnd_kv=[2, 3, 4] * 60, N1=2, N2=1, D=8)),  # 180 sequences
     ],
 )
 def test_backward_model_tiles(lib, layout, mode, kw):  # noqa: F811

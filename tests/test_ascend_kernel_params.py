@@ -30,8 +30,8 @@ from ms_fa.semantics.layouts import _stat_rows, to_bnsd
 from ms_fa.semantics.pse import expand_pse
 
 P64 = ctypes.POINTER(ctypes.c_int64)
-FILL = {"ok": 0, "dtype": 1, "lists": 2, "tiling": 4, "no_drop": 5}  # 3 retired (unaligned dropout rows)
-MAX_LISTS = 128  # FA_KERNEL_MAX_LISTS
+FILL = {"ok": 0, "dtype": 1, "tiling": 4, "no_drop": 5}  # 2, 3 retired (list length, unaligned dropout rows)
+MAX_BATCH = 4096  # FA_TILING_MAX_BATCH
 
 
 def _p(a):
@@ -50,7 +50,7 @@ def _validated(case):
 
 def _params(lib, meta, cores=24):  # noqa: F811
     sc = np.zeros(9, np.int64)
-    lists = np.zeros(6 * MAX_LISTS, np.int64)
+    lists = np.zeros(6 * MAX_BATCH, np.int64)
     err = ctypes.create_string_buffer(256)
     lib.fa_kernel_params_probe.restype = ctypes.c_int
     lib.fa_kernel_params_probe.argtypes = [P64, ctypes.c_int64, ctypes.c_int32, P64, P64, ctypes.c_char_p, ctypes.c_int]
@@ -73,8 +73,6 @@ def _addresses(lib, meta, pts, cores=24):  # noqa: F811
 def _expected_status(args, k):
     if args.dtype == "float32":
         return FILL["dtype"]
-    if (args.is_tnd or args.prefix is not None) and args.B > MAX_LISTS:
-        return FILL["lists"]
     if args.keep_prob < 1.0 and k.get("drop_mask") is None:
         return FILL["no_drop"]
     return FILL["ok"]
@@ -120,14 +118,27 @@ def test_params_from_the_meta_row(lib):  # noqa: F811
     assert seen[0] > 200 and seen[FILL["no_drop"]] > 0 and unaligned_dropout > 0, seen
 
 
-def test_float32_and_long_lists_are_refused(lib):  # noqa: F811
+def test_float32_is_refused_and_long_lists_are_taken(lib):  # noqa: F811
+    """float32 is refused; a TND call of 1,000 sequences is taken (the lists are no longer in the tiling
+    data: the host and each vector core compute them from the meta row), its lists right at the far end,
+    and the tiling refuses more than FA_TILING_MAX_BATCH."""
     _, _, meta = _validated(make_case("BNSD", 0, "float32", seed=1, with_mask=False))
     st, err, _, _ = _params(lib, meta)
     assert st == FILL["dtype"] and "float16 / bfloat16" in err
-    case = make_case("TND", 0, "float16", tnd_q=[1] * (MAX_LISTS + 1), tnd_kv=[1] * (MAX_LISTS + 1), seed=2)
-    _, _, meta = _validated(case)
+    rng = np.random.default_rng(2)
+    lq = rng.integers(0, 4, 1000)
+    lkv = lq + rng.integers(0, 3, 1000)  # mode 3: S1b <= S2b
+    case = make_case("TND", 3, "float16", tnd_q=lq.tolist(), tnd_kv=lkv.tolist(), N1=2, N2=1, D=8, seed=2)
+    args, _, meta = _validated(case)
+    st, err, sc, lists = _params(lib, meta)
+    assert st == FILL["ok"] and sc["n_lists"] == 1000, err
+    assert lists[0].tolist() == lq.tolist() and lists[1].tolist() == lkv.tolist()
+    assert lists[2, -1] == lq[:-1].sum() and lists[3, -1] == lkv[:-1].sum()
+    assert lists[4, -1] == 2 * (lq[:-1] * lkv[:-1]).sum()
+    n = MAX_BATCH + 1
+    _, _, meta = _validated(make_case("TND", 0, "float16", tnd_q=[1] * n, tnd_kv=[1] * n, N1=1, N2=1, D=8, seed=3))
     st, err, _, _ = _params(lib, meta)
-    assert st == FILL["lists"] and str(MAX_LISTS) in err
+    assert st == FILL["tiling"], (st, err)
 
 
 def _mask_expected(args, am_idx, b, h, i, j):

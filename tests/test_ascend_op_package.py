@@ -163,9 +163,8 @@ def test_tiling_keys_socs_and_limits(op):
     units = presets["configurePresets"][0]["cacheVariables"]["ASCEND_COMPUTE_UNIT"]["value"]
     assert units.split(";") == ["ascend910b", "ascend910_93"]
     # the limits ms_fa.backends states are the kernel's
-    params_h = _read(OPS, "op_kernel", "fa_kernel_params.h")
     tiling_h = _read(OPS, "op_host", "fa_tiling_core.h")
-    assert int(re.search(r"#define FA_KERNEL_MAX_LISTS (\d+)", params_h).group(1)) == backends.ASCEND_C_MAX_LISTS
+    assert int(re.search(r"#define FA_TILING_MAX_BATCH (\d+)", tiling_h).group(1)) == backends.ASCEND_C_MAX_BATCH
     assert int(re.search(r"FA_MAX_HEAD_DIM = (\d+)", tiling_h).group(1)) == backends.ASCEND_C_MAX_HEAD_DIM
 
 

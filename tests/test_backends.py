@@ -95,9 +95,10 @@ def test_call_refusals(installed):
     assert why(make_case("BSH", 0, "bfloat16", seed=1, pse_kind="full", pse_type=1, keep_prob=0.9, S2=16)) == []
     (w,) = why(make_case("BNSD", 0, "float32", seed=1))
     assert "dtype float32" in w
-    n = backends.ASCEND_C_MAX_LISTS + 1
-    (w,) = why(make_case("TND", 0, "float16", tnd_q=[1] * n, tnd_kv=[1] * n, seed=2))
-    assert f"{n} sequences" in w
+    n = backends.ASCEND_C_MAX_BATCH + 1
+    (w,) = why(make_case("TND", 0, "float16", tnd_q=[1] * n, tnd_kv=[1] * n, N1=1, N2=1, D=8, seed=2))
+    assert f"batch {n}" in w
+    assert why(make_case("TND", 0, "float16", tnd_q=[2] * 300, tnd_kv=[2] * 300, N1=1, N2=1, D=8, seed=2)) == []
     # dropout rows that start inside a byte (S2 = 12): the kernel shifts them into place
     assert why(make_case("BNSD", 1, "float16", keep_prob=0.5, S1=8, S2=12, seed=3)) == []
     assert (

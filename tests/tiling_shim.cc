@@ -148,6 +148,22 @@ int64_t fa_schedule_core(const int64_t* params, const int64_t* s1, const int64_t
   return n;
 }
 
+/* The lists' storage of the host fill, and of "the kernel" below (each at most 6 x FA_TILING_MAX_BATCH). */
+static int64_t g_host_lists[6 * FA_TILING_MAX_BATCH], g_kernel_lists[6 * FA_TILING_MAX_BATCH];
+
+/* What the op does with a meta row before its kernel walks anything: the host fill (into host storage),
+ * the pointers cleared as the TilingFunc clears them for the tiling data, then what each vector core does
+ * at its start -- its lists from the meta row itself (fa_kernel_lists_fill), unless zero_all, where the
+ * kernel reads none (the host's are then left in place for the probes). */
+static int fill_as_the_kernel(const int64_t* meta, const FaProblem* p, int32_t cores, FaKernelParams* k, char* err,
+                              int errlen, int32_t grad) {
+  const int st = fa_kernel_params_fill(p, cores, k, g_host_lists, err, errlen, grad);
+  if (st != FA_FILL_OK || k->zero_all) return st;
+  fa_kernel_lists_clear(k);
+  fa_kernel_lists_fill(k, meta, g_kernel_lists);
+  return st;
+}
+
 /* The host path of the Ascend C op: a meta row (ms_fa/kernels/abi.py meta_row of a validated call)
  * -> fa_meta_decode -> fa_kernel_params_fill. Returns the FaFillStatus (or 100 + decode failure) with
  * the message in err. scalars: zero_all, invalid_line, n_lists, used_cores, total_units, max_load,
@@ -157,14 +173,19 @@ int fa_kernel_params_probe(const int64_t* meta, int64_t len, int32_t cores, int6
   FaProblem p;
   if (fa_meta_decode(meta, len, &p, err, errlen) != 0) return 100;
   static FaKernelParams k;
-  const int st = fa_kernel_params_fill(&p, cores, &k, err, errlen);
+  const int st = fa_kernel_params_fill(&p, cores, &k, g_host_lists, err, errlen);
   if (st != FA_FILL_OK) return st;
   const int64_t sc[9] = {k.zero_all,          k.invalid_line,       k.n_lists,
                          k.tiling.used_cores, k.tiling.total_units, k.tiling.max_load,
                          k.tiling.s1_base,    k.tiling.ub.used,     k.tiling.workspace_bytes};
   memcpy(scalars, sc, sizeof sc);
   const int64_t* src[6] = {k.s1, k.s2, k.q0, k.k0, k.drop_base, k.prefix};
-  for (int a = 0; a < 6; ++a) memcpy(lists + a * k.n_lists, src[a], sizeof(int64_t) * k.n_lists);
+  for (int a = 0; a < 6; ++a) {
+    if (src[a])
+      memcpy(lists + a * k.n_lists, src[a], sizeof(int64_t) * k.n_lists);
+    else
+      memset(lists + a * k.n_lists, 0, sizeof(int64_t) * k.n_lists);
+  }
   return 0;
 }
 
@@ -179,7 +200,7 @@ int fa_kernel_address_probe(const int64_t* meta, int64_t len, int32_t cores, con
   FaProblem p;
   if (fa_meta_decode(meta, len, &p, err, sizeof err) != 0) return 100;
   static FaKernelParams k;
-  const int st = fa_kernel_params_fill(&p, cores, &k, err, sizeof err);
+  const int st = fill_as_the_kernel(meta, &p, cores, &k, err, sizeof err, 0);
   if (st != FA_FILL_OK) return st;
   for (int64_t x = 0; x < n; ++x) {
     const int64_t b = idx[5 * x], h = idx[5 * x + 1], i = idx[5 * x + 2], j = idx[5 * x + 3], what = idx[5 * x + 4];
@@ -233,7 +254,7 @@ int64_t fa_kernel_tiles_probe(const int64_t* meta, int64_t len, int32_t cores, i
   FaProblem p;
   if (fa_meta_decode(meta, len, &p, err, sizeof err) != 0) return -1;
   static FaKernelParams k;
-  if (fa_kernel_params_fill(&p, cores, &k, err, sizeof err) != FA_FILL_OK) return -1;
+  if (fill_as_the_kernel(meta, &p, cores, &k, err, sizeof err, 0) != FA_FILL_OK) return -1;
   if (k.zero_all || core >= k.tiling.used_cores) return 0;
   FaTilingInput in;
   fa_kernel_params_input(&k, &in);
@@ -263,7 +284,7 @@ int64_t fa_kernel_grad_tiles(const int64_t* meta, int64_t len, int32_t cores, in
   FaProblem p;
   if (fa_meta_decode(meta, len, &p, err, sizeof err) != 0) return -1;
   static FaKernelParams k;
-  if (fa_kernel_params_fill(&p, cores, &k, err, sizeof err, 1) != FA_FILL_OK) return -1;
+  if (fill_as_the_kernel(meta, &p, cores, &k, err, sizeof err, 1) != FA_FILL_OK) return -1;
   const FaTiling& t = k.tiling;
   if (scalars) {
     const int64_t sc[7] = {t.used_cores,      t.total_units, t.max_load, t.ub_grad.used,

@@ -5,8 +5,12 @@
  *
  * Nothing is validated twice: the meta row comes from a call ms_fa.semantics.args.normalize accepted.
  * What is refused here is what this op does not run (the Python backend report, ms_fa/backends.py,
- * states the same limits before a call is made): float32 inputs, more than FA_KERNEL_MAX_LISTS sequences
- * in the lists, dropout without explicit bits.
+ * states the same limits before a call is made): float32 inputs, dropout without explicit bits, and what
+ * the tiling refuses (more than FA_TILING_MAX_BATCH sequences).
+ *
+ * The per-batch lists are computed into the caller's `lists` storage (fa_kernel_lists_words entries,
+ * at most 6 * max(B, 1)): the tiling needs them. The caller clears the pointers before the params go
+ * into the tiling data (fa_kernel_lists_clear); the kernel computes its own from the meta input.
  */
 #ifndef MS_FA_FA_KERNEL_PARAMS_FILL_H_
 #define MS_FA_FA_KERNEL_PARAMS_FILL_H_
@@ -16,19 +20,20 @@
 
 #include "fa_kernel.h"
 #include "fa_kernel_params.h"
+#include "fa_meta.h"
 
 enum FaFillStatus {
   FA_FILL_OK = 0,
   FA_FILL_DTYPE = 1, /* float32: the kernel is instantiated for float16 / bfloat16 */
-  FA_FILL_LISTS = 2, /* more sequences than FA_KERNEL_MAX_LISTS */
-  /* 3 is retired: dropout bit rows not starting on a byte are read since the kernel shifts them */
+  /* 2 and 3 are retired: the lists no longer travel in the tiling data (any B the tiling takes), and
+   * dropout bit rows that start inside a byte are shifted into place by the kernel */
   FA_FILL_TILING = 4, /* fa_tiling refused the shape (FaTilingStatus in the message) */
   FA_FILL_NO_DROP = 5 /* keep_prob < 1 without a drop_mask: this op reads explicit bits only */
 };
 
 /* grad: 0 for the forward op's tiling (fa_tiling), 1 for the backward op's (fa_tiling_grad) */
-static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKernelParams* k, char* err, int errlen,
-                                        int32_t grad = 0) {
+static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKernelParams* k, int64_t* lists, char* err,
+                                        int errlen, int32_t grad = 0) {
   memset(k, 0, sizeof(*k));
   const FaScalars* s = &p->s;
   if (s->dtype != FA_F16 && s->dtype != FA_BF16) {
@@ -36,11 +41,6 @@ static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKer
     return FA_FILL_DTYPE;
   }
   const int32_t tnd = s->layout == FA_TND;
-  if ((tnd || s->has_prefix) && s->B > FA_KERNEL_MAX_LISTS) {
-    snprintf(err, errlen, "ms_fa Ascend C op: %ld sequences, the op takes at most %d in its lists", (long)s->B,
-             FA_KERNEL_MAX_LISTS);
-    return FA_FILL_LISTS;
-  }
   if (s->keep_prob < 1.0f && !s->has_drop_mask) {
     snprintf(err, errlen, "ms_fa Ascend C op: keep_prob %g without a drop_mask (the op reads explicit bits)",
              (double)s->keep_prob);
@@ -79,24 +79,10 @@ static inline int fa_kernel_params_fill(const FaProblem* p, int32_t cores, FaKer
   k->has_drop_mask = s->has_drop_mask;
   k->cores = cores;
   k->n_lists = (tnd || s->has_prefix) ? (int32_t)s->B : 1;
-  if (tnd) {
-    int64_t q = 0, kv = 0, drop = 0;
-    for (int64_t b = 0; b < s->B; ++b) {
-      k->s1[b] = fa_seqlen(p->actual_seq_qlen, b);
-      k->s2[b] = fa_seqlen(p->actual_seq_kvlen, b);
-      k->q0[b] = q;
-      k->k0[b] = kv;
-      k->drop_base[b] = drop;
-      q += k->s1[b];
-      kv += k->s2[b];
-      drop += s->N1 * k->s1[b] * k->s2[b];
-    }
-  } else {
-    k->s1[0] = s->S1;
-    k->s2[0] = s->S2;
-  }
-  if (s->has_prefix)
-    for (int64_t b = 0; b < s->B; ++b) k->prefix[b] = p->prefix[b];
+  k->meta_lists = FA_META_SCALAR_WORDS;
+  /* the row itself: fa_meta_decode points p's lists into it, right after its FaScalars words */
+  const int64_t* first = s->has_prefix ? p->prefix : p->actual_seq_qlen;
+  fa_kernel_lists_fill(k, first ? first - FA_META_SCALAR_WORDS : first, lists);
   int64_t keys = tnd ? 0 : s->B * s->S2, queries = tnd ? 0 : s->B * s->S1;
   for (int64_t b = 0; tnd && b < s->B; ++b) keys += k->s2[b], queries += k->s1[b];
   /* SPEC 6.1: empty inputs give zeros (and no queries: zero gradients for the keys) */

@@ -34,6 +34,17 @@
 #define FA_TILING_MAX_CORES 48 /* AIV cores of the largest Atlas A2 part (upstream MAX_AIV_NUM) */
 #define FA_TILING_MAX_BATCH 4096
 
+/* A per-batch list (lengths, offsets, prefix): host memory on the host; in the kernel, GM -- each vector
+ * core computes its call's lists into its workspace at its start (fa_kernel_lists_fill), as upstream's
+ * varlen kernel reads actual_seq_qlen from GM, so no list travels in the tiling data. */
+#if !defined(FA_LIST_PTR)
+#if defined(FA_PLAN_ASCEND) || defined(__CCE_KT_TEST__) || defined(__CCE_AICORE__) || defined(ASCENDC_CPU_DEBUG)
+#define FA_LIST_PTR __gm__ const int64_t*
+#else
+#define FA_LIST_PTR const int64_t*
+#endif
+#endif
+
 enum {
   FA_UB_BYTES = 192 * 1024 - 256 - 8 * 1024,
   FA_L1_BYTES = 512 * 1024 - 256,
@@ -60,13 +71,13 @@ struct FaTilingInput {
   int64_t B, N1, N2, D, Dv;
   int32_t dtype_bytes; /* 2 (fp16 / bf16) or 4 (fp32) */
   int32_t tnd;
-  const int64_t* s1; /* B entries, or 1 entry for every batch when per_batch == 0 */
-  const int64_t* s2; /* the same */
+  FA_LIST_PTR s1;    /* B entries, or 1 entry for every batch when per_batch == 0 */
+  FA_LIST_PTR s2;    /* the same */
   int32_t per_batch; /* 1: s1 / s2 hold B entries (TND); 0: one length for all batches */
   int32_t sparse_mode;
   int64_t pre_tokens, next_tokens;
   int32_t has_mask;
-  const int64_t* prefix; /* B entries or 0 */
+  FA_LIST_PTR prefix; /* B entries or 0 */
   int32_t has_pse, has_dropout;
   int32_t cores; /* vector cores to use, 1 .. FA_TILING_MAX_CORES */
 };
@@ -154,6 +165,9 @@ struct FaTiling {
    * by the statistics' row order (fa_stat_offset / 8) */
   int64_t grad_rows;      /* query rows x N1 */
   int64_t ws_drow, ws_dq; /* byte offsets of the two shared regions */
+  /* both: after everything else, one region of lists_bytes per vector core the kernel starts, where the
+   * core computes the call's per-batch lists (6 lists of n entries: fa_kernel_lists_fill) */
+  int64_t ws_lists, lists_bytes;
 };
 
 enum FaTilingStatus {
@@ -446,6 +460,15 @@ FA_PLAN_INLINE int32_t fa_tiling_budget(const FaTiling* t) {
   return FA_TILING_OK;
 }
 
+/* the lists regions at the end of the workspace: one per vector core a kernel can start (whole blocks of
+ * one cube and two vector cores), 6 lists of B entries (1 when the call has no per-batch list) */
+FA_PLAN_INLINE void fa_tiling_lists_region(const FaTilingInput* in, FaTiling* t) {
+  const int64_t n = in->tnd || in->prefix ? in->B : 1;
+  t->lists_bytes = fa_align_up(6 * n * 8, 512);
+  t->ws_lists = fa_align_up(t->workspace_bytes, 512);
+  t->workspace_bytes = t->ws_lists + t->lists_bytes * fa_align_up(fa_max64(in->cores, t->used_cores), 2);
+}
+
 /* The forward tiling of one call. Returns an FaTilingStatus. */
 FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
   const int32_t st = fa_tiling_start(in, t, 0);
@@ -462,6 +485,7 @@ FA_PLAN_INLINE int32_t fa_tiling(const FaTilingInput* in, FaTiling* t) {
   t->workspace_per_core =
       fa_align_up(round * 4 + round * in->dtype_bytes + 2 * t->s1_base * fa_align_up(in->Dv, 16) * 4, 512);
   t->workspace_bytes = t->workspace_per_core * fa_max64(t->used_cores, 1);
+  fa_tiling_lists_region(in, t);
   return fa_tiling_budget(t);
 }
 
@@ -482,6 +506,7 @@ FA_PLAN_INLINE int32_t fa_tiling_grad(const FaTilingInput* in, FaTiling* t) {
   t->ws_drow = t->workspace_per_core * fa_max64(t->used_cores, 1);
   t->ws_dq = fa_align_up(t->ws_drow + t->grad_rows * 8 * 4, 512);
   t->workspace_bytes = fa_align_up(t->ws_dq + t->grad_rows * d16 * 4, 512);
+  fa_tiling_lists_region(in, t);
   return fa_tiling_budget(t);
 }
 

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "../op_kernel/ms_fa_flash_attention_tiling.h"
 #include "fa_cube_tiling.h"
@@ -33,7 +34,10 @@ ge::graphStatus MsFaFlashAttentionGradTiling(gert::TilingContext* context) {
   const auto plat = platform_ascendc::PlatformAscendC(context->GetPlatformInfo());
   const int32_t aiv = static_cast<int32_t>(std::min<uint32_t>(plat.GetCoreNumAiv(), FA_TILING_MAX_CORES));
   MsFaFlashAttentionGradTilingData* td = context->GetTilingData<MsFaFlashAttentionGradTilingData>();
-  if (fa_kernel_params_fill(&prob, aiv, &td->params, err, sizeof(err), 1) != FA_FILL_OK) {
+  std::vector<int64_t> lists(6 * static_cast<size_t>(std::max<int64_t>(prob.s.B, 1)));
+  const int fill = fa_kernel_params_fill(&prob, aiv, &td->params, lists.data(), err, sizeof(err), 1);
+  fa_kernel_lists_clear(&td->params); /* host pointers: the kernel computes its lists from the meta input */
+  if (fill != FA_FILL_OK) {
     fprintf(stderr, "[ms_fa %s] %s\n", context->GetNodeName(), err);
     return ge::GRAPH_FAILED;
   }

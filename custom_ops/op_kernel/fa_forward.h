@@ -55,13 +55,17 @@ class FaForward {
   Matmul<A1, B2, C1, Bias> bmm2;
 
   __aicore__ inline void Init(GM_ADDR q, GM_ADDR k, GM_ADDR v, GM_ADDR pse, GM_ADDR drop_mask, GM_ADDR atten_mask,
-                              GM_ADDR out, GM_ADDR softmax_max, GM_ADDR softmax_sum, GM_ADDR workspace,
+                              GM_ADDR meta, GM_ADDR out, GM_ADDR softmax_max, GM_ADDR softmax_sum, GM_ADDR workspace,
                               const MsFaFlashAttentionTilingData* td, TPipe* pipe) {
-    p_ = &td->params;
-    t_ = &td->params.tiling;
+    params_ = td->params;
+    p_ = &params_;
+    t_ = &params_.tiling;
     pipe_ = pipe;
     core_ = GetBlockIdx();
     cores_ = GetBlockNum() * GetTaskRation();
+    if (!p_->zero_all) /* the call's per-batch lists, from the meta input into this core's region */
+      fa_kernel_lists_fill(&params_, (__gm__ const int64_t*)meta,
+                           (__gm__ int64_t*)(workspace + t_->ws_lists + core_ * t_->lists_bytes));
     qGm_.SetGlobalBuffer((__gm__ IN_T*)q);
     kGm_.SetGlobalBuffer((__gm__ IN_T*)k);
     vGm_.SetGlobalBuffer((__gm__ IN_T*)v);
@@ -372,6 +376,7 @@ class FaForward {
     }
   }
 
+  FaKernelParams params_; /* the tiling data's, with this core's lists */
   const FaKernelParams* p_;
   const FaTiling* t_;
   TPipe* pipe_;

@@ -19,16 +19,16 @@
  *   BNSD (B, N, S, D):  ((b*N + n)*S + i)*D                         row stride D
  *   TND  (T, N, D):     ((t0[b] + i)*N + n)*D, t0[b] = sum of the earlier batches' lengths
  *
- * Limits of the op (the Python backend report states them as refusals, ms_fa/backends.py): TND calls
- * and prefix lists of at most FA_KERNEL_MAX_LISTS sequences (the lists live in the tiling data, which the
- * kernel copies to its stack).
+ * The per-batch lists (TND lengths, token offsets, dropout bases; prefix) are not in the tiling data:
+ * FaKernelParams points at them (FA_LIST_PTR). fa_kernel_lists_fill computes them from the meta row's
+ * lists -- on the host into the fill's storage (the tiling needs them), in the kernel from the meta input
+ * in GM into the core's workspace, as upstream's varlen kernel reads actual_seq_qlen from GM. Hence any
+ * number of sequences the tiling takes (FA_TILING_MAX_BATCH).
  */
 #ifndef MS_FA_FA_KERNEL_PARAMS_H_
 #define MS_FA_FA_KERNEL_PARAMS_H_
 
 #include "fa_tiling_core.h"
-
-#define FA_KERNEL_MAX_LISTS 128
 
 enum { FA_KP_BSH = 0, FA_KP_SBH = 1, FA_KP_BSND = 2, FA_KP_BNSD = 3, FA_KP_TND = 4 }; /* = FaLayout */
 enum { FA_KP_MASK_NONE = 0, FA_KP_MASK_FULL = 1, FA_KP_MASK_FULL_TT = 2, FA_KP_MASK_COMPRESSED = 3 };
@@ -45,16 +45,72 @@ struct FaKernelParams {
   int64_t pse_b, pse_stride_b, pse_stride_n, pse_stride_s1;
   int64_t q_start_idx, kv_start_idx;
   int32_t has_prefix, has_drop_mask;
-  int32_t cores;    /* vector cores the tiling splits over */
-  int32_t zero_all; /* nothing to compute (no keys, D or Dv 0): every output is zero (SPEC 6.1) */
-  int32_t n_lists;  /* entries of the lists below: B (TND or prefix), else 1 */
-  /* per batch (TND: clamped lengths, SPEC 3; otherwise entry 0 holds S1 / S2 for all) */
-  int64_t s1[FA_KERNEL_MAX_LISTS], s2[FA_KERNEL_MAX_LISTS];
-  int64_t q0[FA_KERNEL_MAX_LISTS], k0[FA_KERNEL_MAX_LISTS]; /* TND: first token of batch b */
-  int64_t drop_base[FA_KERNEL_MAX_LISTS];                   /* TND: flat dropout index of (b, 0, 0, 0) */
-  int64_t prefix[FA_KERNEL_MAX_LISTS];
+  int32_t cores;      /* vector cores the tiling splits over */
+  int32_t zero_all;   /* nothing to compute (no keys, D or Dv 0): every output is zero (SPEC 6.1) */
+  int32_t n_lists;    /* entries of the lists below: B (TND or prefix), else 1 */
+  int64_t meta_lists; /* word offset of the lists in the meta row (after its FaScalars; fa_meta.h) */
+  /* per batch (TND: clamped lengths, SPEC 3; otherwise entry 0 holds S1 / S2 for all), set by
+   * fa_kernel_lists_fill: host memory on the host, the core's workspace in the kernel (0 in the tiling
+   * data, where no pointer travels) */
+  FA_LIST_PTR s1;
+  FA_LIST_PTR s2;
+  FA_LIST_PTR q0; /* TND: first token of batch b */
+  FA_LIST_PTR k0;
+  FA_LIST_PTR drop_base; /* TND: flat dropout index of (b, 0, 0, 0) */
+  FA_LIST_PTR prefix;    /* 0 without a prefix list */
   FaTiling tiling;
 };
+
+/* int64 words the lists of k take (6 lists of n_lists entries) */
+FA_PLAN_INLINE int64_t fa_kernel_lists_words(const FaKernelParams* k) {
+  return 6 * (int64_t)k->n_lists;
+}
+
+/* The per-batch lists of a call from its meta row's lists (`row` is the row; fa_meta.h: after the
+ * FaScalars words, prefix[B] if has_prefix, then the cumulative actual_seq_qlen[B] and actual_seq_kvlen[B]
+ * if TND), written to `out` (fa_kernel_lists_words entries), and k pointed at them. The host fill runs it
+ * on the decoded row into its storage; each vector core of the kernel runs it on the meta input in GM
+ * into its workspace region. */
+template <typename ROW, typename OUT>
+FA_PLAN_INLINE void fa_kernel_lists_fill(FaKernelParams* k, ROW row, OUT out) {
+  const int64_t n = k->n_lists;
+  OUT s1 = out, s2 = out + n, q0 = out + 2 * n, k0 = out + 3 * n, drop = out + 4 * n, prefix = out + 5 * n;
+  if (k->tnd) {
+    ROW aq = row + k->meta_lists + (k->has_prefix ? k->B : 0);
+    ROW akv = aq + k->B;
+    int64_t q = 0, kv = 0, d = 0;
+    for (int64_t b = 0; b < k->B; ++b) {
+      const int64_t l1 = fa_seqlen(aq, b), l2 = fa_seqlen(akv, b);
+      s1[b] = l1;
+      s2[b] = l2;
+      q0[b] = q;
+      k0[b] = kv;
+      drop[b] = d;
+      q += l1;
+      kv += l2;
+      d += k->N1 * l1 * l2;
+    }
+  } else {
+    s1[0] = k->S1;
+    s2[0] = k->S2;
+    q0[0] = k0[0] = drop[0] = 0;
+  }
+  if (k->has_prefix) {
+    ROW pre = row + k->meta_lists;
+    for (int64_t b = 0; b < k->B; ++b) prefix[b] = pre[b];
+  }
+  k->s1 = s1;
+  k->s2 = s2;
+  k->q0 = q0;
+  k->k0 = k0;
+  k->drop_base = drop;
+  k->prefix = k->has_prefix ? prefix : 0;
+}
+
+/* no pointer travels in the tiling data: the host clears them once its tiling is done */
+FA_PLAN_INLINE void fa_kernel_lists_clear(FaKernelParams* k) {
+  k->s1 = k->s2 = k->q0 = k->k0 = k->drop_base = k->prefix = 0;
+}
 
 /* the FaTilingInput of the call (pointers into *k): what the host tiled and what the kernel walks */
 FA_PLAN_INLINE void fa_kernel_params_input(const FaKernelParams* k, FaTilingInput* in) {

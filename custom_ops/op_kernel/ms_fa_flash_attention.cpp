@@ -8,20 +8,20 @@
  *
  * Arguments, in the order of the OpDef (op_host/ms_fa_flash_attention_def.cpp), then workspace and
  * tiling: query, key, value, pse, drop_mask, atten_mask, meta -> attention_out, softmax_max, softmax_sum.
- * meta (the validated call as integers) is read by the host tiling only; the kernel gets its contents
- * through the tiling data.
+ * meta (the validated call as integers) is read by the host tiling, and by each vector core for the
+ * call's per-batch lists (fa_kernel_lists_fill); everything else comes through the tiling data.
  */
 #include "fa_forward.h"
 
 template <typename IN_T>
 __aicore__ inline void RunForward(GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR pse, GM_ADDR drop_mask,
-                                  GM_ADDR atten_mask, GM_ADDR attention_out, GM_ADDR softmax_max, GM_ADDR softmax_sum,
-                                  GM_ADDR user_workspace, const MsFaFlashAttentionTilingData* td) {
+                                  GM_ADDR atten_mask, GM_ADDR meta, GM_ADDR attention_out, GM_ADDR softmax_max,
+                                  GM_ADDR softmax_sum, GM_ADDR user_workspace, const MsFaFlashAttentionTilingData* td) {
   TPipe pipe;
   msfa::FaForward<IN_T> op;
   REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), op.bmm1, &td->bmm1, op.bmm2, &td->bmm2);
-  op.Init(query, key, value, pse, drop_mask, atten_mask, attention_out, softmax_max, softmax_sum, user_workspace, td,
-          &pipe);
+  op.Init(query, key, value, pse, drop_mask, atten_mask, meta, attention_out, softmax_max, softmax_sum, user_workspace,
+          td, &pipe);
   op.Process();
 }
 
@@ -29,15 +29,15 @@ extern "C" __global__ __aicore__ void ms_fa_flash_attention(GM_ADDR query, GM_AD
                                                             GM_ADDR drop_mask, GM_ADDR atten_mask, GM_ADDR meta,
                                                             GM_ADDR attention_out, GM_ADDR softmax_max,
                                                             GM_ADDR softmax_sum, GM_ADDR workspace, GM_ADDR tiling) {
-  (void)meta;
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);
   REGISTER_TILING_DEFAULT(MsFaFlashAttentionTilingData);
   GET_TILING_DATA_WITH_STRUCT(MsFaFlashAttentionTilingData, td, tiling);
   GM_ADDR user = GetUserWorkspace(workspace);
   if (TILING_KEY_IS(1)) {
-    RunForward<half>(query, key, value, pse, drop_mask, atten_mask, attention_out, softmax_max, softmax_sum, user, &td);
+    RunForward<half>(query, key, value, pse, drop_mask, atten_mask, meta, attention_out, softmax_max, softmax_sum, user,
+                     &td);
   } else if (TILING_KEY_IS(2)) {
-    RunForward<bfloat16_t>(query, key, value, pse, drop_mask, atten_mask, attention_out, softmax_max, softmax_sum, user,
-                           &td);
+    RunForward<bfloat16_t>(query, key, value, pse, drop_mask, atten_mask, meta, attention_out, softmax_max, softmax_sum,
+                           user, &td);
   }
 }

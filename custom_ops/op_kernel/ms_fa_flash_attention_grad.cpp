@@ -6,19 +6,20 @@
  *
  * Arguments, in the order of the OpDef (op_host/ms_fa_flash_attention_grad_def.cpp), then workspace and
  * tiling: query, key, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out,
- * meta -> dq, dk, dv. meta is read by the host tiling only.
+ * meta -> dq, dk, dv. meta is read by the host tiling, and by each vector core for the call's per-batch
+ * lists (fa_kernel_lists_fill).
  */
 #include "fa_backward.h"
 
 template <typename IN_T>
 __aicore__ inline void RunBackward(GM_ADDR query, GM_ADDR key, GM_ADDR value, GM_ADDR dy, GM_ADDR pse,
                                    GM_ADDR drop_mask, GM_ADDR atten_mask, GM_ADDR softmax_max, GM_ADDR softmax_sum,
-                                   GM_ADDR attention_out, GM_ADDR dq, GM_ADDR dk, GM_ADDR dv, GM_ADDR user_workspace,
-                                   const MsFaFlashAttentionGradTilingData* td) {
+                                   GM_ADDR attention_out, GM_ADDR meta, GM_ADDR dq, GM_ADDR dk, GM_ADDR dv,
+                                   GM_ADDR user_workspace, const MsFaFlashAttentionGradTilingData* td) {
   TPipe pipe;
   msfa::FaBackward<IN_T> op;
   REGIST_MATMUL_OBJ(&pipe, GetSysWorkSpacePtr(), op.mmABt, &td->mm_abt, op.mmAtB, &td->mm_atb, op.mmAB, &td->mm_ab);
-  op.Init(query, key, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out, dq, dk, dv,
+  op.Init(query, key, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out, meta, dq, dk, dv,
           user_workspace, td, &pipe);
   op.Process();
 }
@@ -32,13 +33,12 @@ extern "C" __global__ __aicore__ void ms_fa_flash_attention_grad(GM_ADDR query, 
   KERNEL_TASK_TYPE_DEFAULT(KERNEL_TYPE_MIX_AIC_1_2);
   REGISTER_TILING_DEFAULT(MsFaFlashAttentionGradTilingData);
   GET_TILING_DATA_WITH_STRUCT(MsFaFlashAttentionGradTilingData, td, tiling);
-  (void)meta;
   GM_ADDR user = GetUserWorkspace(workspace);
   if (TILING_KEY_IS(1)) {
-    RunBackward<half>(query, key, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out, dq,
-                      dk, dv, user, &td);
+    RunBackward<half>(query, key, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out, meta,
+                      dq, dk, dv, user, &td);
   } else if (TILING_KEY_IS(2)) {
     RunBackward<bfloat16_t>(query, key, value, dy, pse, drop_mask, atten_mask, softmax_max, softmax_sum, attention_out,
-                            dq, dk, dv, user, &td);
+                            meta, dq, dk, dv, user, &td);
   }
 }

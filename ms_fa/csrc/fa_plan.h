@@ -307,8 +307,10 @@ FA_PLAN_INLINE int32_t fa_block_kind(const FaBand* band, int64_t i0, int64_t i1,
 
 /* ---------------------------------------------------------------------------------------------- */
 /* TND helpers (SPEC 3): per-batch length from the cumulative list (no leading 0), negative
- * differences clamped to 0 (the first entry too). */
-FA_PLAN_INLINE int64_t fa_seqlen(const int64_t* cum, int64_t b) {
+ * differences clamped to 0 (the first entry too). A template over the list's pointer: the Ascend C
+ * kernel reads the list in GM (a __gm__ pointer), everyone else in host memory. */
+template <typename CUM>
+FA_PLAN_INLINE int64_t fa_seqlen(CUM cum, int64_t b) {
   const int64_t prev = b > 0 ? cum[b - 1] : 0;
   return fa_max64(cum[b] - prev, 0);
 }

@@ -73,7 +73,10 @@ int RunGrad(const std::string& dir, const FaProblem& prob) {
   auto* td =
       reinterpret_cast<MsFaFlashAttentionGradTilingData*>(AscendC::GmAlloc(sizeof(MsFaFlashAttentionGradTilingData)));
   memset(td, 0, sizeof(*td));
-  if (fa_kernel_params_fill(&prob, 2 * kBlocks, &td->params, err, sizeof(err), 1) != FA_FILL_OK) {
+  std::vector<int64_t> lists(6 * static_cast<size_t>(prob.s.B > 1 ? prob.s.B : 1));
+  const int fill = fa_kernel_params_fill(&prob, 2 * kBlocks, &td->params, lists.data(), err, sizeof(err), 1);
+  fa_kernel_lists_clear(&td->params); /* as the TilingFunc: the kernel computes its lists from meta */
+  if (fill != FA_FILL_OK) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
@@ -126,7 +129,10 @@ int main(int argc, char** argv) {
   if (argc == 3) return RunGrad(dir, prob);
   auto* td = reinterpret_cast<MsFaFlashAttentionTilingData*>(AscendC::GmAlloc(sizeof(MsFaFlashAttentionTilingData)));
   memset(td, 0, sizeof(*td));
-  if (fa_kernel_params_fill(&prob, 2 * kBlocks, &td->params, err, sizeof(err)) != FA_FILL_OK) {
+  std::vector<int64_t> lists(6 * static_cast<size_t>(prob.s.B > 1 ? prob.s.B : 1));
+  const int fill = fa_kernel_params_fill(&prob, 2 * kBlocks, &td->params, lists.data(), err, sizeof(err));
+  fa_kernel_lists_clear(&td->params); /* as the TilingFunc: the kernel computes its lists from meta */
+  if (fill != FA_FILL_OK) {
     fprintf(stderr, "%s\n", err);
     return 1;
   }
